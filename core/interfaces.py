@@ -1,0 +1,240 @@
+"""The small abstract interfaces every kdforge plugin implements.
+
+Each plugin kind is one abstract base class. A plugin class declares:
+
+* ``name`` and a docstring (its first line is the one-line description);
+* ``Params``: a :class:`PluginParams` (pydantic) model of its config parameters, so
+  the host validates ``<section>.params`` before anything runs and ``kdforge plugins
+  show`` can list types and defaults;
+* the abstract methods of its kind.
+
+The host calls the methods in the order given in each class docstring.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from kdforge.data import DataInfo, DataSplits
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "DatasetPlugin",
+    "ExportResult",
+    "Exporter",
+    "HParam",
+    "LossResult",
+    "LossStrategy",
+    "ModelOutput",
+    "PluginParams",
+    "SearchSpace",
+    "Teacher",
+]
+
+
+class PluginParams(BaseModel):
+    """Base of every plugin's ``Params`` model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class HParam:
+    """A searchable hyperparameter that a plugin adds to the search space.
+
+    Attributes:
+        name: Parameter name (unique within the plugin).
+        low: Lower bound (inclusive).
+        high: Upper bound (inclusive).
+        log: Sample on a log scale (requires ``low > 0``).
+        kind: ``"float"`` or ``"int"``.
+        default: Value used when the parameter is not searched (e.g. a baseline run).
+        help: One line for docs and ``kdforge plugins show``.
+    """
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    kind: Literal["float", "int"] = "float"
+    default: float | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ValueError(f"hyperparameter {self.name!r}: low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"hyperparameter {self.name!r}: log scale needs low > 0")
+
+
+@dataclass
+class ModelOutput:
+    """What a teacher (or a student) produced for a batch.
+
+    Attributes:
+        logits: Class scores ``(n, num_classes)``, or None for embedding-only teachers.
+        features: Named intermediate features (e.g. ``"block1"``, ``"pooled"``).
+    """
+
+    logits: torch.Tensor | None
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class LossResult:
+    """A loss value plus its named parts for logging.
+
+    Attributes:
+        total: The scalar to back-propagate.
+        parts: Detached float values of the terms (e.g. ``{"kd": .., "ce": ..}``).
+    """
+
+    total: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ExportResult:
+    """Outcome of exporting a student.
+
+    Attributes:
+        path: The written model file.
+        max_abs_diff: Largest absolute difference between the exported model's and
+            PyTorch's outputs on the check inputs.
+        format: Short format name (``"onnx"``).
+    """
+
+    path: Path
+    max_abs_diff: float
+    format: str
+
+
+class _Plugin(ABC):
+    """Common part of all plugin classes."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[PluginParams]] = PluginParams
+
+    def __init__(self, params: PluginParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+
+class DatasetPlugin(_Plugin):
+    """Provides the data a search distills on.
+
+    Call order: ``__init__(params)`` in the driver, then ``load(seed)`` once per
+    search (or teacher training). The splits are held in memory and shared with the
+    trials through Ray's object store.
+    """
+
+    @abstractmethod
+    def load(self, seed: int) -> DataSplits:
+        """Return the train/val/test (and optional transfer) splits.
+
+        Args:
+            seed: Seed for any random split, so the same seed gives the same split.
+        """
+
+
+class Teacher(_Plugin):
+    """A trained model whose outputs the student learns from.
+
+    Call order: ``__init__(params)``, ``load()`` once in the driver, then
+    ``predict`` on batches (the host caches its outputs per search), ``fingerprint``
+    for cache keys, ``num_parameters`` for reports.
+    """
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model (files are read with ``weights_only=True``)."""
+
+    @abstractmethod
+    def predict(self, x: torch.Tensor) -> ModelOutput:
+        """Run the teacher in eval mode without gradients on one batch."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A string that changes whenever the teacher's weights or architecture do."""
+
+    @abstractmethod
+    def num_parameters(self) -> int:
+        """Number of parameters of the teacher."""
+
+    def expected_input_shape(self) -> tuple[int, ...] | None:
+        """Per-example input shape the teacher was built for, if known."""
+        return None
+
+    def expected_num_classes(self) -> int | None:
+        """Number of classes the teacher predicts, if known."""
+        return None
+
+
+class SearchSpace(_Plugin):
+    """A family of student architectures.
+
+    Call order: in the search driver, ``suggest(trial, info)`` samples one point
+    define-by-run (conditional parameters allowed; the host prefixes the names with
+    ``student/``); in the trial, ``build(arch, info)`` turns the sampled values (the
+    dict of names without prefix, merged with whatever ``suggest`` returned) into a
+    ``torch.nn.Module`` mapping inputs ``(n, *info.input_shape)`` to logits
+    ``(n, info.num_classes)``. ``build`` is also used to rebuild checkpoints, so it
+    must be deterministic given ``arch``.
+    """
+
+    @abstractmethod
+    def suggest(self, trial: optuna.Trial, info: DataInfo) -> dict[str, Any] | None:
+        """Sample an architecture; may return extra constant entries for ``arch``."""
+
+    @abstractmethod
+    def build(self, arch: dict[str, Any], info: DataInfo) -> torch.nn.Module:
+        """Build the model for one sampled architecture."""
+
+
+class LossStrategy(_Plugin):
+    """A distillation loss.
+
+    ``hyperparameters`` declares what the search samples for this loss; the sampled
+    values are passed to ``__init__`` as ``hparams``. Call order in a trial:
+    ``__init__(params, hparams)`` once, then ``__call__`` on every batch.
+    Labels equal to ``-1`` mark unlabeled examples and must not enter label terms.
+    """
+
+    hyperparameters: ClassVar[tuple[HParam, ...]] = ()
+
+    def __init__(
+        self, params: PluginParams | None = None, hparams: dict[str, float] | None = None
+    ) -> None:
+        super().__init__(params)
+        values = {hp.name: hp.default for hp in self.hyperparameters}
+        values.update(hparams or {})
+        missing = [k for k, v in values.items() if v is None]
+        if missing:
+            raise ValueError(f"loss {self.name!r} needs values for {missing}")
+        self.hparams: dict[str, float] = {k: float(v) for k, v in values.items() if v is not None}
+
+    @abstractmethod
+    def __call__(
+        self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor
+    ) -> LossResult:
+        """Compute the loss of one batch."""
+
+
+class Exporter(_Plugin):
+    """Writes a trained student to a deployable format and checks it.
+
+    Call order: ``export(model, example, path)`` once, after the search, on the CPU.
+    """
+
+    suffix: ClassVar[str] = ""
+
+    @abstractmethod
+    def export(self, model: torch.nn.Module, example: torch.Tensor, path: Path) -> ExportResult:
+        """Export ``model`` to ``path`` and compare it with PyTorch on ``example``."""

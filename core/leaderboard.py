@@ -1,0 +1,124 @@
+"""The leaderboard of a search: one row per trial, and the choice of the winner."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdforge.config import SelectionSettings
+
+__all__ = ["TrialRow", "format_table", "select_best", "write_csv"]
+
+
+@dataclass
+class TrialRow:
+    """One trial as the user sees it."""
+
+    number: int
+    trial_id: str
+    status: str
+    params: int | None
+    val_acc: float | None
+    test_acc: float | None
+    epochs: int
+    lr: float | None
+    loss_hparams: dict[str, float] = field(default_factory=dict)
+    arch: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    checkpoint: str | None = None
+    node_id: str = ""
+
+    def flat(self) -> dict[str, Any]:
+        """A flat dict for CSV and MLflow (hparams and arch as prefixed columns)."""
+        row = asdict(self)
+        hparams = row.pop("loss_hparams")
+        arch = row.pop("arch")
+        row.update({f"loss.{k}": v for k, v in hparams.items()})
+        row.update({f"student.{k}": v for k, v in arch.items()})
+        return row
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def select_best(rows: list[TrialRow], rule: SelectionSettings) -> TrialRow | None:
+    """Pick the student to export among finished trials that kept a checkpoint.
+
+    ``accuracy``: highest validation accuracy, fewer parameters break ties.
+    ``smallest_within``: fewest parameters among trials within ``tolerance`` of the
+    best validation accuracy (higher accuracy breaks ties).
+    """
+    candidates = [r for r in rows if r.checkpoint and _finite(r.val_acc) and r.params is not None]
+    if not candidates:
+        return None
+    best_acc = max(float(r.val_acc or 0.0) for r in candidates)
+    if rule.rule == "smallest_within":
+        near = [r for r in candidates if float(r.val_acc or 0.0) >= best_acc - rule.tolerance]
+        return min(near, key=lambda r: (r.params or 0, -(r.val_acc or 0.0)))
+    return min(candidates, key=lambda r: (-(r.val_acc or 0.0), r.params or 0))
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_table(rows: list[TrialRow], best: TrialRow | None = None, limit: int = 20) -> str:
+    """A fixed-width text table, best validation accuracy first."""
+    hp_names = sorted({k for r in rows for k in r.loss_hparams})
+    header = ["", "trial", "status", "params", "val_acc", "test_acc", *hp_names, "lr", "epochs"]
+    ordered = sorted(
+        rows,
+        key=lambda r: (r.status == "failed", -(r.val_acc if _finite(r.val_acc) else -1.0)),
+    )
+    body = []
+    for row in ordered[:limit]:
+        mark = "*" if best is not None and row.trial_id == best.trial_id else ""
+        body.append(
+            [
+                mark,
+                f"{row.number:03d}",
+                row.status,
+                _fmt(row.params),
+                _fmt(row.val_acc),
+                _fmt(row.test_acc),
+                *[_fmt(row.loss_hparams.get(h), 3) for h in hp_names],
+                _fmt(row.lr),
+                str(row.epochs),
+            ]
+        )
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=False)]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(header, widths, strict=False))]
+    lines += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=False)) for r in body]
+    if len(ordered) > limit:
+        lines.append(f"... {len(ordered) - limit} more trials in leaderboard.csv")
+    failed = [r for r in rows if r.status == "failed"]
+    for row in failed[:5]:
+        lines.append(f"trial {row.number:03d} failed: {row.error}")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[TrialRow], path: Path) -> Path:
+    """Write all rows as CSV (one column per param, hyperparameter and arch key)."""
+    flat = [r.flat() for r in sorted(rows, key=lambda r: r.number)]
+    columns: list[str] = []
+    for row in flat:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
+    return path

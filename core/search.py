@@ -1,0 +1,313 @@
+"""The search driver: config in, searched and distilled student out.
+
+``run_search`` resolves the plugins, checks data against the teacher, computes the
+teacher's outputs once, runs Ray Tune (Optuna TPE sampler + ASHA early stopping) over
+the student space, the loss hyperparameters and the learning rate, logs every trial
+to MLflow as a nested run, then hands the winner to :mod:`kdforge.finalize` for the
+baseline, the export and the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from kdforge.config import Range, SearchConfig
+from kdforge.data import DataSplits
+from kdforge.errors import ConfigError, DataError, SearchError
+from kdforge.interfaces import DatasetPlugin, Exporter, SearchSpace, Teacher
+from kdforge.leaderboard import TrialRow, format_table, select_best, write_csv
+from kdforge.plugin_manager import get_registry
+from kdforge.resolve import instantiate, loss_hparams
+from kdforge.teacher_outputs import TeacherOutputs, compute_teacher_outputs, training_inputs
+from kdforge.tracking import check_tracking_uri, resolve_tracking_uri
+from kdforge.trial import TrialPayload
+
+__all__ = ["SearchPlan", "SearchResult", "plan_search", "run_search"]
+
+# Ray Tune's automatic CSV/JSON/TensorBoard loggers cost time per result and duplicate
+# what MLflow records; kdforge turns them off unless the user set the variable.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+@dataclass
+class SearchPlan:
+    """The validated, resolved pieces of a search (nothing has run yet)."""
+
+    config: SearchConfig
+    dataset: DatasetPlugin
+    teacher: Teacher
+    space: SearchSpace
+    exporter: Exporter | None
+    loss_settings: list
+    tracking_uri: str
+    address: str | None
+
+
+@dataclass
+class SearchResult:
+    """What a finished search produced."""
+
+    search_dir: Path
+    rows: list[TrialRow]
+    best: TrialRow | None
+    summary: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+
+def plan_search(
+    config: SearchConfig, *, tracking_uri: str | None = None, address: str | None = None
+) -> SearchPlan:
+    """Resolve every plugin and validate every parameter, without running anything.
+
+    Raises:
+        ConfigError / PluginError: naming the key or plugin at fault.
+    """
+    dataset = instantiate("dataset", config.dataset, "dataset")
+    teacher = instantiate("teacher", config.teacher, "teacher")
+    space = instantiate("search_space", config.student, "student")
+    get_registry().get("loss", config.loss.name)
+    loss_record = get_registry().get("loss", config.loss.name)
+    from kdforge.resolve import validate_params
+
+    validate_params(loss_record, config.loss.params, "loss")
+    settings = loss_hparams(config.loss)
+    exporter = None
+    if config.export.enabled:
+        from kdforge.config import PluginRef
+
+        exporter = instantiate("exporter", PluginRef(name=config.export.exporter), "export.exporter")
+    return SearchPlan(
+        config=config,
+        dataset=dataset,
+        teacher=teacher,
+        space=space,
+        exporter=exporter,
+        loss_settings=settings,
+        tracking_uri=resolve_tracking_uri(tracking_uri or config.tracking.uri),
+        address=address or config.search.address,
+    )
+
+
+def check_data_against_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> None:
+    """Fail before the search when data and teacher cannot work together.
+
+    Raises:
+        DataError: empty split, non-finite inputs, labels out of range, or a teacher
+            built for another input shape or number of classes (both sides shown).
+    """
+    info = splits.info
+    for name, split in splits.named_splits().items():
+        if len(split) == 0 and name != "transfer":
+            raise DataError(f"dataset {info.name!r}: the {name} split is empty")
+        if split.x.is_floating_point() and not bool(torch.isfinite(split.x).all()):
+            bad = int((~torch.isfinite(split.x)).flatten(1).any(1).sum())
+            raise DataError(f"dataset {info.name!r}: {bad} {name} inputs contain NaN or inf")
+        labeled = split.y[split.y >= 0]
+        if name != "transfer" and len(labeled) != len(split.y):
+            if bool((split.y < -1).any()):
+                raise DataError(f"dataset {info.name!r}: negative labels in the {name} split")
+        if len(labeled) and int(labeled.max()) >= info.num_classes:
+            raise DataError(
+                f"dataset {info.name!r}: {name} labels go up to {int(labeled.max())} but the "
+                f"dataset declares {info.num_classes} classes"
+            )
+    expected_shape = teacher.expected_input_shape()
+    if expected_shape is not None and tuple(expected_shape) != tuple(info.input_shape):
+        raise DataError(
+            f"teacher {teacher_name!r} expects inputs of shape {tuple(expected_shape)} but "
+            f"dataset {info.name!r} gives {tuple(info.input_shape)}"
+        )
+    expected_classes = teacher.expected_num_classes()
+    if expected_classes is not None and expected_classes != info.num_classes:
+        raise DataError(
+            f"teacher {teacher_name!r} predicts {expected_classes} classes but dataset "
+            f"{info.name!r} has {info.num_classes}"
+        )
+
+
+class _PrefixedTrial:
+    """Optuna trial proxy that prefixes parameter names (``student/depth``)."""
+
+    def __init__(self, trial: Any, prefix: str):
+        self._trial = trial
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._trial, name)
+        if name.startswith("suggest_"):
+
+            def suggest(param: str, *args: Any, **kwargs: Any) -> Any:
+                return attr(self._prefix + param, *args, **kwargs)
+
+            return suggest
+        return attr
+
+
+class DefineByRun:
+    """The define-by-run function OptunaSearch calls for every new trial.
+
+    A module-level class (not a closure) so Ray can pickle it with the searcher's
+    state for experiment checkpoints and resume.
+    """
+
+    def __init__(self, space: SearchSpace, info: Any, lr: Range, loss_settings: list) -> None:
+        self.space = space
+        self.info = info
+        self.lr = lr
+        self.loss_settings = loss_settings
+
+    def __call__(self, trial: Any) -> dict[str, Any] | None:
+        """Sample the student, the loss hyperparameters and the learning rate."""
+        constants: dict[str, Any] = {}
+        extra = self.space.suggest(_PrefixedTrial(trial, "student/"), self.info)
+        if extra:
+            constants["student"] = dict(extra)
+        fixed: dict[str, float] = {}
+        for hp, setting in self.loss_settings:
+            if isinstance(setting, Range):
+                name = f"loss/{hp.name}"
+                if hp.kind == "int":
+                    trial.suggest_int(name, int(setting.low), int(setting.high), log=setting.log)
+                else:
+                    trial.suggest_float(name, setting.low, setting.high, log=setting.log)
+            else:
+                fixed[hp.name] = float(setting)
+        if fixed:
+            constants["loss"] = fixed
+        trial.suggest_float("lr", self.lr.low, self.lr.high, log=self.lr.log)
+        return constants or None
+
+
+def make_define_by_run(plan: SearchPlan, info: Any) -> DefineByRun:
+    """The define-by-run sampler function of ``plan``."""
+    return DefineByRun(plan.space, info, plan.config.search.lr, plan.loss_settings)
+
+
+def new_search_dir(config: SearchConfig) -> Path:
+    """Create ``output_dir/name/<timestamp>`` and check it is writable."""
+    root = Path(config.output_dir).resolve() / config.name
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = root / stamp
+    suffix = 1
+    while folder.exists():
+        suffix += 1
+        folder = root / f"{stamp}-{suffix}"
+    try:
+        folder.mkdir(parents=True)
+        probe = folder / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot write search folder {folder}: {exc}") from None
+    return folder
+
+
+def _init_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Connect to (or start) Ray; return True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": "ERROR",
+        "configure_logging": True,
+    }
+    if address:
+        kwargs["address"] = address
+    elif num_cpus:
+        kwargs["num_cpus"] = num_cpus
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        raise SearchError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+    return True
+
+
+def run_search(
+    config: SearchConfig,
+    *,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    emit: Callable[[str], None] = print,
+) -> SearchResult:
+    """Run a whole search: data, teacher outputs, Ray Tune, MLflow, baseline, export.
+
+    Args:
+        config: The validated search config.
+        tracking_uri: Overrides ``tracking.uri``.
+        address: Ray cluster address; overrides ``search.address``.
+        emit: Where progress lines go.
+    """
+    plan = plan_search(config, tracking_uri=tracking_uri, address=address)
+    check_tracking_uri(plan.tracking_uri)
+    search_dir = new_search_dir(config)
+    (search_dir / "config.yaml").write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
+
+    emit(f"kdforge search {config.name!r} -> {search_dir}")
+    splits = plan.dataset.load(config.seed)
+    plan.teacher.load()
+    check_data_against_teacher(splits, plan.teacher, config.teacher.name)
+    started = time.perf_counter()
+    outputs = compute_teacher_outputs(plan.teacher, splits)
+    teacher_acc = outputs.accuracy(splits)
+    emit(
+        f"teacher {config.teacher.name}: {plan.teacher.num_parameters():,} params, "
+        f"val_acc={teacher_acc['val']:.4f} test_acc={teacher_acc['test']:.4f} "
+        f"(outputs computed once in {time.perf_counter() - started:.1f}s)"
+    )
+    from kdforge.search_runner import execute_search
+
+    return execute_search(plan, splits, outputs, teacher_acc, search_dir, emit)
+
+
+def write_summary(search_dir: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary.json`` in the search folder."""
+    path = search_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    return path
+
+
+def build_payload(
+    plan: SearchPlan, splits: DataSplits, outputs: TeacherOutputs, threads: int
+) -> TrialPayload:
+    """The data every trial shares, as one object for Ray's object store."""
+    loss_record = get_registry().get("loss", plan.config.loss.name)
+    from kdforge.resolve import validate_params
+
+    train = training_inputs(splits)
+    return TrialPayload(
+        info=splits.info,
+        train_x=train.x,
+        train_y=train.y,
+        teacher_train_logits=outputs.train,
+        val_x=splits.val.x,
+        val_y=splits.val.y,
+        test_x=splits.test.x,
+        test_y=splits.test.y,
+        space=plan.space,
+        loss_cls=loss_record.cls,
+        loss_params=validate_params(loss_record, plan.config.loss.params, "loss"),
+        epochs=plan.config.search.epochs,
+        batch_size=plan.config.search.batch_size,
+        weight_decay=plan.config.search.weight_decay,
+        seed=plan.config.seed,
+        threads=max(1, int(plan.config.search.cpus_per_trial)),
+    )
+
+
+__all__ += ["build_payload", "check_data_against_teacher", "make_define_by_run", "write_summary"]

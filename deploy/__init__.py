@@ -1,0 +1,1 @@
+"""Deployment helpers and configs (serving, Ray cluster, MLflow stack)."""

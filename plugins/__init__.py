@@ -1,0 +1,1 @@
+"""Built-in kdforge plugins, one small module per plugin, grouped by kind."""

@@ -1,0 +1,1 @@
+"""Built-in student search spaces."""
