@@ -1,0 +1,75 @@
+"""The trainer: learns, keeps the best-validation weights, stops on divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kdforge.plugins.losses.hinton_kd import HintonKD
+from kdforge.trainer import TrainingDiverged, TrainSettings, evaluate, train_model
+
+
+def _blobs(n: int = 200, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    centers = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0]])
+    x = centers[y] + torch.randn(n, 2, generator=g) * 0.5
+    return x, y
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+
+def test_training_from_scratch_learns_separable_data() -> None:
+    x, y = _blobs()
+    vx, vy = _blobs(seed=1)
+    model = _model()
+    before, _ = evaluate(model, vx, vy)
+    result = train_model(model, x=x, y=y, val_x=vx, val_y=vy, settings=TrainSettings(epochs=10, lr=0.05))
+    after, _ = evaluate(model, vx, vy)
+    assert after > 0.95 > before
+    assert result.best_val_acc == pytest.approx(after)
+    assert [r.epoch for r in result.history] == list(range(1, 11))
+
+
+def test_distillation_uses_teacher_logits_and_unlabeled_rows() -> None:
+    x, y = _blobs()
+    vx, vy = _blobs(seed=1)
+    teacher_logits = torch.nn.functional.one_hot(y, 3).float() * 10
+    labels = y.clone()
+    labels[100:] = -1
+    model = _model()
+    loss = HintonKD(hparams={"temperature": 2.0, "alpha": 0.9})
+    result = train_model(
+        model, x=x, y=labels, val_x=vx, val_y=vy,
+        settings=TrainSettings(epochs=10, lr=0.05), loss=loss, teacher_logits=teacher_logits,
+    )
+    assert result.best_val_acc > 0.95
+    assert set(result.history[0].parts) == {"kd", "ce"}
+
+
+def test_on_epoch_can_stop_training() -> None:
+    x, y = _blobs()
+    result = train_model(
+        _model(), x=x, y=y, val_x=x, val_y=y,
+        settings=TrainSettings(epochs=10, lr=0.01), on_epoch=lambda r: r.epoch >= 3,
+    )
+    assert result.epochs_run == 3
+
+
+def test_divergence_is_reported() -> None:
+    x, y = _blobs()
+    x[0, 0] = float("nan")
+    with pytest.raises(TrainingDiverged, match="became nan"):
+        train_model(_model(), x=x, y=y, val_x=x, val_y=y, settings=TrainSettings(epochs=2, lr=0.01, batch_size=512))
+
+
+def test_same_seed_same_weights() -> None:
+    x, y = _blobs()
+    outs = []
+    for _ in range(2):
+        model = _model()
+        train_model(model, x=x, y=y, val_x=x, val_y=y, settings=TrainSettings(epochs=2, lr=0.01, seed=3))
+        outs.append(model(x))
+    torch.testing.assert_close(outs[0], outs[1])
