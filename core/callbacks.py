@@ -10,11 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 
+from kdforge.journal import TrackingWriter
 from kdforge.tracking import finite_metrics, flatten_params
 
-__all__ = ["MlflowTrialLogger", "ProgressPrinter", "trial_status"]
+__all__ = ["FailureBudget", "MlflowTrialLogger", "ProgressPrinter", "trial_status"]
 
 _METRIC_KEYS = (
     "val_acc",
@@ -25,6 +26,8 @@ _METRIC_KEYS = (
     "train_kd",
     "train_ce",
 )
+# Reported every epoch but constant per trial: logged once at step 0.
+_STATIC_KEYS = ("params", "macs", "size_bytes", "latency_ms")
 
 
 def trial_status(last_epoch: int | None, epochs: int, error: bool) -> str:
@@ -37,41 +40,54 @@ def trial_status(last_epoch: int | None, epochs: int, error: bool) -> str:
 
 
 class MlflowTrialLogger(Callback):
-    """One nested MLflow run per trial: sampled params, per-epoch metrics, status."""
+    """One nested MLflow run per trial: sampled params, per-epoch metrics, status.
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, epochs: int):
-        from mlflow.tracking import MlflowClient
+    Calls go through a :class:`~kdforge.journal.TrackingWriter`, so a tracking server
+    that goes away mid-search costs no result: they are journaled in the search folder.
 
-        self._client = MlflowClient(tracking_uri)
+    Args:
+        writer: The tracking writer (holds the known trial runs when resuming).
+        experiment_id: MLflow experiment of the search.
+        parent_run_id: The search's parent run.
+        epochs: Epoch budget of a trial (to tell finished from stopped early).
+        trial_numbers: Trial id -> number of trials that already exist (resume).
+    """
+
+    def __init__(
+        self,
+        writer: TrackingWriter,
+        experiment_id: str,
+        parent_run_id: str,
+        epochs: int,
+        trial_numbers: dict[str, int] | None = None,
+    ):
+        self.writer = writer
         self._experiment_id = experiment_id
         self._parent = parent_run_id
         self._epochs = epochs
-        self._runs: dict[str, str] = {}
         self._last_epoch: dict[str, int] = {}
-        self.trial_numbers: dict[str, int] = {}
+        self._static_logged: set[str] = set()
+        self.trial_numbers: dict[str, int] = dict(trial_numbers or {})
 
     def _run_for(self, trial: Any) -> str:
-        run_id = self._runs.get(trial.trial_id)
-        if run_id is None:
-            number = len(self.trial_numbers)
-            self.trial_numbers[trial.trial_id] = number
-            run = self._client.create_run(
+        key = str(trial.trial_id)
+        if key not in self.trial_numbers:
+            self.trial_numbers[key] = trial_number(trial, self.trial_numbers)
+        if key not in self.writer.run_ids:
+            self.writer.create_run(
+                key,
                 self._experiment_id,
-                run_name=f"trial-{number:03d}",
+                run_name=f"trial-{self.trial_numbers[key]:03d}",
                 tags={
                     "mlflow.parentRunId": self._parent,
-                    "kdforge.trial_id": trial.trial_id,
+                    "kdforge.trial_id": key,
+                    "kdforge.trial_number": str(self.trial_numbers[key]),
                     "kdforge.role": "trial",
                 },
             )
-            run_id = run.info.run_id
-            self._runs[trial.trial_id] = run_id
-            from mlflow.entities import Param
-
-            params = [Param(k, str(v)) for k, v in flatten_params(trial.config).items()]
-            if params:
-                self._client.log_batch(run_id, params=params)
-        return run_id
+            params = {k: str(v) for k, v in flatten_params(trial.config).items()}
+            self.writer.log_batch(key, params=params)
+        return key
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Create the nested run and log the sampled configuration."""
@@ -81,37 +97,89 @@ class MlflowTrialLogger(Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         """Log one epoch's metrics at step = epoch."""
-        from mlflow.entities import Metric
-
-        run_id = self._run_for(trial)
+        key = self._run_for(trial)
         epoch = int(result.get("epoch", 0))
-        self._last_epoch[trial.trial_id] = epoch
+        self._last_epoch[key] = epoch
         now = int(time.time() * 1000)
-        values = finite_metrics({k: result[k] for k in _METRIC_KEYS if k in result})
-        metrics = [Metric(k, v, now, epoch) for k, v in values.items()]
-        if "params" in result:
-            metrics.append(Metric("params", float(result["params"]), now, 0))
-        self._client.log_batch(run_id, metrics=metrics)
+        # Every loss part the trial reports (train_kd, train_ce, train_fitnets, ...).
+        wanted = [k for k in result if k in _METRIC_KEYS or k.startswith("train_")]
+        values = finite_metrics({k: result[k] for k in wanted})
+        metrics = [(k, v, now, epoch) for k, v in values.items()]
+        if key not in self._static_logged:
+            self._static_logged.add(key)
+            statics = finite_metrics({k: result[k] for k in _STATIC_KEYS if k in result})
+            metrics.extend((k, v, now, 0) for k, v in statics.items())
+        self.writer.log_batch(key, metrics=metrics)
         if result.get("node_id") and epoch == 1:
-            self._client.set_tag(run_id, "kdforge.node_id", str(result["node_id"]))
+            self.writer.set_tag(key, "kdforge.node_id", str(result["node_id"]))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Close the run as FINISHED, tagged finished or stopped early."""
-        run_id = self._run_for(trial)
-        status = trial_status(self._last_epoch.get(trial.trial_id), self._epochs, error=False)
-        self._client.set_tag(run_id, "kdforge.status", status)
-        self._client.set_terminated(run_id, "FINISHED")
+        key = self._run_for(trial)
+        status = trial_status(self._last_epoch.get(key), self._epochs, error=False)
+        self.writer.set_tag(key, "kdforge.status", status)
+        from kdforge.run_metadata import status_reason
+
+        last = getattr(trial, "last_result", None) or {}
+        reason = status_reason(status, self._last_epoch.get(key), self._epochs, last)
+        self.writer.set_tag(key, "kdforge.status_reason", reason)
+        self.writer.set_terminated(key, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Close the run as FAILED with the error's last line as reason."""
-        run_id = self._run_for(trial)
-        self._client.set_tag(run_id, "kdforge.status", "failed")
-        self._client.set_tag(run_id, "kdforge.error", error_summary(trial))
-        self._client.set_terminated(run_id, "FAILED")
+        key = self._run_for(trial)
+        self.writer.set_tag(key, "kdforge.status", "failed")
+        self.writer.set_tag(key, "kdforge.error", error_summary(trial))
+        self.writer.set_tag(key, "kdforge.status_reason", f"failed: {error_summary(trial)}"[:500])
+        self.writer.set_terminated(key, "FAILED")
 
     def run_ids(self) -> dict[str, str]:
-        """Trial id -> nested run id."""
-        return dict(self._runs)
+        """Trial id -> nested run id (of runs created while online)."""
+        return dict(self.writer.run_ids)
+
+
+class FailureBudget(Callback):
+    """Counts failed trials; :meth:`stopper` ends the search once the budget is spent."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.failures: list[str] = []
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Remember the failure and its reason."""
+        self.failures.append(error_summary(trial))
+
+    @property
+    def exhausted(self) -> bool:
+        """True once ``budget`` trials have failed."""
+        return len(self.failures) >= self.budget
+
+    def stopper(self) -> _BudgetStopper:
+        """A Tune stopper that stops every trial once the budget is exhausted."""
+        return _BudgetStopper(self)
+
+
+class _BudgetStopper(Stopper):
+    def __init__(self, budget: FailureBudget) -> None:
+        self._budget = budget
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return self._budget.exhausted
+
+    def stop_all(self) -> bool:
+        return self._budget.exhausted
+
+
+def trial_number(trial: Any, known: dict[str, int]) -> int:
+    """The 0-based order in which the searcher created ``trial``.
+
+    Tune's experiment tag starts with its creation counter (``"3_depth=..."``); start
+    order can differ between runs when trials start concurrently, creation order can't.
+    """
+    head = str(getattr(trial, "experiment_tag", "")).split("_", 1)[0]
+    if head.isdigit():
+        return int(head) - 1
+    return max(known.values(), default=-1) + 1
 
 
 def error_summary(trial: Any) -> str:
@@ -169,6 +237,9 @@ class ProgressPrinter(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Print the finished (or early-stopped) trial."""
         last = self._last.get(trial.trial_id, {})
+        if last.get("kdforge_status") == "rejected":
+            self._line(trial, "rejected")
+            return
         self._line(trial, trial_status(last.get("epoch"), self._epochs, error=False))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

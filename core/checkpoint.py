@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from kdforge.data import DataInfo
 from kdforge.errors import CheckpointError
+from torch import nn
 
 __all__ = ["FORMAT", "build_model", "file_sha256", "load_checkpoint", "save_checkpoint"]
 

@@ -13,9 +13,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from kdforge.errors import ConfigError, closest_match
+from kdforge.objective_settings import (
+    ConstraintSettings,
+    LatencySettings,
+    ObjectiveSpec,
+    check_objectives,
+    default_objectives,
+)
+from kdforge.teacher_cache_settings import TeacherCacheSettings
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "BaselineSettings",
@@ -26,6 +33,7 @@ __all__ = [
     "SearchConfig",
     "SearchSettings",
     "SelectionSettings",
+    "StudentConfig",
     "TeacherConfig",
     "TrackingSettings",
     "load_config",
@@ -72,6 +80,16 @@ class LossConfig(PluginRef):
     )
 
 
+class StudentConfig(PluginRef):
+    """The student search space, or one fixed architecture of it."""
+
+    fixed: dict[str, Any] | None = Field(
+        None,
+        description="A fixed architecture (the values the space samples, e.g. depth, width_0): "
+        "every trial builds it, nothing is sampled (see best_config.yaml).",
+    )
+
+
 class SearchSettings(_Strict):
     """How the search runs."""
 
@@ -91,9 +109,21 @@ class SearchSettings(_Strict):
         description="Learning-rate range (AdamW).",
     )
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
-    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler.")
+    sampler: Literal["auto", "tpe", "random", "nsga2"] = Field(
+        "auto",
+        description="Optuna sampler; 'auto': TPE for one objective, NSGA-II for several.",
+    )
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved per trial.")
     gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial (fractions allowed).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Training precision on CUDA (bf16/fp16 autocast); CPU trains in fp32."
+    )
+    max_failures: int | None = Field(
+        None,
+        ge=1,
+        description="Stop the search once this many trials failed "
+        "(default: half of num_trials, at least 3).",
+    )
     address: str | None = Field(
         None, description="Ray cluster address to join (default: start a local Ray)."
     )
@@ -120,19 +150,52 @@ class ExportSettings(_Strict):
         None, description="Model Registry name (default: '<name>-student')."
     )
     alias: str = Field("champion", min_length=1, description="Registry alias for the new version.")
+    promote: Literal["always", "if_better"] = Field(
+        "always",
+        description="'always': the alias moves to the new version; 'if_better': only if it "
+        "beats the alias's current version on this search's test split (both run as ONNX).",
+    )
 
 
 class SelectionSettings(_Strict):
     """How the student to export is chosen among finished trials."""
 
-    rule: Literal["accuracy", "smallest_within"] = Field(
+    rule: Literal["accuracy", "smallest_within", "most_accurate_under"] = Field(
         "accuracy",
         description="'accuracy': best validation accuracy (fewer params break ties); "
-        "'smallest_within': fewest params within `tolerance` of the best accuracy.",
+        "'smallest_within': fewest params within `tolerance` of the best accuracy; "
+        "'most_accurate_under': best accuracy within the max_* limits below.",
     )
     tolerance: float = Field(
         0.01, ge=0, le=1, description="Accuracy slack for 'smallest_within' (0.01 = 1 point)."
     )
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="'most_accurate_under': slowest ONNX batch-1 latency (ms)."
+    )
+    max_params: int | None = Field(None, ge=1, description="'most_accurate_under': most params.")
+    max_macs: int | None = Field(None, ge=1, description="'most_accurate_under': most MACs.")
+    max_size_bytes: int | None = Field(
+        None, ge=1, description="'most_accurate_under': most bytes of weights."
+    )
+
+    @model_validator(mode="after")
+    def _limits_for_rule(self) -> SelectionSettings:
+        if self.rule == "most_accurate_under" and not self.limits():
+            raise ValueError(
+                "rule 'most_accurate_under' needs at least one of max_latency_ms, max_params, "
+                "max_macs, max_size_bytes"
+            )
+        return self
+
+    def limits(self) -> dict[str, float]:
+        """The set ``max_*`` limits, keyed by the metric they bound (``latency_ms``, ...)."""
+        pairs = {
+            "params": self.max_params,
+            "macs": self.max_macs,
+            "size_bytes": self.max_size_bytes,
+            "latency_ms": self.max_latency_ms,
+        }
+        return {k: float(v) for k, v in pairs.items() if v is not None}
 
 
 class BaselineSettings(_Strict):
@@ -150,15 +213,37 @@ class SearchConfig(_Strict):
     output_dir: str = Field("kdforge-runs", description="Where search folders are written.")
     dataset: PluginRef = Field(description="Dataset plugin.")
     teacher: PluginRef = Field(description="Teacher plugin.")
-    student: PluginRef = Field(description="Student search space plugin.")
+    student: StudentConfig = Field(description="Student search space plugin.")
     loss: LossConfig = Field(
         default_factory=lambda: LossConfig(name="hinton_kd"), description="Distillation loss."
     )
-    search: SearchSettings = Field(default_factory=SearchSettings)
-    selection: SelectionSettings = Field(default_factory=SelectionSettings)
-    baseline: BaselineSettings = Field(default_factory=BaselineSettings)
-    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
-    export: ExportSettings = Field(default_factory=ExportSettings)
+    search: SearchSettings = Field(default_factory=lambda: SearchSettings())
+    selection: SelectionSettings = Field(default_factory=lambda: SelectionSettings())
+    baseline: BaselineSettings = Field(default_factory=lambda: BaselineSettings())
+    tracking: TrackingSettings = Field(default_factory=lambda: TrackingSettings())
+    export: ExportSettings = Field(default_factory=lambda: ExportSettings())
+    objectives: list[ObjectiveSpec] = Field(
+        default_factory=default_objectives,
+        description="What the search optimises: a list of {name, mode}, names among val_acc, "
+        "params, macs, size_bytes, latency_ms, latency_batch_ms; several give a Pareto front "
+        "(docs/search_spaces.md).",
+    )
+    constraints: ConstraintSettings = Field(
+        default_factory=lambda: ConstraintSettings(),
+        description="Limits checked before training; violating students are rejected.",
+    )
+    latency: LatencySettings = Field(
+        default_factory=lambda: LatencySettings(), description="How latency is measured."
+    )
+    teacher_cache: TeacherCacheSettings = Field(
+        default_factory=lambda: TeacherCacheSettings.model_validate({}),
+        description="Teacher outputs cached on disk and reused by later searches.",
+    )
+
+    @field_validator("objectives")
+    @classmethod
+    def _check_objectives(cls, value: list[ObjectiveSpec]) -> list[ObjectiveSpec]:
+        return check_objectives(value)
 
     @field_validator("search")
     @classmethod
@@ -168,6 +253,12 @@ class SearchConfig(_Strict):
                 f"grace_period ({value.grace_period}) must not exceed epochs ({value.epochs})"
             )
         return value
+
+    @property
+    def failure_budget(self) -> int:
+        """Failed trials after which the search stops (``search.max_failures``)."""
+        settings = self.search
+        return settings.max_failures or max(3, settings.num_trials // 2)
 
     @property
     def registered_model_name(self) -> str:
@@ -193,11 +284,16 @@ class TeacherConfig(_Strict):
     architecture: PluginRef = Field(
         description="Search-space plugin name and fixed `params` = the architecture to build."
     )
-    training: TeacherTraining = Field(default_factory=TeacherTraining)
+    training: TeacherTraining = Field(default_factory=lambda: TeacherTraining())
     output: str = Field(description="Path of the checkpoint file to write.")
-    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    tracking: TrackingSettings = Field(default_factory=lambda: TrackingSettings())
     registered_model_name: str | None = Field(
         None, description="Also register the teacher in the MLflow Model Registry under this name."
+    )
+    registered_model_alias: str = Field(
+        "champion",
+        min_length=1,
+        description="Registry alias set on the new teacher version (use models:/NAME@ALIAS).",
     )
 
 
@@ -254,16 +350,27 @@ def load_teacher_config(path: str | Path, overrides: dict[str, Any] | None = Non
 
 
 def format_validation_error(
-    exc: ValidationError, model: type[BaseModel], raw: Any, source: str
+    exc: ValidationError, model: type[BaseModel], raw: Any, source: str, prefix: str = ""
 ) -> str:
-    """One readable line per problem: key path, bad value, expectation, suggestion."""
+    """One readable line per problem: key path, bad value, expectation, suggestion.
+
+    Args:
+        exc: The pydantic error.
+        model: The model validated against (for "did you mean" suggestions).
+        raw: The raw input.
+        source: Where the input came from (a file name), or "" for none.
+        prefix: Key path of ``raw`` inside the whole config (e.g. ``student.params``).
+    """
     lines = []
+    by_key: dict[str, str] = {}
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
+        # Drop pydantic's union-branch labels ("float", "function-after[...]") from paths.
+        parts = [str(p) for p in err["loc"] if not _is_branch_label(str(p))]
+        loc = [*([prefix] if prefix else []), *parts]
         key = ".".join(loc) or "(top level)"
         kind = err["type"]
         if kind == "extra_forbidden":
-            allowed = _allowed_keys(model, loc[:-1])
+            allowed = _allowed_keys(model, loc[1 if prefix else 0 : -1])
             suggestion = closest_match(loc[-1], allowed) if allowed else None
             msg = f"{key}: unknown key"
             if suggestion:
@@ -279,8 +386,16 @@ def format_validation_error(
             msg = f"{key}: {text}"
             if "input" in err and kind != "model_type":
                 msg += f" (got {err['input']!r})"
-        lines.append(msg)
-    return f"{source}: " + "; ".join(lines)
+        # For a union (a number or a range) keep the most specific complaint per key.
+        if key in by_key and not (kind == "value_error"):
+            continue
+        by_key[key] = msg
+    lines = list(by_key.values())
+    return (f"{source}: " if source else "") + "; ".join(lines)
+
+
+def _is_branch_label(part: str) -> bool:
+    return "[" in part or part in {"float", "int", "str", "bool", "list", "dict", "Range"}
 
 
 def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:

@@ -1,19 +1,27 @@
 """Data containers shared by dataset plugins, teachers, the trainer and export.
 
-A dataset plugin returns a :class:`DataSplits`: in-memory tensors for the train,
-validation and test splits (and an optional unlabeled ``transfer`` split), plus a
-:class:`DataInfo` describing the per-example input shape and the number of classes.
-Labels use ``-1`` for "no label" so that a batch can mix labeled and unlabeled rows.
+A dataset plugin returns a :class:`DataSplits`: the train, validation and test splits
+(and an optional unlabeled ``transfer`` split), plus a :class:`DataInfo` describing the
+per-example input shape and the number of classes. Labels use ``-1`` for "no label" so
+that a batch can mix labeled and unlabeled rows.
+
+A split's inputs are either an in-memory tensor (batched by indexing) or, for data too
+big for memory, a :class:`LazyInputs` that reads rows on demand (streamed through a
+DataLoader with workers, see :mod:`kdforge.batching`). Labels are always in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
+import numpy as np
 import torch
 
-__all__ = ["UNLABELED", "DataInfo", "DataSplits", "Split"]
+__all__ = ["UNLABELED", "DataInfo", "DataSplits", "Inputs", "LazyInputs", "Split"]
 
 #: Label value meaning "this example has no label" (e.g. rows of a transfer split).
 UNLABELED = -1
@@ -27,8 +35,10 @@ class DataInfo:
         name: Dataset name, for reports.
         input_shape: Shape of one example, without the batch axis (e.g. ``(1, 8, 8)``).
         num_classes: Number of classes of the classification task.
-        input_dtype: ``torch`` dtype name of the inputs.
+        input_dtype: ``torch`` dtype name of the inputs (``"int64"`` for token ids).
         class_names: Optional human-readable class names.
+        vocab_size: For token-id inputs: size of the tokenizer's vocabulary.
+        pad_token_id: For token-id inputs: the id that marks padding.
     """
 
     name: str
@@ -36,18 +46,114 @@ class DataInfo:
     num_classes: int
     input_dtype: str = "float32"
     class_names: tuple[str, ...] | None = None
+    vocab_size: int | None = None
+    pad_token_id: int | None = None
+
+
+class LazyInputs(ABC):
+    """Inputs of one split read on demand, for data that should not be held in memory.
+
+    Subclasses read rows from disk by index. They must pickle cheaply (paths and
+    settings, never open files or decoded data) because they travel to Ray trials and
+    DataLoader worker processes. Indexing (``inputs[3]``, ``inputs[:8]``, ``inputs[idx]``)
+    reads and returns a tensor; the trainer streams whole epochs through
+    :func:`kdforge.batching.iter_batches` instead.
+
+    Attributes:
+        num_workers: DataLoader worker processes used when streaming (0: in-process).
+        augmentation: Optional random transform of a batch ``(n, *example_shape)``,
+            applied by :meth:`read_batch` only when the training loop asks for it (it
+            must pickle, e.g. a module-level class instance, not a lambda).
+    """
+
+    num_workers: int = 0
+    augmentation: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    @abstractmethod
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one example (no batch axis)."""
+
+    @property
+    @abstractmethod
+    def dtype(self) -> torch.dtype:
+        """dtype of the tensors :meth:`read_batch` returns."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of rows."""
+
+    @abstractmethod
+    def read_rows(self, indices: Sequence[int]) -> torch.Tensor:
+        """Read rows ``indices`` (in that order, row numbers in ``[0, len(self))``) as
+        one stacked tensor of dtype :attr:`dtype`, without augmentation."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A string that changes when the rows or their preprocessing change."""
+
+    def read_batch(self, indices: Sequence[int], *, augment: bool = False) -> torch.Tensor:
+        """Read rows ``indices``; with ``augment``, apply :attr:`augmentation` if set.
+
+        Args:
+            indices: Row numbers in ``[0, len(self))``.
+            augment: Apply the random training augmentation (only the trainer's
+                training loop asks for it; teacher outputs and evaluation never do).
+        """
+        batch = self.read_rows(indices)
+        if augment and self.augmentation is not None:
+            batch = self.augmentation(batch)
+        return batch
+
+    @property
+    def augments(self) -> bool:
+        """True when :meth:`read_batch` applies a random augmentation on request."""
+        return self.augmentation is not None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(len(self), *example_shape)``, like a tensor's shape."""
+        return (len(self), *self.example_shape)
+
+    def is_floating_point(self) -> bool:
+        """True for floating-point inputs, like ``Tensor.is_floating_point``."""
+        return self.dtype.is_floating_point
+
+    def nbytes(self) -> int:
+        """Bytes the rows would take as one in-memory tensor."""
+        per_row = int(np.prod(self.example_shape, dtype=np.int64)) * self.dtype.itemsize
+        return per_row * len(self)
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        """Read rows by int, slice, index list/array/tensor or boolean mask."""
+        if isinstance(key, int | np.integer):
+            index = int(key) + len(self) if int(key) < 0 else int(key)
+            if not 0 <= index < len(self):
+                raise IndexError(f"row {key} out of range for {len(self)} rows")
+            return self.read_batch([index])[0]
+        if isinstance(key, slice):
+            rows = np.arange(len(self))[key]
+        else:
+            array = key.cpu().numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+            rows = np.flatnonzero(array) if array.dtype == bool else array.astype(np.int64)
+        return self.read_batch(rows.tolist())
+
+
+#: What a split's inputs can be: an in-memory tensor or rows read on demand.
+Inputs: TypeAlias = torch.Tensor | LazyInputs
 
 
 @dataclass
 class Split:
-    """One split of a dataset held in memory.
+    """One split of a dataset.
 
     Attributes:
-        x: Inputs, shape ``(n, *input_shape)``.
-        y: Integer labels, shape ``(n,)``; ``-1`` marks an unlabeled example.
+        x: Inputs, shape ``(n, *input_shape)``: a tensor, or :class:`LazyInputs` for
+            data streamed from disk.
+        y: Integer labels in memory, shape ``(n,)``; ``-1`` marks an unlabeled example.
     """
 
-    x: torch.Tensor
+    x: Inputs
     y: torch.Tensor
 
     def __post_init__(self) -> None:
@@ -93,7 +199,13 @@ class DataSplits:
             digest = hashlib.sha256()
             for name, split in self.named_splits().items():
                 digest.update(name.encode())
+                if isinstance(split.x, LazyInputs):
+                    # Hashing every byte of data bigger than memory would cost a full
+                    # read; lazy inputs fingerprint their files and preprocessing.
+                    digest.update(split.x.fingerprint().encode())
                 for tensor in (split.x, split.y):
+                    if isinstance(tensor, LazyInputs):
+                        continue
                     contiguous = tensor.detach().cpu().contiguous()
                     digest.update(str(tuple(contiguous.shape)).encode())
                     digest.update(str(contiguous.dtype).encode())

@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from kdforge.data import DataSplits
 from kdforge.errors import ExportError
 from kdforge.leaderboard import TrialRow
 from kdforge.search import SearchPlan, build_payload
 from kdforge.teacher_outputs import TeacherOutputs
 from kdforge.trainer import TrainSettings, evaluate, train_model
-from kdforge.trial import STATE_FILE, TrialPayload, count_parameters
+from kdforge.trial import STATE_FILE, TrialPayload, count_parameters, trial_device
 
-__all__ = ["finalize", "train_fixed"]
+__all__ = ["check_parity", "finalize", "train_fixed"]
 
 
 def train_fixed(
@@ -37,6 +36,9 @@ def train_fixed(
     """Train one fixed architecture and return its test accuracy."""
     torch.set_num_threads(max(1, payload.threads))
     torch.manual_seed(seed)
+    if not distill:
+        # From scratch means no teacher knowledge at all, teacher-layer init included.
+        arch = {**arch, "init_from_teacher": False}
     model = payload.space.build(arch, payload.info)
     loss = payload.loss_cls(payload.loss_params, loss_hparams) if distill else None
     train_model(
@@ -51,9 +53,13 @@ def train_fixed(
             batch_size=payload.batch_size,
             weight_decay=payload.weight_decay,
             seed=seed,
+            device=trial_device(payload.gpus),
+            precision=payload.precision,
         ),
         loss=loss,
         teacher_logits=payload.teacher_train_logits if distill else None,
+        teacher_features=payload.teacher_train_features if distill else None,
+        online_teacher=payload.online_teacher if distill else None,
     )
     acc, _ = evaluate(model, payload.test_x, payload.test_y)
     return acc
@@ -64,7 +70,7 @@ def _baseline(
 ) -> dict[str, list[float]]:
     import ray
 
-    remote = ray.remote(num_cpus=cpus)(train_fixed)
+    remote = ray.remote(num_cpus=cpus, num_gpus=payload.gpus)(train_fixed)
     ref = ray.put(payload)
     assert best.lr is not None
     futures = {
@@ -120,6 +126,9 @@ def finalize(
         "best_loss_hparams": best.loss_hparams,
         "best_lr": best.lr,
         "selection_rule": config.selection.rule,
+        "student_macs": best.macs,
+        "student_size_bytes": best.size_bytes,
+        "teacher_forward_calls": outputs.forward_calls,
     }
     from kdforge.checkpoint import save_checkpoint
 
@@ -180,21 +189,22 @@ def _export_and_register(
     config = plan.config
     assert plan.exporter is not None
     target = search_dir / f"student{plan.exporter.suffix}"
-    check_inputs = splits.test.x[:256].float()
+    check_inputs = splits.test.x[:256]
+    if check_inputs.is_floating_point():  # token ids stay integers
+        check_inputs = check_inputs.float()
     result = plan.exporter.export(model, check_inputs, target)
     emit(f"exported {target.name}: max |onnxruntime - torch| = {result.max_abs_diff:.2e}")
-    if result.max_abs_diff > config.export.tolerance:
-        raise ExportError(
-            f"exported model disagrees with PyTorch: max abs difference {result.max_abs_diff:.3g} "
-            f"> export.tolerance {config.export.tolerance:g}",
-            hint="raise export.tolerance if this precision is acceptable",
-        )
+    check_parity(result.max_abs_diff, config.export.tolerance, target)
     mlflow.log_metric("export_max_abs_diff", result.max_abs_diff)
     mlflow.log_artifact(str(target))
+    external = target.with_name(target.name + ".data")  # weights the exporter kept apart
+    if external.exists():
+        mlflow.log_artifact(str(external))
     out: dict[str, Any] = {"export_path": str(target), "export_max_abs_diff": result.max_abs_diff}
     if result.format != "onnx":
         return out
-    example = splits.test.x[:4].float().numpy()
+    out.update(_student_latency(target, check_inputs, config, emit))
+    example = check_inputs[:4].numpy()
     with torch.no_grad():
         prediction = model(torch.from_numpy(example)).numpy()
     signature = infer_signature(example, prediction)
@@ -210,7 +220,6 @@ def _export_and_register(
     )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    client.set_registered_model_alias(name, config.export.alias, version)
     tags = {
         "teacher_test_acc": f"{summary['teacher_test_acc']:.4f}",
         "student_test_acc": f"{summary['student_test_acc']:.4f}",
@@ -222,16 +231,67 @@ def _export_and_register(
         tags["distillation_gain"] = f"{summary['distillation_gain']:.4f}"
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    emit(f"registered {name} version {version} as @{config.export.alias}")
+    from kdforge.promote import promote_version
+
+    # export.promote: 'always' moves the alias; 'if_better' compares on the test split.
+    promotion = promote_version(
+        name, version, alias=config.export.alias, policy=config.export.promote,
+        test=splits.test, client=client,
+    )
+    emit(promotion.line())
     out.update(
         {
             "registered_model_name": name,
             "registered_model_version": version,
-            "registered_alias": config.export.alias,
-            "model_uri": f"models:/{name}@{config.export.alias}",
+            "registered_alias": config.export.alias if promotion.promoted else None,
+            "model_uri": f"models:/{name}@{config.export.alias}"
+            if promotion.promoted
+            else f"models:/{name}/{version}",
+            "promotion": promotion.as_dict(),
         }
     )
     return out
+
+
+def _student_latency(
+    path: Path, inputs: torch.Tensor, config: Any, emit: Callable[[str], None]
+) -> dict[str, float]:
+    """onnxruntime CPU latency of the exported student (``latency`` settings)."""
+    import mlflow
+
+    from kdforge.objectives import measure_onnx_latency
+
+    settings = config.latency
+    result = measure_onnx_latency(
+        path,
+        inputs,
+        batch_size=settings.batch_size,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        threads=settings.threads,
+    )
+    values = {
+        "student_latency_ms": result.latency_ms,
+        "student_latency_batch_ms": result.latency_batch_ms,
+        "student_onnx_bytes": float(result.onnx_bytes),
+    }
+    mlflow.log_metrics(values)
+    emit(
+        f"latency (onnxruntime CPU, {settings.threads} thread(s), median of {settings.repeats}): "
+        f"{result.latency_ms:.3f} ms at batch 1, {result.latency_batch_ms:.3f} ms at batch "
+        f"{settings.batch_size}"
+    )
+    return values
+
+
+def check_parity(max_abs_diff: float, tolerance: float, path: Path) -> None:
+    """Raise ExportError when the exported model strays from PyTorch beyond tolerance."""
+    if not max_abs_diff <= tolerance:  # also catches NaN
+        raise ExportError(
+            f"exported model {path.name} disagrees with PyTorch: max abs difference "
+            f"{max_abs_diff:.3g} > export.tolerance {tolerance:g}",
+            hint="raise export.tolerance if this precision is acceptable",
+        )
 
 
 def _print_summary(summary: dict[str, Any], emit: Callable[[str], None]) -> None:

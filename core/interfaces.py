@@ -14,14 +14,14 @@ The host calls the methods in the order given in each class docstring.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
-
 from kdforge.data import DataInfo, DataSplits
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     import optuna
@@ -31,6 +31,7 @@ __all__ = [
     "ExportResult",
     "Exporter",
     "HParam",
+    "LossNeeds",
     "LossResult",
     "LossStrategy",
     "ModelOutput",
@@ -99,6 +100,26 @@ class LossResult:
 
     total: torch.Tensor
     parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossNeeds:
+    """What a loss needs from the teacher and the student (decided before training).
+
+    Attributes:
+        logits: The loss reads teacher logits (False for embedding-only losses).
+        features: The loss reads intermediate features (teacher features are then
+            computed once in the driver and the student's are tapped in the trainer).
+        teacher_layers: Teacher feature names the loss reads; None means "every
+            feature the teacher exposes" (automatic layer mapping).
+        student_layers: Student module paths the loss reads besides those the
+            student exposes by default (from an explicit layer mapping).
+    """
+
+    logits: bool = True
+    features: bool = False
+    teacher_layers: tuple[str, ...] | None = None
+    student_layers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -176,6 +197,34 @@ class Teacher(_Plugin):
         """Number of classes the teacher predicts, if known."""
         return None
 
+    def torch_module(self) -> torch.nn.Module | None:
+        """The torch model behind ``predict``, so the host can tap its features.
+
+        The default returns the teacher's ``model`` or ``_model`` attribute when it is
+        a ``torch.nn.Module``; override it when the model lives elsewhere, or return
+        None when the teacher is not a torch model.
+        """
+        for attr in ("model", "_model"):
+            candidate = getattr(self, attr, None)
+            if isinstance(candidate, torch.nn.Module):
+                return candidate
+        return None
+
+    def predict_features(self, x: torch.Tensor, names: Sequence[str] | None = None) -> ModelOutput:
+        """``predict(x)`` plus named intermediate features (for feature-based losses).
+
+        The default taps :meth:`torch_module` with forward hooks while ``predict``
+        runs (see :mod:`kdforge.features`); features that ``predict`` itself returns
+        (e.g. a transformer's hidden states) are kept and win on equal names.
+
+        Args:
+            x: One batch of inputs.
+            names: Feature names to return; None returns every exposed feature.
+        """
+        from kdforge.features import predict_with_taps
+
+        return predict_with_taps(self, x, names)
+
 
 class SearchSpace(_Plugin):
     """A family of student architectures.
@@ -197,28 +246,75 @@ class SearchSpace(_Plugin):
     def build(self, arch: dict[str, Any], info: DataInfo) -> torch.nn.Module:
         """Build the model for one sampled architecture."""
 
+    def bind_teacher(self, teacher: Teacher | None) -> None:  # noqa: B027
+        """Optional: see the loaded teacher before sampling (e.g. to copy its layers).
+
+        Called once in the driver after the teacher is loaded and before the search.
+        The default does nothing.
+        """
+
+    def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
+        """Module paths of the intermediate features a built model exposes, shallow first.
+
+        Feature-based losses read these and map teacher layers to them. The default
+        builds the model and asks :func:`kdforge.features.model_feature_names`.
+        """
+        from kdforge.features import model_feature_names
+
+        return model_feature_names(self.build(arch, info))
+
 
 class LossStrategy(_Plugin):
     """A distillation loss.
 
     ``hyperparameters`` declares what the search samples for this loss; the sampled
     values are passed to ``__init__`` as ``hparams``. Call order in a trial:
-    ``__init__(params, hparams)`` once, then ``__call__`` on every batch.
+    ``__init__(params, hparams)`` once, then ``bind(student, teacher)`` once with
+    the outputs of one batch (create learnable parts such as adapters there; the
+    trainer optimises what ``parameters()`` returns together with the student),
+    then ``__call__`` on every batch.
     Labels equal to ``-1`` mark unlabeled examples and must not enter label terms.
+
+    ``needs_logits`` / ``needs_features`` say what the loss reads, so the driver
+    computes teacher features only when some loss needs them; a loss whose needs
+    depend on its params overrides :meth:`needs`.
     """
 
     hyperparameters: ClassVar[tuple[HParam, ...]] = ()
+    needs_logits: ClassVar[bool] = True
+    needs_features: ClassVar[bool] = False
+
+    @classmethod
+    def declared_hyperparameters(cls, params: PluginParams | None) -> tuple[HParam, ...]:
+        """The searchable hyperparameters for these params (default: ``hyperparameters``).
+
+        A loss whose hyperparameters depend on its params (e.g. ``composite``)
+        overrides this. A declared range with ``low == high`` is a fixed value.
+        """
+        return cls.hyperparameters
+
+    @classmethod
+    def needs(cls, params: PluginParams | None) -> LossNeeds:
+        """What this loss reads from teacher and student, given its params."""
+        return LossNeeds(logits=cls.needs_logits, features=cls.needs_features)
 
     def __init__(
         self, params: PluginParams | None = None, hparams: dict[str, float] | None = None
     ) -> None:
         super().__init__(params)
-        values = {hp.name: hp.default for hp in self.hyperparameters}
+        values = {hp.name: hp.default for hp in self.declared_hyperparameters(self.params)}
         values.update(hparams or {})
         missing = [k for k, v in values.items() if v is None]
         if missing:
             raise ValueError(f"loss {self.name!r} needs values for {missing}")
         self.hparams: dict[str, float] = {k: float(v) for k, v in values.items() if v is not None}
+
+    def bind(self, student: ModelOutput, teacher: ModelOutput) -> None:
+        """Prepare for training from one batch's outputs (shapes known); default: nothing."""
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Learnable parameters of the loss (e.g. adapters), optimised with the student."""
+        return []
 
     @abstractmethod
     def __call__(

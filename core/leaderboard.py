@@ -30,6 +30,18 @@ class TrialRow:
     error: str = ""
     checkpoint: str | None = None
     node_id: str = ""
+    device: str = ""
+    macs: int | None = None
+    size_bytes: int | None = None
+    latency_ms: float | None = None
+    latency_batch_ms: float | None = None
+    constraint_violation: str = ""
+    run_id: str = ""
+
+    def objective(self, name: str) -> float | None:
+        """The value of objective ``name`` (``val_acc``, ``params``, ``latency_ms``, ...)."""
+        value = getattr(self, name, None)
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
     def flat(self) -> dict[str, Any]:
         """A flat dict for CSV and MLflow (hparams and arch as prefixed columns)."""
@@ -51,8 +63,18 @@ def select_best(rows: list[TrialRow], rule: SelectionSettings) -> TrialRow | Non
     ``accuracy``: highest validation accuracy, fewer parameters break ties.
     ``smallest_within``: fewest parameters among trials within ``tolerance`` of the
     best validation accuracy (higher accuracy breaks ties).
+    ``most_accurate_under``: highest validation accuracy among trials whose measured
+    values are within every ``max_*`` limit of the rule (a trial whose value was not
+    measured does not qualify); fewer parameters break ties. None if none qualifies.
     """
     candidates = [r for r in rows if r.checkpoint and _finite(r.val_acc) and r.params is not None]
+    if rule.rule == "most_accurate_under":
+        limits = rule.limits()
+        candidates = [
+            r
+            for r in candidates
+            if all((v := r.objective(k)) is not None and v <= lim for k, lim in limits.items())
+        ]
     if not candidates:
         return None
     best_acc = max(float(r.val_acc or 0.0) for r in candidates)
@@ -77,10 +99,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def format_table(rows: list[TrialRow], best: TrialRow | None = None, limit: int = 20) -> str:
     """A fixed-width text table, best validation accuracy first."""
     hp_names = sorted({k for r in rows for k in r.loss_hparams})
-    header = ["", "trial", "status", "params", "val_acc", "test_acc", *hp_names, "lr", "epochs"]
+    timed = any(r.latency_ms is not None for r in rows)
+    extra = ["macs", *(["latency_ms"] if timed else [])]
+    header = ["", "trial", "status", "params", *extra, "val_acc", "test_acc", *hp_names]
+    header += ["lr", "epochs"]
     ordered = sorted(
         rows,
-        key=lambda r: (r.status == "failed", -(r.val_acc if _finite(r.val_acc) else -1.0)),
+        key=lambda r: (
+            r.status in ("failed", "rejected"),
+            -(r.val_acc if r.val_acc is not None and _finite(r.val_acc) else -1.0),
+        ),
     )
     body = []
     for row in ordered[:limit]:
@@ -91,6 +119,7 @@ def format_table(rows: list[TrialRow], best: TrialRow | None = None, limit: int 
                 f"{row.number:03d}",
                 row.status,
                 _fmt(row.params),
+                *[_fmt(getattr(row, name), 3) for name in extra],
                 _fmt(row.val_acc),
                 _fmt(row.test_acc),
                 *[_fmt(row.loss_hparams.get(h), 3) for h in hp_names],
@@ -106,6 +135,11 @@ def format_table(rows: list[TrialRow], best: TrialRow | None = None, limit: int 
     failed = [r for r in rows if r.status == "failed"]
     for row in failed[:5]:
         lines.append(f"trial {row.number:03d} failed: {row.error}")
+    rejected = [r for r in rows if r.status == "rejected"]
+    for row in rejected[:3]:
+        lines.append(f"trial {row.number:03d} rejected before training: {row.constraint_violation}")
+    if len(rejected) > 3:
+        lines.append(f"... {len(rejected) - 3} more rejected by constraints")
     return "\n".join(lines)
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from kdforge.config import LossConfig, PluginRef, Range, format_validation_error
 from kdforge.errors import ConfigError
-from kdforge.interfaces import HParam, LossStrategy, PluginParams
+from kdforge.interfaces import HParam, LossNeeds, LossStrategy, PluginParams
 from kdforge.plugin_manager import PluginRecord, get_registry
+from pydantic import ValidationError
 
-__all__ = ["instantiate", "loss_hparams", "validate_params"]
+__all__ = ["instantiate", "loss_hparams", "loss_needs", "validate_params"]
 
 _T = TypeVar("_T")
 
@@ -32,7 +31,7 @@ def validate_params(record: PluginRecord, params: dict[str, Any], key: str) -> P
     try:
         return model.model_validate(params)
     except ValidationError as exc:
-        message = format_validation_error(exc, model, params, f"{key}.params")
+        message = format_validation_error(exc, model, params, "", prefix=f"{key}.params")
         raise ConfigError(f"{record.kind} {record.name!r}: {message}") from None
 
 
@@ -55,7 +54,9 @@ def loss_hparams(config: LossConfig) -> list[tuple[HParam, float | Range]]:
     """
     record = get_registry().get("loss", config.name)
     cls: type[LossStrategy] = record.cls
-    declared = {hp.name: hp for hp in cls.hyperparameters}
+    params = validate_params(record, config.params, "loss")
+    # Declared per params: a composite loss declares its terms' weights and hparams.
+    declared = {hp.name: hp for hp in cls.declared_hyperparameters(params)}
     for name in config.hparams:
         if name not in declared:
             from kdforge.errors import closest_match
@@ -69,10 +70,25 @@ def loss_hparams(config: LossConfig) -> list[tuple[HParam, float | Range]]:
     out: list[tuple[HParam, float | Range]] = []
     for name, hp in declared.items():
         setting = config.hparams.get(name)
-        if setting is None:
+        if setting is None and hp.low == hp.high:
+            out.append((hp, float(hp.low)))  # a degenerate declared range is a fixed value
+        elif setting is None:
             out.append((hp, Range(low=hp.low, high=hp.high, log=hp.log)))
         elif isinstance(setting, Range):
             out.append((hp, setting))
         else:
-            out.append((hp, float(setting)))
+            value = float(setting)
+            if not hp.low <= value <= hp.high:
+                raise ConfigError(
+                    f"loss.hparams.{name}: {value:g} is outside the range "
+                    f"[{hp.low:g}, {hp.high:g}] that loss {config.name!r} allows"
+                )
+            out.append((hp, value))
     return out
+
+
+def loss_needs(config: LossConfig) -> LossNeeds:
+    """What the configured loss reads from teacher and student (logits, features)."""
+    record = get_registry().get("loss", config.name)
+    cls: type[LossStrategy] = record.cls
+    return cls.needs(validate_params(record, config.params, "loss"))

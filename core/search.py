@@ -20,24 +20,26 @@ from typing import Any
 
 import torch
 import yaml
-
 from kdforge.config import Range, SearchConfig
 from kdforge.data import DataSplits
 from kdforge.errors import ConfigError, DataError, SearchError
 from kdforge.interfaces import DatasetPlugin, Exporter, SearchSpace, Teacher
-from kdforge.leaderboard import TrialRow, format_table, select_best, write_csv
+from kdforge.leaderboard import TrialRow
 from kdforge.plugin_manager import get_registry
 from kdforge.resolve import instantiate, loss_hparams
-from kdforge.teacher_outputs import TeacherOutputs, compute_teacher_outputs, training_inputs
+from kdforge.teacher_outputs import TeacherOutputs, training_inputs
 from kdforge.tracking import check_tracking_uri, resolve_tracking_uri
 from kdforge.trial import TrialPayload
 
-__all__ = ["SearchPlan", "SearchResult", "plan_search", "run_search"]
+__all__ = ["SearchPlan", "SearchResult", "plan_search", "resume_search", "run_search"]
 
 # Ray Tune's automatic CSV/JSON/TensorBoard loggers cost time per result and duplicate
 # what MLflow records; kdforge turns them off unless the user set the variable.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Save the experiment state (which trials finished) at most 1 s apart instead of Ray's
+# adaptive >= 10 s, so `kdforge resume` after a crash re-runs as little as possible.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 
 
 @dataclass
@@ -76,6 +78,9 @@ def plan_search(
     dataset = instantiate("dataset", config.dataset, "dataset")
     teacher = instantiate("teacher", config.teacher, "teacher")
     space = instantiate("search_space", config.student, "student")
+    from kdforge.best_config import apply_fixed_architecture
+
+    space = apply_fixed_architecture(space, config)  # student.fixed: one architecture
     get_registry().get("loss", config.loss.name)
     loss_record = get_registry().get("loss", config.loss.name)
     from kdforge.resolve import validate_params
@@ -110,13 +115,26 @@ def check_data_against_teacher(splits: DataSplits, teacher: Teacher, teacher_nam
     for name, split in splits.named_splits().items():
         if len(split) == 0 and name != "transfer":
             raise DataError(f"dataset {info.name!r}: the {name} split is empty")
-        if split.x.is_floating_point() and not bool(torch.isfinite(split.x).all()):
+        # Streamed (lazy) inputs are not read here: a full pass would cost an epoch.
+        if (
+            isinstance(split.x, torch.Tensor)
+            and split.x.is_floating_point()
+            and not bool(torch.isfinite(split.x).all())
+        ):
             bad = int((~torch.isfinite(split.x)).flatten(1).any(1).sum())
             raise DataError(f"dataset {info.name!r}: {bad} {name} inputs contain NaN or inf")
         labeled = split.y[split.y >= 0]
-        if name != "transfer" and len(labeled) != len(split.y):
-            if bool((split.y < -1).any()):
-                raise DataError(f"dataset {info.name!r}: negative labels in the {name} split")
+        if bool((split.y < -1).any()):
+            raise DataError(
+                f"dataset {info.name!r}: the {name} split has labels below -1 "
+                f"(lowest {int(split.y.min())}); labels are 0..{info.num_classes - 1}, or -1 "
+                "for an unlabeled training row"
+            )
+        if name in ("val", "test") and len(labeled) != len(split.y):
+            raise DataError(
+                f"dataset {info.name!r}: {len(split.y) - len(labeled)} rows of the {name} split "
+                "have no label (-1); validation and test rows must be labeled"
+            )
         if len(labeled) and int(labeled.max()) >= info.num_classes:
             raise DataError(
                 f"dataset {info.name!r}: {name} labels go up to {int(labeled.max())} but the "
@@ -133,6 +151,32 @@ def check_data_against_teacher(splits: DataSplits, teacher: Teacher, teacher_nam
         raise DataError(
             f"teacher {teacher_name!r} predicts {expected_classes} classes but dataset "
             f"{info.name!r} has {info.num_classes}"
+        )
+    _probe_teacher(splits, teacher, teacher_name)
+
+
+def _probe_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> None:
+    """Run the teacher on two validation rows: catches what no declaration says."""
+    from kdforge.batching import iter_batches
+
+    info = splits.info
+    try:
+        _, sample = next(iter_batches(splits.val.x, 2))
+    except Exception:  # an unreadable streamed row is reported by the dataset itself
+        return
+    try:
+        output = teacher.predict(sample)
+    except Exception as exc:
+        raise DataError(
+            f"teacher {teacher_name!r} cannot run on dataset {info.name!r}'s inputs "
+            f"(shape {tuple(sample.shape[1:])}, dtype {sample.dtype}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from None
+    logits = output.logits
+    if logits is not None and (logits.ndim != 2 or logits.shape[-1] != info.num_classes):
+        raise DataError(
+            f"teacher {teacher_name!r} returns logits of shape {tuple(logits.shape[1:])} per "
+            f"row but dataset {info.name!r} has {info.num_classes} classes"
         )
 
 
@@ -170,9 +214,11 @@ class DefineByRun:
     def __call__(self, trial: Any) -> dict[str, Any] | None:
         """Sample the student, the loss hyperparameters and the learning rate."""
         constants: dict[str, Any] = {}
-        extra = self.space.suggest(_PrefixedTrial(trial, "student/"), self.info)
-        if extra:
-            constants["student"] = dict(extra)
+        extra = self.space.suggest(_PrefixedTrial(trial, "student/"), self.info)  # type: ignore[arg-type]
+        # Constants are returned with flat "student/<key>" names: a nested "student"
+        # dict would replace the sampled "student/*" values when Ray unflattens them.
+        for key, value in (extra or {}).items():
+            constants[f"student/{key}"] = value
         fixed: dict[str, float] = {}
         for hp, setting in self.loss_settings:
             if isinstance(setting, Range):
@@ -183,8 +229,8 @@ class DefineByRun:
                     trial.suggest_float(name, setting.low, setting.high, log=setting.log)
             else:
                 fixed[hp.name] = float(setting)
-        if fixed:
-            constants["loss"] = fixed
+        for key, value in fixed.items():
+            constants[f"loss/{key}"] = value
         trial.suggest_float("lr", self.lr.low, self.lr.high, log=self.lr.log)
         return constants or None
 
@@ -257,13 +303,58 @@ def run_search(
     (search_dir / "config.yaml").write_text(
         yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     )
-
     emit(f"kdforge search {config.name!r} -> {search_dir}")
+    return _prepare_and_execute(plan, search_dir, emit, resume=False)
+
+
+def resume_search(
+    search_dir: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    emit: Callable[[str], None] = print,
+) -> SearchResult:
+    """Continue a search whose driver died (or whose tracking server went away).
+
+    Finished trials are kept and not re-run, unfinished ones start again, the MLflow
+    parent run is continued, journaled tracking calls are sent, and the search ends
+    as usual (leaderboard, baseline, export, registry).
+
+    Args:
+        search_dir: The search folder (``output_dir/NAME/TIMESTAMP``).
+        tracking_uri: Overrides the URI the search used.
+        address: Ray cluster address to join.
+        emit: Where progress lines go.
+    """
+    from kdforge.config import load_search_config
+    from kdforge.search_state import SearchState
+
+    folder = Path(search_dir).resolve()
+    state = SearchState.load(folder)
+    config = load_search_config(folder / "config.yaml")
+    plan = plan_search(config, tracking_uri=tracking_uri or state.tracking_uri, address=address)
+    check_tracking_uri(plan.tracking_uri)
+    emit(f"kdforge resume {config.name!r} <- {folder} (was {state.phase})")
+    return _prepare_and_execute(plan, folder, emit, resume=True)
+
+
+def _prepare_and_execute(
+    plan: SearchPlan, search_dir: Path, emit: Callable[[str], None], resume: bool
+) -> SearchResult:
+    config = plan.config
     splits = plan.dataset.load(config.seed)
     plan.teacher.load()
     check_data_against_teacher(splits, plan.teacher, config.teacher.name)
+    bind_teacher = getattr(plan.space, "bind_teacher", None)
+    if callable(bind_teacher):
+        # Optional space hook: e.g. `transformer` copies layers of a compatible teacher.
+        bind_teacher(plan.teacher)
     started = time.perf_counter()
-    outputs = compute_teacher_outputs(plan.teacher, splits)
+    from kdforge.teacher_cache import teacher_outputs_for_search
+
+    # Computed once per (teacher, data) and cached on disk; features only when the loss
+    # reads them; the teacher runs online in the trials when inputs are augmented.
+    outputs = teacher_outputs_for_search(plan, splits, emit)
     teacher_acc = outputs.accuracy(splits)
     emit(
         f"teacher {config.teacher.name}: {plan.teacher.num_parameters():,} params, "
@@ -272,7 +363,7 @@ def run_search(
     )
     from kdforge.search_runner import execute_search
 
-    return execute_search(plan, splits, outputs, teacher_acc, search_dir, emit)
+    return execute_search(plan, splits, outputs, teacher_acc, search_dir, emit, resume=resume)
 
 
 def write_summary(search_dir: Path, summary: dict[str, Any]) -> Path:
@@ -287,6 +378,7 @@ def build_payload(
 ) -> TrialPayload:
     """The data every trial shares, as one object for Ray's object store."""
     loss_record = get_registry().get("loss", plan.config.loss.name)
+    from kdforge.constraints import trial_objectives_for
     from kdforge.resolve import validate_params
 
     train = training_inputs(splits)
@@ -294,7 +386,7 @@ def build_payload(
         info=splits.info,
         train_x=train.x,
         train_y=train.y,
-        teacher_train_logits=outputs.train,
+        teacher_train_logits=outputs.train if outputs.has_logits else None,
         val_x=splits.val.x,
         val_y=splits.val.y,
         test_x=splits.test.x,
@@ -307,6 +399,11 @@ def build_payload(
         weight_decay=plan.config.search.weight_decay,
         seed=plan.config.seed,
         threads=max(1, int(plan.config.search.cpus_per_trial)),
+        gpus=plan.config.search.gpus_per_trial,
+        precision=plan.config.search.precision,
+        teacher_train_features=outputs.train_features,
+        objectives=trial_objectives_for(plan.config),
+        online_teacher=outputs.online_teacher,
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kdforge.data import DataSplits
-from kdforge.errors import SearchError
+from kdforge.errors import KDForgeError, SearchError, TrackingError
 from kdforge.leaderboard import TrialRow, format_table, select_best, write_csv
 from kdforge.search import (
     SearchPlan,
@@ -46,39 +46,54 @@ def execute_search(
     teacher_acc: dict[str, float],
     search_dir: Path,
     emit: Callable[[str], None],
+    resume: bool = False,
 ) -> SearchResult:
-    """Run the trials in Ray Tune and everything after them (see module docstring)."""
+    """Run the trials in Ray Tune and everything after them (see module docstring).
+
+    With ``resume``, the search folder's Ray Tune experiment is restored (finished
+    trials are kept, unfinished ones run again) and its MLflow parent run continued.
+    """
     import mlflow
 
+    from kdforge.search_state import SearchState
+
     config = plan.config
-    experiment_id = setup_experiment(plan.tracking_uri, config.tracking.experiment)
+    state = SearchState.load(search_dir) if resume else None
+    experiment_id = state.experiment_id if state else setup_experiment(
+        plan.tracking_uri, config.tracking.experiment
+    )
+    if state:
+        mlflow.set_tracking_uri(plan.tracking_uri)
     started_ray = _init_ray(plan.address)
-    parent = mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-{search_dir.name}")
+    if state:
+        parent = mlflow.start_run(run_id=state.parent_run_id)
+    else:
+        parent = mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"{config.name}-{search_dir.name}"
+        )
+        state = SearchState(parent.info.run_id, experiment_id, plan.tracking_uri)
+        state.save(search_dir)
     status = "FAILED"
     try:
         parent_id = parent.info.run_id
-        mlflow.set_tags(
-            {
-                "kdforge.role": "search",
-                "kdforge.search_dir": str(search_dir),
-                "kdforge.teacher": config.teacher.name,
-                "kdforge.dataset": config.dataset.name,
-                "kdforge.search_space": config.student.name,
-                "kdforge.loss": config.loss.name,
-            }
+        if resume:
+            _log_resume(search_dir, plan.tracking_uri, emit)
+        else:
+            _log_parent_start(plan, teacher_acc, search_dir)
+            from kdforge.run_metadata import log_search_metadata
+
+            log_search_metadata(config, plan.teacher, splits)  # tags + dataset input
+        rows = _run_tune(
+            plan, splits, outputs, search_dir, experiment_id, parent_id, emit, resume=resume
         )
-        mlflow.log_params(
-            {k: str(v)[:500] for k, v in flatten_params(config.model_dump(mode="json")).items()}
+        state.phase = "finalizing"
+        state.save(search_dir)
+        from kdforge.objective_report import report_objectives
+
+        # Rejected count, latency where needed, Pareto front table/plot (MLflow).
+        objective_summary = report_objectives(
+            config, plan.space, splits.info, rows, search_dir, plan.tracking_uri, emit
         )
-        mlflow.log_artifact(str(search_dir / "config.yaml"))
-        mlflow.log_metrics(
-            {
-                "teacher_val_acc": teacher_acc["val"],
-                "teacher_test_acc": teacher_acc["test"],
-                "teacher_params": float(plan.teacher.num_parameters()),
-            }
-        )
-        rows = _run_tune(plan, splits, outputs, search_dir, experiment_id, parent_id, emit)
         best = select_best(rows, config.selection)
         write_csv(rows, search_dir / "leaderboard.csv")
         mlflow.log_artifact(str(search_dir / "leaderboard.csv"))
@@ -96,17 +111,108 @@ def execute_search(
 
         summary = finalize(plan, splits, outputs, teacher_acc, best, rows, search_dir, emit)
         summary["num_trials"] = len(rows)
+        summary.update(objective_summary)
         summary["parent_run_id"] = parent_id
+        from kdforge.publish import publish_search
+
+        # Speed-up, registry description, plots, best_config.yaml, report.md/.html.
+        publish_search(plan, splits, rows, best, summary, search_dir, emit)
         write_summary(search_dir, summary)
         mlflow.log_artifact(str(search_dir / "summary.json"))
+        state.phase = "done"
+        state.save(search_dir)
         status = "FINISHED"
         return SearchResult(search_dir, rows, best, summary, parent_id)
+    except KDForgeError:
+        raise
+    except Exception as exc:
+        if _is_connection_error(plan.tracking_uri, exc):
+            raise TrackingError(
+                f"MLflow tracking at {plan.tracking_uri} stopped answering after the trials "
+                f"({type(exc).__name__}); the trial results are kept in {search_dir}",
+                hint=f"when the server is back, run `kdforge resume {search_dir}`",
+            ) from exc
+        raise
     finally:
-        mlflow.end_run(status=status)
+        try:
+            mlflow.end_run(status=status)
+        except Exception:  # the server may be gone; the run is continued by resume
+            pass
         if started_ray:
             import ray
 
             ray.shutdown()
+
+
+def _is_connection_error(tracking_uri: str, exc: BaseException) -> bool:
+    """True when ``exc`` says a remote tracking server could not be reached."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return False
+    text = f"{type(exc).__name__} {exc}"
+    return any(
+        marker in text
+        for marker in ("ConnectionError", "Max retries exceeded", "Connection refused",
+                       "RemoteDisconnected", "Failed to establish")
+    )
+
+
+def _log_parent_start(plan: SearchPlan, teacher_acc: dict[str, float], search_dir: Path) -> None:
+    import mlflow
+
+    config = plan.config
+    mlflow.set_tags(
+        {
+            "kdforge.role": "search",
+            "kdforge.search_dir": str(search_dir),
+            "kdforge.teacher": config.teacher.name,
+            "kdforge.dataset": config.dataset.name,
+            "kdforge.search_space": config.student.name,
+            "kdforge.loss": config.loss.name,
+        }
+    )
+    mlflow.log_params(
+        {k: str(v)[:500] for k, v in flatten_params(config.model_dump(mode="json")).items()}
+    )
+    mlflow.log_artifact(str(search_dir / "config.yaml"))
+    mlflow.log_metrics(
+        {
+            "teacher_val_acc": teacher_acc["val"],
+            "teacher_test_acc": teacher_acc["test"],
+            "teacher_params": float(plan.teacher.num_parameters()),
+        }
+    )
+
+
+def _log_resume(search_dir: Path, tracking_uri: str, emit: Callable[[str], None]) -> None:
+    """Send trial results journaled while the tracking server was unreachable."""
+    import mlflow
+
+    from kdforge.journal import JOURNAL_NAME, replay_journal
+
+    mlflow.set_tag("kdforge.resumed", "true")
+    known = _existing_trial_runs(tracking_uri, mlflow.active_run().info.run_id)[0]
+    replayed = replay_journal(search_dir / JOURNAL_NAME, tracking_uri, known)
+    if replayed:
+        emit(f"logged {replayed} tracking calls kept while MLflow was unreachable")
+
+
+def _existing_trial_runs(tracking_uri: str, parent_id: str) -> tuple[dict[str, str], dict[str, int]]:
+    """Trial id -> nested run id, and trial id -> number, of a parent run's trials."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    ids: dict[str, str] = {}
+    numbers: dict[str, int] = {}
+    for run in runs:
+        trial_id = run.data.tags.get("kdforge.trial_id")
+        if trial_id:
+            ids[trial_id] = run.info.run_id
+            numbers[trial_id] = int(run.data.tags.get("kdforge.trial_number", len(numbers)))
+    return ids, numbers
 
 
 def _run_tune(
@@ -117,28 +223,20 @@ def _run_tune(
     experiment_id: str,
     parent_id: str,
     emit: Callable[[str], None],
+    resume: bool = False,
 ) -> list[TrialRow]:
     import optuna
+    from kdforge.callbacks import MlflowTrialLogger, ProgressPrinter
+    from kdforge.multiobjective import make_searcher
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    from kdforge.callbacks import MlflowTrialLogger, ProgressPrinter
 
     config = plan.config
     settings = config.search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler: optuna.samplers.BaseSampler
-    if settings.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=config.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
-    searcher = OptunaSearch(
-        space=make_define_by_run(plan, splits.info),
-        metric="val_acc",
-        mode="max",
-        sampler=sampler,
-    )
+    # One objective: TPE on val_acc; several: metric/mode lists and NSGA-II. ASHA and
+    # the TuneConfig below always rank on the scalar val_acc (kdforge.multiobjective).
+    searcher = make_searcher(config, make_define_by_run(plan, splits.info))
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
         max_t=settings.epochs,
@@ -149,55 +247,130 @@ def _run_tune(
     payload = build_payload(plan, splits, outputs, threads=max(1, int(settings.cpus_per_trial)))
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
-    logger = MlflowTrialLogger(plan.tracking_uri, experiment_id, parent_id, settings.epochs)
+    from kdforge.callbacks import FailureBudget
+    from kdforge.journal import JOURNAL_NAME, TrackingWriter
+
+    known_runs, known_numbers = (
+        _existing_trial_runs(plan.tracking_uri, parent_id) if resume else ({}, {})
+    )
+    writer = TrackingWriter(plan.tracking_uri, search_dir / JOURNAL_NAME, known_runs)
+    logger = MlflowTrialLogger(
+        writer, experiment_id, parent_id, settings.epochs, trial_numbers=known_numbers
+    )
     progress = ProgressPrinter(settings.num_trials, settings.epochs, emit)
+    budget = FailureBudget(config.failure_budget)
     emit(
         f"searching {settings.num_trials} students ({config.student.name}), "
         f"{concurrent} at a time, up to {settings.epochs} epochs each"
     )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            metric="val_acc",
-            mode="max",
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=settings.num_trials,
-            max_concurrent_trials=concurrent,
-            time_budget_s=settings.time_budget_s,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name="tune",
-            storage_path=str(search_dir),
-            verbose=0,
-            callbacks=[logger, progress],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        ),
-    )
+    callbacks = [logger, progress, budget]
+    tune_dir = search_dir / "tune"
+    if resume and tune.Tuner.can_restore(str(tune_dir)):
+        tuner = tune.Tuner.restore(
+            str(tune_dir),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+        # The pickled run config holds the callbacks of the killed driver; use fresh ones
+        # that know the existing MLflow runs.
+        restored = tuner._local_tuner.get_run_config()  # noqa: SLF001
+        restored.callbacks = callbacks
+        restored.stop = budget.stopper()
+        emit(f"resuming the search in {tune_dir}")
+    else:
+        tuner = None
+    if tuner is None:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric="val_acc",
+                mode="max",
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=settings.num_trials,
+                max_concurrent_trials=concurrent,
+                time_budget_s=settings.time_budget_s,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=str(search_dir),
+                verbose=0,
+                callbacks=callbacks,
+                stop=budget.stopper(),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
     started = time.perf_counter()
     grid = tuner.fit()
     emit(f"search finished in {time.perf_counter() - started:.1f}s")
-    return rows_from_results(grid, logger.trial_numbers, settings.epochs)
+    rows = rows_from_results(grid, logger.trial_numbers, settings.epochs)
+    run_ids = logger.run_ids()
+    for row in rows:
+        row.run_id = run_ids.get(row.trial_id, "")
+    if resume:
+        _retire_lost_trials(writer, {row.trial_id for row in rows}, emit)
+    # Kept in the search folder whatever happens next (lost server, failure budget).
+    write_csv(rows, search_dir / "leaderboard.csv")
+    if budget.exhausted:
+        raise SearchError(
+            f"stopped the search: {len(budget.failures)} trials failed (search.max_failures "
+            f"= {budget.budget}); last reason: {budget.failures[-1]}",
+            hint=f"see {search_dir / 'leaderboard.csv'}; fix the cause or raise search.max_failures",
+        )
+    if writer.offline:
+        from kdforge.errors import TrackingError
+
+        raise TrackingError(
+            f"MLflow tracking at {plan.tracking_uri} went away during the search "
+            f"({writer.error}); all {len(rows)} trial results are kept in {search_dir}",
+            hint=f"when the server is back, run `kdforge resume {search_dir}` to log them "
+            "and finish the export",
+        )
+    return rows
+
+
+def _retire_lost_trials(writer: Any, kept: set[str], emit: Callable[[str], None]) -> None:
+    """Close the runs of trials the killed driver started but Ray never recorded.
+
+    Such a trial is not part of the resumed search (Ray samples a new one in its
+    place), so its run is ended as KILLED and moved to MLflow's trash (restorable).
+    """
+    lost = {key: run_id for key, run_id in writer.run_ids.items() if key not in kept}
+    for key, run_id in lost.items():
+        try:
+            writer.client.set_tag(run_id, "kdforge.status", "lost")
+            writer.client.set_terminated(run_id, "KILLED")
+            writer.client.delete_run(run_id)
+        except Exception as exc:  # tracking trouble must not fail a finished search
+            emit(f"could not retire the run of lost trial {key}: {exc}")
+    if lost:
+        emit(f"retired {len(lost)} MLflow run(s) of trials lost with the killed driver")
 
 
 def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[TrialRow]:
     """Leaderboard rows from a Ray Tune ResultGrid."""
     from kdforge.callbacks import trial_status
 
-    rows = []
+    rows: list[TrialRow] = []
     for result in grid:
         metrics = result.metrics or {}
         config = result.config or {}
         trial_id = str(metrics.get("trial_id") or _trial_id_from_path(result.path))
         error = result.error
-        arch, hparams, lr = {}, {}, None
+        arch: dict[str, Any] = {}
+        hparams: dict[str, float] = {}
+        lr: float | None = None
         try:
             arch, hparams, lr = split_config(config)
         except (KeyError, TypeError, ValueError):
             pass
         last_epoch = metrics.get("epoch")
         status = trial_status(last_epoch, epochs, error=error is not None)
+        if metrics.get("kdforge_status") == "rejected" and error is None:
+            status = "rejected"
         checkpoint = None
         if result.checkpoint is not None and status == "finished":
             checkpoint = result.checkpoint.path
@@ -216,6 +389,12 @@ def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[T
                 error=_error_line(error) if error is not None else "",
                 checkpoint=checkpoint,
                 node_id=str(metrics.get("node_id", "")),
+                device=str(metrics.get("device", "")),
+                macs=int(v) if (v := _num(metrics.get("macs"))) is not None else None,
+                size_bytes=int(v) if (v := _num(metrics.get("size_bytes"))) is not None else None,
+                latency_ms=_num(metrics.get("latency_ms")),
+                latency_batch_ms=_num(metrics.get("latency_batch_ms")),
+                constraint_violation=str(metrics.get("constraint_violation") or ""),
             )
         )
     rows.sort(key=lambda r: r.number)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import PluginRef, TeacherConfig
 from kdforge.errors import ConfigError
@@ -55,6 +54,7 @@ def train_teacher(
     check_tracking_uri(uri)
     splits = dataset.load(config.seed)
     arch = dict(config.architecture.params)
+    torch.manual_seed(config.seed)
     try:
         model = space.build(arch, splits.info)
     except (KeyError, ValueError, TypeError) as exc:
@@ -67,7 +67,6 @@ def train_teacher(
         f"training teacher {config.name!r}: {config.architecture.name} {arch}, "
         f"{n_params:,} params, {config.training.epochs} epochs on {splits.info.name}"
     )
-    torch.manual_seed(config.seed)
     started = time.perf_counter()
     last_print = [started]
 
@@ -119,8 +118,21 @@ def train_teacher(
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         mlflow.log_artifact(str(output))
         run_id = run.info.run_id
+        registered: dict[str, Any] = {}
+        if config.registered_model_name:
+            from kdforge.teacher_registry import log_registered_teacher
+
+            registered = log_registered_teacher(
+                model,
+                splits.train.x,
+                config.registered_model_name,
+                config.registered_model_alias,
+                uri,
+            )
     emit(
         f"teacher saved to {output}: test_acc={test_acc:.4f} val_acc={result.best_val_acc:.4f} "
         f"params={n_params:,} (MLflow run {run_id})"
     )
-    return {**metrics, "path": str(output), "run_id": run_id}
+    if registered:
+        emit(f"teacher registered as {registered['uri']} (version {registered['version']})")
+    return {**metrics, "path": str(output), "run_id": run_id, **registered}

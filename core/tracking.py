@@ -8,6 +8,7 @@ The default store is ``sqlite:///mlflow.db`` in the working directory.
 from __future__ import annotations
 
 import math
+import os
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +26,12 @@ __all__ = [
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+# MLflow retries a failed HTTP call 7 times with exponential backoff (minutes in all);
+# a search would hang that long on a dead server before keeping results locally.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -62,8 +69,12 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
         folder = db.parent
-        if not folder.exists():
-            raise TrackingError(f"tracking store folder does not exist: {folder} (from {uri})")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(
+                f"cannot create the tracking store folder {folder} (from {uri}): {exc}"
+            ) from None
         if db.exists() and db.is_dir():
             raise TrackingError(f"tracking store {db} is a directory, expected a SQLite file")
         probe = folder / f".kdforge-write-probe-{time.time_ns()}"

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from kdforge.data import UNLABELED
+from kdforge.batching import is_lazy, iter_batches, take, to_device
+from kdforge.data import UNLABELED, Inputs
+from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
 from kdforge.interfaces import LossStrategy, ModelOutput
+from torch import nn
 
 __all__ = [
     "EpochReport",
@@ -47,6 +48,7 @@ class TrainSettings:
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"  # "bf16" / "fp16": CUDA autocast (fp16 with gradient scaling)
 
 
 @dataclass
@@ -71,14 +73,19 @@ class TrainResult:
     history: list[EpochReport]
 
 
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode, batched, on ``x``'s device."""
+def predict_logits(model: nn.Module, x: Inputs, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode, batched, on ``x``'s device.
+
+    Lazy (streamed) inputs are read batch by batch and moved to the model's device.
+    """
     was_training = model.training
     model.eval()
     outs = []
+    device = _model_device(model)
     with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            outs.append(model(x[start : start + batch_size]))
+        for _, batch in iter_batches(x, batch_size):
+            # .to() is a no-op when the batch already is on the model's device.
+            outs.append(model(batch.to(device)))
     model.train(was_training)
     if not outs:
         return torch.empty(0)
@@ -89,26 +96,48 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of rows whose arg-max matches the label."""
     if len(labels) == 0:
         return float("nan")
-    return float((logits.argmax(dim=-1) == labels).float().mean())
+    return float((logits.argmax(dim=-1) == labels.to(logits.device)).float().mean())
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def _autocast_dtype(precision: str, device: torch.device) -> tuple[torch.dtype, bool]:
+    """The autocast dtype for ``precision`` and whether autocast is on.
+
+    Mixed precision is used on CUDA only; on CPU training stays fp32 (CPU autocast
+    is slower than fp32 for the small students kdforge trains there).
+    """
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in ("fp32", *dtypes):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if device.type != "cuda" or precision == "fp32":
+        return torch.float32, False
+    return dtypes[precision], True
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def evaluate(model: nn.Module, x: Inputs, y: torch.Tensor) -> tuple[float, float]:
     """Return ``(accuracy, cross-entropy)`` of ``model`` on a labeled split."""
     logits = predict_logits(model, x)
+    y = y.to(logits.device)
     return accuracy(logits, y), float(F.cross_entropy(logits, y))
 
 
 def train_model(
     model: nn.Module,
     *,
-    x: torch.Tensor,
+    x: Inputs,
     y: torch.Tensor,
-    val_x: torch.Tensor,
+    val_x: Inputs,
     val_y: torch.Tensor,
     settings: TrainSettings,
     loss: LossStrategy | None = None,
     teacher_logits: torch.Tensor | None = None,
     on_epoch: Callable[[EpochReport], bool | None] | None = None,
+    teacher_features: dict[str, torch.Tensor] | None = None,
+    online_teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and load its best-validation weights.
 
@@ -120,55 +149,87 @@ def train_model(
         val_y: Validation labels.
         settings: Epochs, learning rate, batch size, seed, device.
         loss: Distillation loss; None trains on the labels alone (cross-entropy).
-        teacher_logits: Teacher logits aligned with ``x``; required with ``loss``.
+        teacher_logits: Teacher logits aligned with ``x``; required with a ``loss``
+            that needs logits (``loss.needs(...).logits``).
         on_epoch: Called after every epoch; returning True stops training.
+        teacher_features: Named teacher features aligned with ``x``, for a loss that
+            needs features; the student's are tapped (:mod:`kdforge.features`) and
+            the loss's learnable parts are optimised with the student.
+        online_teacher: Teacher outputs for a (randomly augmented) training batch; when
+            given it replaces ``teacher_logits``/``teacher_features``
+            (:class:`kdforge.online_teacher.OnlineTeacher`).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
     device = torch.device(settings.device)
+    needs = loss.needs(loss.params) if loss is not None else None
     if loss is None:
         keep = y != UNLABELED
-        x, y = x[keep], y[keep]
-    elif teacher_logits is None:
+        x, y = take(x, keep), y[keep]
+    elif online_teacher is None and needs is not None and needs.logits and teacher_logits is None:
         raise ValueError("a distillation loss needs teacher_logits aligned with x")
-    x, y = x.to(device), y.to(device)
-    val_x, val_y = val_x.to(device), val_y.to(device)
+    elif online_teacher is None and needs is not None and needs.features and not teacher_features:
+        raise ValueError(f"loss {loss.name!r} needs teacher_features aligned with x")
+    x, y = to_device(x, device), y.to(device)
+    val_x, val_y = to_device(val_x, device), val_y.to(device)
     if teacher_logits is not None:
         teacher_logits = teacher_logits.to(device)
+    teacher_features = {k: v.to(device) for k, v in (teacher_features or {}).items()}
     model.to(device)
+    tap = student_tap(model, needs)
+    if loss is not None:
+        _bind_loss(
+            loss, model, x, settings.batch_size, device, tap, teacher_logits, teacher_features,
+            online_teacher,
+        )
     generator = torch.Generator().manual_seed(settings.seed)
+    # A loss's learnable parts (e.g. FitNets' adapter) train with the student.
+    extra = loss.parameters() if loss is not None else []
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        [*model.parameters(), *extra], lr=settings.lr, weight_decay=settings.weight_decay
     )
     steps_per_epoch = max(1, math.ceil(len(x) / settings.batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=settings.epochs * steps_per_epoch
     )
+    amp_dtype, amp_enabled = _autocast_dtype(settings.precision, device)
+    # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled and amp_dtype == torch.float16)
     best_acc, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[EpochReport] = []
     for epoch in range(1, settings.epochs + 1):
         model.train()
         order = torch.randperm(len(x), generator=generator).to(device)
-        total, parts_sum, seen = 0.0, {}, 0
-        for start in range(0, len(x), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
-            logits = model(x[idx])
-            if loss is None:
-                value = F.cross_entropy(logits, y[idx])
-                parts = {"ce": float(value.detach())}
-            else:
-                assert teacher_logits is not None
-                result = loss(ModelOutput(logits), ModelOutput(teacher_logits[idx]), y[idx])
-                value, parts = result.total, result.parts
+        total, seen = 0.0, 0
+        parts_sum: dict[str, float] = {}
+        # Same batches on both paths: indexing in-memory tensors, or streaming lazy
+        # inputs through a DataLoader (see kdforge.batching).
+        for idx, batch in iter_batches(
+            x, settings.batch_size, order, augment=True, seed=settings.seed + epoch
+        ):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_enabled):
+                logits, student_features = forward_tapped(model, batch.to(device), tap)
+                if loss is None:
+                    value = F.cross_entropy(logits, y[idx])
+                    parts = {"ce": float(value.detach())}
+                else:
+                    teacher = (
+                        online_teacher(batch.to(device))
+                        if online_teacher is not None
+                        else teacher_rows(teacher_logits, teacher_features, idx)
+                    )
+                    result = loss(ModelOutput(logits, student_features), teacher, y[idx])
+                    value, parts = result.total, result.parts
             if not torch.isfinite(value):
                 raise TrainingDiverged(
-                    f"training loss became {float(value)} at epoch {epoch} "
+                    f"training loss became {float(value.detach())} at epoch {epoch} "
                     f"(lr={settings.lr:.3g}); lower the learning-rate range"
                 )
             optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
+            scaler.scale(value).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             n = len(idx)
             total += float(value.detach()) * n
@@ -193,3 +254,35 @@ def train_model(
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(best_acc, best_epoch, len(history), history)
+
+
+def _bind_loss(
+    loss: LossStrategy,
+    model: nn.Module,
+    x: Inputs,
+    batch_size: int,
+    device: torch.device,
+    tap: FeatureTap | None,
+    teacher_logits: torch.Tensor | None,
+    teacher_features: dict[str, torch.Tensor],
+    online_teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
+) -> None:
+    """Show the loss one batch of outputs so it can pair layers and build adapters.
+
+    Runs only for losses that read features or override ``bind``; the probe runs in
+    eval mode without gradients, so it changes no weights, statistics or RNG state.
+    """
+    if tap is None and type(loss).bind is LossStrategy.bind:
+        return
+    idx, batch = next(iter_batches(x, batch_size))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits, features = forward_tapped(model, batch.to(device), tap)
+    model.train(was_training)
+    teacher = (
+        online_teacher(batch.to(device))
+        if online_teacher is not None
+        else teacher_rows(teacher_logits, teacher_features, idx)
+    )
+    loss.bind(ModelOutput(logits, features), teacher)

@@ -7,16 +7,17 @@ the teacher (its outputs arrive precomputed in :class:`TrialPayload`).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-
-from kdforge.data import DataInfo
+from kdforge.data import DataInfo, Inputs
 from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace
 from kdforge.trainer import EpochReport, TrainSettings, evaluate, train_model
 
@@ -30,12 +31,13 @@ class TrialPayload:
     """Everything a trial needs, stored once in Ray's object store."""
 
     info: DataInfo
-    train_x: torch.Tensor
+    train_x: Inputs  # a tensor, or LazyInputs streamed from disk (kdforge.batching)
     train_y: torch.Tensor
-    teacher_train_logits: torch.Tensor
-    val_x: torch.Tensor
+    # In memory on both paths: n x classes floats (None: an embedding-only teacher).
+    teacher_train_logits: torch.Tensor | None
+    val_x: Inputs
     val_y: torch.Tensor
-    test_x: torch.Tensor
+    test_x: Inputs
     test_y: torch.Tensor
     space: SearchSpace
     loss_cls: type[LossStrategy]
@@ -45,6 +47,16 @@ class TrialPayload:
     weight_decay: float
     seed: int
     threads: int
+    # GPUs reserved per trial (Ray sets CUDA_VISIBLE_DEVICES) and the training precision.
+    gpus: float = 0.0
+    precision: str = "fp32"
+    # Named teacher features of the training rows, only when the loss needs them.
+    teacher_train_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    # kdforge.constraints.TrialObjectives: limits checked before training, latency settings.
+    objectives: Any = None
+    # kdforge.online_teacher.OnlineTeacher when inputs are augmented: the teacher runs on
+    # every training batch instead of the cached logits (which are then empty).
+    online_teacher: Any = None
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -59,10 +71,20 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, floa
     return arch, loss_hparams, float(config["lr"])
 
 
-def trial_seed(base_seed: int, trial_id: str) -> int:
-    """A per-trial seed derived from the search seed and the trial id (stable)."""
-    digest = sum((i + 1) * ord(c) for i, c in enumerate(trial_id))
-    return (base_seed * 1_000_003 + digest) % (2**31 - 1)
+def trial_seed(base_seed: int, config: dict[str, Any]) -> int:
+    """A per-trial seed from the search seed and the sampled values.
+
+    Ray's trial ids are random, so they would make reruns differ; the same sampled
+    configuration under the same search seed always gets the same seed.
+    """
+    text = json.dumps(config, sort_keys=True, default=str)
+    digest = int(hashlib.sha256(f"{base_seed}:{text}".encode()).hexdigest()[:8], 16)
+    return digest % (2**31 - 1)
+
+
+def trial_device(gpus: float) -> str:
+    """``cuda`` when the trial was given a GPU (whole or fractional) and one is visible."""
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
 def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
@@ -81,13 +103,22 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     context = tune.get_context()
     trial_id = context.get_trial_id() or "local"
     node_id = ray.get_runtime_context().get_node_id()
-    seed = trial_seed(payload.seed, trial_id)
+    seed = trial_seed(payload.seed, config)
     torch.manual_seed(seed)
+    device = trial_device(payload.gpus)
     arch, loss_hparams, lr = split_config(config)
     model = payload.space.build(arch, payload.info)
     n_params = count_parameters(model)
+    from kdforge.constraints import measure_trial, rejected_result
+
+    # Costs (params, MACs, size; latency if needed) are measured before training, and a
+    # student over a configured limit is reported as rejected without being trained.
+    costs, violation = measure_trial(model, payload.info, payload.objectives)
+    if violation is not None:
+        tune.report({**rejected_result(costs, violation), "node_id": node_id})
+        return
     loss = payload.loss_cls(payload.loss_params, loss_hparams)
-    best = {"val_acc": -1.0, "test_acc": float("nan"), "state": None}
+    best: dict[str, Any] = {"val_acc": -1.0, "test_acc": float("nan"), "state": None}
     started = time.perf_counter()
 
     def on_epoch(report: EpochReport) -> bool:
@@ -103,9 +134,11 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
             "val_loss": report.val_loss,
             "test_acc": best["test_acc"],
             "train_loss": report.train_loss,
+            **costs,
             "params": n_params,
             "train_time_s": time.perf_counter() - started,
             "node_id": node_id,
+            "device": device,
         }
         metrics.update({f"train_{k}": v for k, v in report.parts.items()})
         if report.epoch == payload.epochs:
@@ -122,6 +155,8 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
         batch_size=payload.batch_size,
         weight_decay=payload.weight_decay,
         seed=seed,
+        device=device,
+        precision=payload.precision,
     )
     train_model(
         model,
@@ -133,6 +168,8 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
         loss=loss,
         teacher_logits=payload.teacher_train_logits,
         on_epoch=on_epoch,
+        teacher_features=payload.teacher_train_features,
+        online_teacher=payload.online_teacher,
     )
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from pydantic import Field, model_validator
-from torch import nn
-
 import kdforge
+import torch
 from kdforge.data import DataInfo
 from kdforge.interfaces import PluginParams, SearchSpace
+from pydantic import Field, model_validator
+from torch import nn
 
 
 class CNNParams(PluginParams):
@@ -85,6 +84,8 @@ class CNNNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1) if two_d else nn.AdaptiveAvgPool1d(1)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(previous, num_classes)
+        # Block outputs (n, C, *spatial) then the pooled embedding, for kdforge.features.
+        self.feature_names = (*(f"blocks.{i}" for i in range(len(channels))), "pool")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map inputs ``(n, *input_shape)`` to logits ``(n, num_classes)``."""
@@ -124,6 +125,10 @@ class CNNSpace(SearchSpace):
             float(arch.get("dropout", 0.0)),
             info.num_classes,
         )
+
+    def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
+        """``blocks.0`` .. ``blocks.{depth-1}`` (feature maps) and ``pool`` (pooled, ``(n, C, 1..)``)."""
+        return [*(f"blocks.{i}" for i in range(int(arch["depth"]))), "pool"]
 
 
 @kdforge.hookimpl

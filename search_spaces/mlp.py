@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-from pydantic import Field, model_validator
-from torch import nn
-
 import kdforge
+import torch
 from kdforge.data import DataInfo
 from kdforge.interfaces import PluginParams, SearchSpace
+from pydantic import Field, model_validator
+from torch import nn
 
 
 class MLPParams(PluginParams):
@@ -49,6 +48,8 @@ class MLPNet(nn.Module):
             previous = width
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(previous, num_classes)
+        # Hidden activations, shallow first, for feature-based losses (kdforge.features).
+        self.feature_names = tuple(f"blocks.{i}" for i in range(len(widths)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map inputs ``(n, ...)`` to logits ``(n, num_classes)``."""
@@ -81,6 +82,10 @@ class MLPSpace(SearchSpace):
         widths = [int(arch[f"width_{i}"]) for i in range(depth)]
         in_features = math.prod(info.input_shape)
         return MLPNet(in_features, widths, float(arch.get("dropout", 0.0)), info.num_classes)
+
+    def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
+        """``blocks.0`` .. ``blocks.{depth-1}``: each hidden layer's activations ``(n, width)``."""
+        return [f"blocks.{i}" for i in range(int(arch["depth"]))]
 
 
 @kdforge.hookimpl

@@ -11,10 +11,9 @@ enter only the soft term.
 
 from __future__ import annotations
 
+import kdforge
 import torch
 import torch.nn.functional as F
-
-import kdforge
 from kdforge.data import UNLABELED
 from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
 

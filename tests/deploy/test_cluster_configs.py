@@ -67,7 +67,8 @@ def test_kuberay_rayjob() -> None:
     registry.get("dataset", search.dataset.name)
     registry.get("search_space", search.student.name)
     mount = next(
-        m for m in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        m
+        for m in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         if m["name"] == "search-config"
     )
     assert f"{mount['mountPath']}/search.yaml" in job["spec"]["entrypoint"]

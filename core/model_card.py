@@ -1,0 +1,115 @@
+"""The description a registered student carries in the MLflow Model Registry.
+
+Written from a search's summary: teacher and student metrics, compression, speed-up,
+distillation gain, and where the student came from. MLflow shows descriptions as
+Markdown on the model version page; the registered model's own description is set to
+its champion's, so the model page tells which version serves and why.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+__all__ = ["describe_registered_version", "model_description"]
+
+
+def _num(value: Any, pattern: str = "{:.4f}") -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    return pattern.format(value)
+
+
+def model_description(summary: dict[str, Any]) -> str:
+    """A Markdown description of the student a search registered.
+
+    Args:
+        summary: The search summary (``summary.json`` content).
+    """
+    lines = [
+        f"Student distilled by kdforge {summary.get('kdforge_version', '')} from teacher "
+        f"`{summary.get('teacher', '?')}` on dataset `{summary.get('dataset', '?')}` "
+        f"(search `{summary.get('search', '?')}`, "
+        f"trial {_num(summary.get('best_trial'), '{:03d}')}).",
+        "",
+        "| | teacher | student |",
+        "|---|---|---|",
+        f"| test accuracy | {_num(summary.get('teacher_test_acc'))} | "
+        f"{_num(summary.get('student_test_acc'))} |",
+        f"| validation accuracy | {_num(summary.get('teacher_val_acc'))} | "
+        f"{_num(summary.get('student_val_acc'))} |",
+        f"| parameters | {_num(summary.get('teacher_params'), '{:,}')} | "
+        f"{_num(summary.get('student_params'), '{:,}')} |",
+    ]
+    if "teacher_batch_ms" in summary:
+        lines.append(
+            f"| time per batch of {_num(summary.get('speedup_batch_size'), '{:.0f}')} (ms) | "
+            f"{_num(summary.get('teacher_batch_ms'), '{:.3f}')} | "
+            f"{_num(summary.get('student_batch_ms'), '{:.3f}')} |"
+        )
+    lines.append("")
+    lines.append(
+        f"- compression: {_num(summary.get('compression_ratio'), '{:.1f}')}x fewer parameters"
+    )
+    if "speedup" in summary:
+        lines.append(
+            f"- speed-up: {_num(summary.get('speedup'), '{:.2f}')}x (same batch in PyTorch: "
+            "the teacher's predict against the student on the CPU, median of repeated calls)"
+        )
+    if "student_latency_ms" in summary:
+        lines.append(
+            f"- student ONNX latency: {_num(summary['student_latency_ms'], '{:.3f}')} ms "
+            "at batch 1 (onnxruntime, CPU)"
+        )
+    if "distillation_gain" in summary:
+        seeds = len(summary.get("scratch_test_acc_runs") or [])
+        lines.append(
+            f"- distillation gain: {_num(summary['distillation_gain'] * 100, '{:+.2f}')} points of "
+            f"test accuracy (same architecture, {seeds} seeds: distilled "
+            f"{_num(summary.get('distilled_test_acc_mean'))} vs from scratch "
+            f"{_num(summary.get('scratch_test_acc_mean'))})"
+        )
+    lines.append(f"- architecture: `{summary.get('best_arch', {})}`")
+    lines.append(
+        f"- loss hyperparameters: `{summary.get('best_loss_hparams', {})}`, "
+        f"lr {_num(summary.get('best_lr'), '{:.3g}')}"
+    )
+    if summary.get("parent_run_id"):
+        lines.append(f"- search run: `{summary['parent_run_id']}`")
+    return "\n".join(lines)
+
+
+def describe_registered_version(
+    name: str,
+    version: str,
+    summary: dict[str, Any],
+    *,
+    alias: str | None,
+    client: MlflowClient | None = None,
+) -> str:
+    """Set the version's description, and the model's when ``alias`` points at it.
+
+    Args:
+        name: Registered model name.
+        version: The version the search registered.
+        summary: The search summary.
+        alias: The alias now on this version (e.g. ``champion``), or None.
+        client: An MLflow client (default: one for the current tracking URI).
+
+    Returns:
+        The description written.
+    """
+    if client is None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+    text = model_description(summary)
+    client.update_model_version(name, str(version), description=text)
+    if alias:
+        client.update_registered_model(name, description=f"@{alias}: version {version}.\n\n{text}")
+    return text

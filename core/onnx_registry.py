@@ -1,0 +1,172 @@
+"""ONNX models in the MLflow Model Registry: register one, fetch one back.
+
+Registration uses the same ``mlflow.onnx.log_model`` call as the search's final step
+(ONNX flavour with a pyfunc flavour, a tensor signature and an input example), so
+``mlflow models serve`` can serve every version it creates. Fetching downloads a
+registered version and returns the ONNX bytes plus the signature's input shape, which
+is what the Ray Serve application needs to validate requests.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdforge.errors import TrackingError
+
+__all__ = ["OnnxModelFile", "fetch_onnx_model", "register_onnx"]
+
+
+@dataclass(frozen=True)
+class OnnxModelFile:
+    """A registered ONNX model, read back into memory.
+
+    Attributes:
+        model_uri: The URI it was fetched from (e.g. ``models:/NAME@champion``).
+        onnx_bytes: The serialized ONNX graph.
+        input_name: Name of the graph's (single) input.
+        output_name: Name of the graph's first output.
+        input_shape: Signature shape of the input, ``-1`` for the batch axis.
+        input_dtype: numpy dtype name of the input (e.g. ``float32``).
+    """
+
+    model_uri: str
+    onnx_bytes: bytes
+    input_name: str
+    output_name: str
+    input_shape: tuple[int, ...]
+    input_dtype: str
+
+
+def register_onnx(
+    onnx_path: str | Path,
+    *,
+    name: str,
+    example: np.ndarray,
+    alias: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log an ONNX file as a new version of registered model ``name``.
+
+    Must be called with the MLflow tracking URI already set; logs into the active run
+    (or a new one). The signature is inferred from ``example`` and the model's own
+    output on it.
+
+    Args:
+        onnx_path: The ``.onnx`` file.
+        name: Registered model name (created if missing).
+        example: A small input batch (also stored as the input example).
+        alias: Registry alias to point at the new version (e.g. ``champion``).
+        tags: Model-version tags.
+
+    Returns:
+        The new version number, as a string.
+    """
+    import mlflow
+    import onnx
+    import onnxruntime as ort
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    prediction = session.run(None, {input_name: example})[0]
+    info = mlflow.onnx.log_model(
+        onnx.load(str(onnx_path)),
+        name="student",
+        signature=infer_signature(example, prediction),
+        input_example=example,
+        registered_model_name=name,
+        onnx_execution_providers=["CPUExecutionProvider"],
+        save_as_external_data=False,
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version, key, value)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+def fetch_onnx_model(model_uri: str, tracking_uri: str | None = None) -> OnnxModelFile:
+    """Download a logged ONNX model and read its graph and input signature.
+
+    Args:
+        model_uri: ``models:/NAME@alias``, ``models:/NAME/VERSION``, ``runs:/...`` or a
+            local MLflow model folder.
+        tracking_uri: Where the registry lives (default: MLflow's current URI).
+
+    Raises:
+        TrackingError: the model cannot be found or is not an ONNX-flavoured model.
+    """
+    import mlflow
+    from mlflow.models import Model
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="kdforge-model-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot fetch model {model_uri} from {mlflow.get_tracking_uri()}: "
+                f"{_first_line(exc)}",
+                hint="check the name/alias with the MLflow UI, or pass --tracking-uri "
+                "pointing at the store the search used",
+            ) from None
+        meta = Model.load(str(local / "MLmodel"))
+        flavor = meta.flavors.get("onnx")
+        if flavor is None:
+            raise TrackingError(
+                f"model {model_uri} has no ONNX flavour (flavours: {', '.join(meta.flavors)})",
+                hint="register the student with kdforge's onnx exporter (export.exporter: onnx)",
+            )
+        onnx_bytes = (local / str(flavor.get("data", "model.onnx"))).read_bytes()
+    shape, dtype = _signature_input(meta)
+    input_name, output_name = _graph_names(onnx_bytes)
+    return OnnxModelFile(
+        model_uri=model_uri,
+        onnx_bytes=onnx_bytes,
+        input_name=input_name,
+        output_name=output_name,
+        input_shape=shape,
+        input_dtype=dtype,
+    )
+
+
+def _signature_input(meta: Any) -> tuple[tuple[int, ...], str]:
+    """Input shape and dtype from the MLflow signature (a single tensor spec)."""
+    signature = meta.signature
+    if signature is None or not signature.inputs.inputs:
+        raise TrackingError(
+            "the model has no input signature, so requests cannot be checked",
+            hint="log it with a signature (kdforge's registry step always does)",
+        )
+    spec = signature.inputs.inputs[0]
+    shape = getattr(spec, "shape", None)
+    if shape is None:
+        raise TrackingError("the model's signature is not a tensor signature")
+    return tuple(int(d) for d in shape), str(np.dtype(spec.type))
+
+
+def _graph_names(onnx_bytes: bytes) -> tuple[str, str]:
+    import onnx
+
+    graph = onnx.load_model_from_string(onnx_bytes).graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or not graph.output:
+        raise TrackingError(
+            f"the ONNX graph has inputs {inputs}; kdforge serves single-input models"
+        )
+    return inputs[0], graph.output[0].name
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

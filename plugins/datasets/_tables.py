@@ -1,0 +1,131 @@
+"""Reading CSV, TSV, JSON Lines and Parquet files into one pandas frame with splits.
+
+Shared by the ``tabular`` and ``text`` datasets. A path with a ``{split}`` placeholder
+gives one file per split; a ``split_column`` names each row's split instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdforge.errors import DataError
+from kdforge.plugins.datasets._splits import expand_split_paths, normalize_split_name
+
+__all__ = ["is_blank", "load_frame", "read_table", "require_columns"]
+
+_READERS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+def read_table(file: Path, where: str) -> Any:
+    """Read one file into a ``pandas.DataFrame`` (format chosen by its suffix).
+
+    Raises:
+        DataError: unknown suffix, unreadable or malformed file, missing pyarrow.
+    """
+    import pandas as pd
+
+    kind = _READERS.get(file.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"{where}: cannot read {file.name}: unknown file type {file.suffix!r}",
+            hint=f"use one of {', '.join(sorted(_READERS))}",
+        )
+    try:
+        if kind == "csv":
+            return pd.read_csv(file)
+        if kind == "tsv":
+            return pd.read_csv(file, sep="\t")
+        if kind == "jsonl":
+            return pd.read_json(file, lines=True)
+        return pd.read_parquet(file)
+    except ImportError as exc:
+        raise DataError(
+            f"{where}: reading {file.name} needs an extra package: {exc}",
+            hint="pip install pyarrow",
+        ) from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{where}: cannot read {file}: {exc}") from None
+
+
+def load_frame(path: str, split_column: str | None, where: str) -> tuple[Any, list[str] | None]:
+    """All rows of ``path`` in one frame, and each row's given split (or None).
+
+    Args:
+        path: A file, or a pattern with ``{split}``.
+        split_column: Column naming each row's split (``train``, ``validation``, ...);
+            empty cells mean "no split given". Dropped from the frame.
+        where: Names the dataset for error messages.
+
+    Raises:
+        DataError: both a ``{split}`` pattern and a ``split_column``, an unknown split
+            name, files with different columns, or an empty table.
+    """
+    import pandas as pd
+
+    files = expand_split_paths(path, f"{where}: path")
+    frames, given = [], []
+    for split, file in files.items():
+        frame = read_table(file, where)
+        frames.append(frame)
+        given += [split] * len(frame)
+    columns = [list(f.columns) for f in frames]
+    if any(set(c) != set(columns[0]) for c in columns[1:] if c):
+        raise DataError(f"{where}: the split files have different columns: {columns}")
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if frame.empty:
+        raise DataError(f"{where}: the table has no rows")
+    marks: list[str] | None = given if any(given) else None
+    if split_column is not None:
+        if marks is not None:
+            raise DataError(
+                f"{where}: both a {{split}} file pattern and split_column={split_column!r}",
+                hint="use one way to give the splits",
+            )
+        if split_column not in frame.columns:
+            raise DataError(
+                f"{where}: split_column {split_column!r} is not a column",
+                hint=f"columns: {', '.join(map(str, frame.columns))}",
+            )
+        marks = [
+            "" if is_blank(v) else normalize_split_name(str(v), f"{where}: column {split_column}")
+            for v in frame[split_column].tolist()
+        ]
+        frame = frame.drop(columns=[split_column])
+    return frame.reset_index(drop=True), marks
+
+
+def is_blank(value: Any) -> bool:
+    """True for None, NaN, pandas.NA and empty or whitespace-only strings."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    try:
+        return bool(value != value)
+    except TypeError:
+        return True
+
+
+def require_columns(frame: Any, names: list[str], where: str, key: str) -> None:
+    """Raise a DataError naming ``key`` when a column in ``names`` is missing."""
+    from kdforge.errors import closest_match
+
+    columns = [str(c) for c in frame.columns]
+    for name in names:
+        if name not in columns:
+            suggestion = closest_match(name, columns)
+            raise DataError(
+                f"{where}: {key}: no column {name!r}",
+                hint=(f"did you mean {suggestion!r}? " if suggestion else "")
+                + f"columns: {', '.join(columns)}",
+            )

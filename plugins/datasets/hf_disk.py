@@ -1,0 +1,370 @@
+"""Dataset ``hf_disk``: a Hugging Face ``datasets`` dataset saved with ``save_to_disk``.
+
+Reads a local folder only (``datasets.load_from_disk``; nothing is downloaded). A
+saved ``DatasetDict`` gives its splits (``train``, ``validation``/``val``/``dev``,
+``test``, ``unsupervised``/``unlabeled``/``transfer``; other names through
+``split_names``); a single ``Dataset`` is split seeded and stratified. The input
+column decides the encoding:
+
+* numeric arrays (``List``, ``ArrayXD``, numbers): float32 (signed integers: int64);
+* ``Image``: decoded and transformed like ``image_folder`` (the ``image`` section);
+* strings: token ids or bag of words like ``text`` (the ``text`` section).
+
+Labels come from ``label_column`` (``ClassLabel`` names are kept; ``-1`` or empty =
+unlabeled). Arrow files are memory-mapped, so array and image columns of datasets
+bigger than memory stream from disk; text columns are encoded in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+import kdforge
+from kdforge.batching import apply_storage
+from kdforge.data import DataInfo, DataSplits, Inputs, LazyInputs
+from kdforge.errors import DataError
+from kdforge.interfaces import DatasetPlugin
+from kdforge.plugins.datasets._images import ImageParams, ImageTransform, RandomFlipCrop
+from kdforge.plugins.datasets._splits import (
+    FileDatasetParams,
+    RowSources,
+    assign_splits,
+    concat_sources,
+    dataset_name,
+    encode_labels,
+    make_splits,
+    normalize_split_name,
+)
+from kdforge.plugins.datasets._text import TextEncoder, TextParams
+
+
+class HFDiskParams(FileDatasetParams):
+    """Parameters of the ``hf_disk`` dataset."""
+
+    path: str = Field(description="Folder written by Dataset/DatasetDict.save_to_disk.")
+    input_column: str | None = Field(
+        None, description="Column of inputs (default: the only column besides the label)."
+    )
+    label_column: str = Field("label", description="Column of class labels.")
+    split_names: dict[str, Literal["train", "val", "test", "transfer"]] | None = Field(
+        None, description="Map DatasetDict split names to train/val/test/transfer."
+    )
+    scale: float | None = Field(None, description="Multiply float array inputs by this.")
+    image: ImageParams = Field(
+        default_factory=lambda: ImageParams.model_validate({}),
+        description="Image column: size, channels, normalising.",
+    )
+    text: TextParams | None = Field(
+        None, description="String column: tokenizer and representation (see dataset text)."
+    )
+
+
+class _HFInputs(LazyInputs):
+    """Rows of one column of a saved dataset, read from its memory-mapped Arrow files."""
+
+    def __init__(self, path: str, member: str, column: str, rows: np.ndarray) -> None:
+        self.path = path
+        self.member = member
+        self.column = column
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self._dataset: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_dataset"] = None  # reopened (memory-mapped) in each process
+        return state
+
+    def dataset(self) -> Any:
+        """The member dataset, with only the input column (opened once per process)."""
+        if self._dataset is None:
+            self._dataset = _open_member(self.path, self.member).select_columns([self.column])
+        return self._dataset
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _values(self, indices: Sequence[int], numpy: bool) -> Any:
+        wanted = self.rows[np.asarray(indices, dtype=np.int64)].tolist()
+        data = self.dataset().with_format("numpy") if numpy else self.dataset()
+        return data[wanted][self.column]
+
+    def fingerprint(self) -> str:
+        """Hash of the Arrow files' paths, sizes and times, the column and the rows."""
+        digest = hashlib.sha256(f"{self.member}\0{self.column}\0{self._extra()}".encode())
+        for entry in self.dataset().cache_files:
+            stat = os.stat(entry["filename"])
+            digest.update(f"{entry['filename']}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        digest.update(self.rows.tobytes())
+        return digest.hexdigest()[:16]
+
+    def _extra(self) -> str:
+        return ""
+
+
+class HFArrayInputs(_HFInputs):
+    """A numeric array column."""
+
+    def __init__(
+        self,
+        path: str,
+        member: str,
+        column: str,
+        rows: np.ndarray,
+        dtype: torch.dtype,
+        shape: tuple[int, ...],
+        scale: float | None,
+    ) -> None:
+        super().__init__(path, member, column, rows)
+        self._dtype, self._shape, self.scale = dtype, shape, scale
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one row."""
+        return self._shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """float32 or int64."""
+        return self._dtype
+
+    def read_rows(self, indices: Sequence[int]) -> torch.Tensor:
+        """Read rows as one array."""
+        block = np.asarray(self._values(indices, numpy=True))
+        if block.dtype == object:
+            raise DataError(
+                f"dataset 'hf_disk' ({self.path}): column {self.column!r} has rows of "
+                "different shapes",
+                hint="store fixed-shape arrays (e.g. datasets.Array2D) or pad them",
+            )
+        if self._dtype == torch.int64:
+            return torch.from_numpy(block.astype(np.int64))
+        block = block.astype(np.float32)
+        return torch.from_numpy(block * np.float32(self.scale) if self.scale else block)
+
+    def _extra(self) -> str:
+        return f"{self._dtype}\0{self.scale}"
+
+
+class HFImageInputs(_HFInputs):
+    """An ``Image`` column, decoded and transformed on demand."""
+
+    def __init__(
+        self,
+        path: str,
+        member: str,
+        column: str,
+        rows: np.ndarray,
+        transform: ImageTransform,
+        augmentation: RandomFlipCrop | None,
+    ) -> None:
+        super().__init__(path, member, column, rows)
+        self.transform = transform
+        self.augmentation = augmentation
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """``(channels, height, width)``."""
+        return self.transform.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Always float32."""
+        return torch.float32
+
+    def read_rows(self, indices: Sequence[int]) -> torch.Tensor:
+        """Decode and transform the images."""
+        images = self._values(indices, numpy=False)
+        if not len(images):
+            return torch.empty((0, *self.example_shape))
+        return torch.stack([self.transform(image) for image in images])
+
+    def _extra(self) -> str:
+        return repr(self.transform)
+
+
+class HFDisk(DatasetPlugin):
+    """A Hugging Face dataset saved with save_to_disk (arrays, images or text; no download)."""
+
+    name = "hf_disk"
+    Params = HFDiskParams
+
+    def load(self, seed: int) -> DataSplits:
+        """Open the saved dataset, split it, and encode the input column."""
+        params = self.params
+        assert isinstance(params, HFDiskParams)
+        where = f"dataset 'hf_disk' (path={params.path})"
+        members, given_by_member = _members(params, where)
+        first = next(iter(members.values()))
+        column = _input_column(first, params, where)
+        kind = _column_kind(first.features[column])
+        labels, classes = _labels(members, params.label_column, where)
+        given = [given_by_member[k] for k, m in members.items() for _ in range(len(m))]
+        rows = assign_splits(labels, given if any(given) else None, params, seed, where)
+        table = RowSources(list(members), [len(m) for m in members.values()])
+        path = str(params.path)
+        fields: dict[str, Any]
+        if kind == "text":
+            read, fields = self._text(members, column, rows.train, table, where)
+        elif kind == "image":
+            transform, augmentation = params.image.transform(), params.image.augmentation()
+
+            def read(split: str, key: str, local: np.ndarray) -> Inputs:
+                aug = augmentation if split in ("train", "transfer") else None
+                return HFImageInputs(path, key, column, local, transform, aug)
+
+            fields = {"input_shape": transform.shape}
+        else:
+            sample = np.asarray(first.with_format("numpy")[0][column])
+            dtype = torch.int64 if sample.dtype.kind == "i" else torch.float32
+
+            def read(split: str, key: str, local: np.ndarray) -> Inputs:
+                return HFArrayInputs(path, key, column, local, dtype, sample.shape, params.scale)
+
+            fields = {
+                "input_shape": tuple(sample.shape),
+                "input_dtype": str(dtype).removeprefix("torch."),
+            }
+        info = DataInfo(
+            name=dataset_name(params.path), num_classes=len(classes), class_names=classes, **fields
+        )
+        splits = make_splits(
+            info,
+            rows,
+            labels,
+            lambda split, picked: concat_sources(
+                table, picked, lambda key, local: read(split, key, local)
+            ),
+        )
+        return apply_storage(
+            splits,
+            storage=params.storage,
+            memory_limit_mb=params.memory_limit_mb,
+            num_workers=params.num_workers,
+        )
+
+    def _text(
+        self,
+        members: dict[str, Any],
+        column: str,
+        train_rows: np.ndarray,
+        table: RowSources,
+        where: str,
+    ) -> tuple[Any, dict[str, Any]]:
+        params = self.params
+        assert isinstance(params, HFDiskParams)
+        if params.text is None:
+            raise DataError(
+                f"{where}: column {column!r} holds text; say how to encode it",
+                hint="set dataset.params.text.tokenizer (the teacher's model folder) or "
+                "text.representation: bag_of_words",
+            )
+        texts = [str(t or "") for m in members.values() for t in m[column]]
+        encoder = TextEncoder(params.text, where).fit([texts[i] for i in train_rows])
+        self.encoder = encoder
+
+        def read(split: str, key: str, local: np.ndarray) -> Inputs:
+            offset = table.offsets[table.keys.index(key)]
+            return encoder.transform([texts[offset + i] for i in local])
+
+        return read, encoder.info_fields()
+
+
+def _open_member(path: str, member: str) -> Any:
+    import datasets
+
+    loaded = datasets.load_from_disk(path)
+    return loaded if member == "" else loaded[member]
+
+
+def _members(params: HFDiskParams, where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Member datasets by key (``""`` for a single Dataset) and their given splits."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"{where}: needs the `datasets` package", hint="pip install 'kdforge[hf]'"
+        ) from None
+    datasets.disable_progress_bars()
+    try:
+        loaded = datasets.load_from_disk(params.path)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise DataError(
+            f"{where}: not a dataset saved with save_to_disk: {exc}",
+            hint="save it with Dataset.save_to_disk(path) or DatasetDict.save_to_disk(path)",
+        ) from None
+    if isinstance(loaded, datasets.Dataset):
+        return {"": loaded}, {"": ""}
+    members: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key in loaded:
+        mapped = (params.split_names or {}).get(key) or normalize_split_name(key, where)
+        members[key], given[key] = loaded[key], mapped
+    if not members:
+        raise DataError(f"{where}: the DatasetDict has no splits")
+    return members, given
+
+
+def _input_column(first: Any, params: HFDiskParams, where: str) -> str:
+    columns = list(first.column_names)
+    if params.input_column is not None:
+        if params.input_column not in columns:
+            raise DataError(
+                f"{where}: input_column {params.input_column!r} is not a column",
+                hint=f"columns: {', '.join(columns)}",
+            )
+        return params.input_column
+    others = [c for c in columns if c != params.label_column]
+    if len(others) != 1:
+        raise DataError(
+            f"{where}: input_column not set and the input column is ambiguous: {others}",
+            hint="set dataset.params.input_column",
+        )
+    return others[0]
+
+
+def _column_kind(feature: Any) -> str:
+    import datasets
+
+    if isinstance(feature, datasets.Image):
+        return "image"
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        return "text"
+    return "array"
+
+
+def _labels(
+    members: dict[str, Any], label_column: str, where: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    import datasets
+
+    names: tuple[str, ...] | None = None
+    values: list[Any] = []
+    for member in members.values():
+        if label_column not in member.column_names:
+            values += [None] * len(member)  # e.g. an unlabeled transfer member
+            continue
+        feature = member.features[label_column]
+        if isinstance(feature, datasets.ClassLabel):
+            names = tuple(feature.names)
+        values += list(member[label_column])
+    if all(v is None for v in values):
+        raise DataError(f"{where}: no split has the label column {label_column!r}")
+    codes, found = encode_labels(values, f"{where}: {label_column}")
+    if names is not None:
+        if len(found) > len(names):
+            raise DataError(f"{where}: labels go beyond the ClassLabel's {len(names)} names")
+        return codes, names
+    return codes, found
+
+
+@kdforge.hookimpl
+def register_datasets(register: kdforge.Register) -> None:
+    """Register the ``hf_disk`` dataset."""
+    register("hf_disk", HFDisk)

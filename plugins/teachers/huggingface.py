@@ -1,0 +1,196 @@
+"""Teacher ``huggingface``: a local Hugging Face transformer folder (never the hub).
+
+``path`` is a folder written by ``save_pretrained`` (config, weights, tokenizer).
+Loading sets ``HF_HUB_OFFLINE=1`` and ``local_files_only=True``: nothing is
+downloaded, and a hub id that is not a local folder is an error.
+
+* ``task: sequence_classification`` (``AutoModelForSequenceClassification``): logits
+  plus the pooled embedding as a feature;
+* ``task: encoder`` (``AutoModel``): no logits; the pooled embedding (and hidden
+  states) only, for embedding distillation.
+
+Inputs are int64 token ids ``(n, seq_len)``; the attention mask is ``ids != pad id``.
+Features: ``pooled`` (``pooling``: ``cls`` token, masked ``mean``, or the model's
+``pooler`` output) and, with ``hidden_states: true``, ``hidden_<i>`` for every layer
+(``hidden_0`` = embeddings).
+
+Text datasets tokenize with the teacher's tokenizer: the teacher exposes its folder
+as :attr:`HuggingFaceTeacher.tokenizer_path`, and the ``text`` dataset's
+``tokenizer`` parameter takes the same folder. Needs the ``[hf]`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+import kdforge
+from kdforge.errors import CheckpointError
+from kdforge.interfaces import ModelOutput, PluginParams, Teacher
+from kdforge.plugins.teachers._loading import directory_sha256
+
+__all__ = ["HuggingFaceParams", "HuggingFaceTeacher", "offline_hub"]
+
+_WHERE = "teacher 'huggingface'"
+
+
+class HuggingFaceParams(PluginParams):
+    """Parameters of the ``huggingface`` teacher."""
+
+    path: str = Field(description="Local folder written by save_pretrained (no hub ids).")
+    task: Literal["sequence_classification", "encoder"] = Field(
+        "sequence_classification",
+        description="sequence_classification: logits + pooled; encoder: embeddings only.",
+    )
+    pooling: Literal["cls", "mean", "pooler"] = Field(
+        "cls", description="How the 'pooled' feature is made from the last hidden state."
+    )
+    hidden_states: bool = Field(
+        False, description="Also expose every layer's hidden states as 'hidden_<i>' features."
+    )
+    pad_token_id: int | None = Field(
+        None, description="Padding id for the attention mask (default: the tokenizer's/config's)."
+    )
+
+
+@contextmanager
+def offline_hub() -> Iterator[None]:
+    """Set ``HF_HUB_OFFLINE=1`` (and ``TRANSFORMERS_OFFLINE=1``) while loading."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update({k: "1" for k in saved})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class HuggingFaceTeacher(Teacher):
+    """A local Hugging Face transformer (sequence classification or encoder + pooling)."""
+
+    name = "huggingface"
+    Params = HuggingFaceParams
+
+    @property
+    def tokenizer_path(self) -> str:
+        """The folder holding the teacher's tokenizer (give it to the text dataset)."""
+        params = self.params
+        assert isinstance(params, HuggingFaceParams)
+        return str(Path(params.path).expanduser().resolve())
+
+    def load(self) -> None:
+        """Load config and weights from the local folder, offline."""
+        params = self.params
+        assert isinstance(params, HuggingFaceParams)
+        folder = Path(self.tokenizer_path)
+        if not (folder / "config.json").is_file():
+            raise CheckpointError(
+                f"{_WHERE}: {params.path} is not a local model folder (no config.json); "
+                "kdforge never downloads from the hub",
+                hint="save the model locally with model.save_pretrained(folder) and "
+                "tokenizer.save_pretrained(folder), and set teacher.params.path to it",
+            )
+        with offline_hub():
+            try:
+                import transformers
+            except ImportError:
+                raise CheckpointError(
+                    f"{_WHERE}: needs the `transformers` package", hint="pip install 'kdforge[hf]'"
+                ) from None
+            loader = (
+                transformers.AutoModelForSequenceClassification
+                if params.task == "sequence_classification"
+                else transformers.AutoModel
+            )
+            try:
+                model = loader.from_pretrained(str(folder), local_files_only=True)
+            except (OSError, ValueError, KeyError) as exc:
+                raise CheckpointError(
+                    f"{_WHERE}: cannot load a {params.task} model from {folder}: "
+                    f"{str(exc).strip().splitlines()[0]}"
+                ) from None
+        model.eval()
+        self._model = model
+        self._pad_id = self._find_pad_id(folder, model)
+        recipe = json.dumps(params.model_dump(exclude={"path"}), sort_keys=True)
+        self._sha = hashlib.sha256(f"{directory_sha256(folder)}:{recipe}".encode()).hexdigest()
+
+    def _find_pad_id(self, folder: Path, model: Any) -> int:
+        params = self.params
+        assert isinstance(params, HuggingFaceParams)
+        if params.pad_token_id is not None:
+            return params.pad_token_id
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            file = folder / name
+            if file.is_file():
+                data = json.loads(file.read_text())
+                if isinstance(data.get("pad_token_id"), int):
+                    return int(data["pad_token_id"])
+        if getattr(model.config, "pad_token_id", None) is not None:
+            return int(model.config.pad_token_id)
+        return 0
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> ModelOutput:
+        """Logits (classification) and features for one batch of token ids."""
+        params = self.params
+        assert isinstance(params, HuggingFaceParams)
+        ids = x.long()
+        mask = (ids != self._pad_id).long()
+        out = self._model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        hidden = out.hidden_states
+        last = hidden[-1]
+        if params.pooling == "cls":
+            pooled = last[:, 0]
+        elif params.pooling == "mean":
+            weights = mask.unsqueeze(-1).to(last.dtype)
+            pooled = (last * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        else:
+            pooled = getattr(out, "pooler_output", None)
+            if pooled is None:
+                raise CheckpointError(
+                    f"{_WHERE}: the model has no pooler output", hint="use pooling: cls or mean"
+                )
+        features = {"pooled": pooled}
+        if params.hidden_states:
+            features.update({f"hidden_{i}": h for i, h in enumerate(hidden)})
+        logits = getattr(out, "logits", None) if params.task == "sequence_classification" else None
+        return ModelOutput(logits, features)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of every file in the folder and of the params."""
+        return self._sha
+
+    def num_parameters(self) -> int:
+        """Number of parameters of the transformer."""
+        return sum(p.numel() for p in self._model.parameters())
+
+    def expected_num_classes(self) -> int | None:
+        """``num_labels`` of a classification model (None for an encoder)."""
+        params = self.params
+        assert isinstance(params, HuggingFaceParams)
+        if params.task != "sequence_classification":
+            return None
+        return int(self._model.config.num_labels)
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the model's token embedding table."""
+        return int(self._model.config.vocab_size)
+
+
+@kdforge.hookimpl
+def register_teachers(register: kdforge.Register) -> None:
+    """Register the ``huggingface`` teacher."""
+    register("huggingface", HuggingFaceTeacher)

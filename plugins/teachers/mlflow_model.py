@@ -1,0 +1,236 @@
+"""Teacher ``mlflow``: a PyTorch or ONNX model from the MLflow registry or a run.
+
+``uri`` is ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/PATH``,
+resolved against ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else kdforge's
+``sqlite:///mlflow.db`` in the working directory). The model's files are downloaded to
+a temporary folder and loaded by flavour:
+
+* ``pytorch``: ``mlflow.pytorch.load_model``. MLflow 3 saves with ``torch.export``
+  (``.pt2``) and refuses pickled models unless ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``
+  is set, so loading runs no pickled code by default;
+* ``onnx``: run with onnxruntime on the CPU.
+
+``kdforge train-teacher`` registers its teacher this way when the teacher config sets
+``registered_model_name``. The input shape and classes come from the model signature.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+import kdforge
+from kdforge.errors import CheckpointError
+from kdforge.interfaces import ModelOutput, PluginParams, Teacher
+from kdforge.plugins.teachers._loading import directory_sha256
+
+__all__ = ["MlflowParams", "MlflowTeacher"]
+
+_WHERE = "teacher 'mlflow'"
+_SCHEMES = ("models:/", "runs:/")
+
+
+class MlflowParams(PluginParams):
+    """Parameters of the ``mlflow`` teacher."""
+
+    uri: str = Field(description="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI or sqlite)."
+    )
+    flavor: Literal["auto", "pytorch", "onnx"] = Field(
+        "auto", description="Which saved flavour to load; 'auto' prefers pytorch."
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(_SCHEMES):
+            raise ValueError(
+                "expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH"
+            )
+        return value
+
+
+class MlflowTeacher(Teacher):
+    """A registered (or run-logged) PyTorch or ONNX model, loaded through MLflow."""
+
+    name = "mlflow"
+    Params = MlflowParams
+
+    def load(self) -> None:
+        """Download the model's files, hash them, and load the chosen flavour."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import Model
+
+        from kdforge.tracking import resolve_tracking_uri
+
+        params = self.params
+        assert isinstance(params, MlflowParams)
+        tracking = resolve_tracking_uri(
+            params.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        )
+        folder = Path(tempfile.mkdtemp(prefix="kdforge-teacher-"))
+        try:
+            try:
+                # models:/ URIs are resolved with the global registry URI, whatever
+                # download_artifacts is given, so both are pointed at `tracking` here.
+                with _mlflow_uris(mlflow, tracking):
+                    local = mlflow.artifacts.download_artifacts(
+                        artifact_uri=params.uri,
+                        dst_path=str(folder),
+                        tracking_uri=tracking,
+                        registry_uri=tracking,
+                    )
+                meta = Model.load(local)
+            except (MlflowException, OSError) as exc:
+                raise CheckpointError(
+                    f"{_WHERE}: cannot fetch {params.uri} from {tracking}: {_first_line(exc)}",
+                    hint="check the name/alias/version (`mlflow models` UI or MlflowClient) "
+                    "and teacher.params.tracking_uri",
+                ) from None
+            # MLflow writes registered_model_meta per download (it names the alias or
+            # version used); the model is the same whichever URI reached it.
+            self._sha = directory_sha256(Path(local), skip=("registered_model_meta",))
+            self._shape, self._classes = _signature_shapes(meta)
+            flavor = self._choose_flavor(set(meta.flavors))
+            self._flavor = flavor
+            if flavor == "pytorch":
+                try:
+                    model = mlflow.pytorch.load_model(local, map_location="cpu")
+                except MlflowException as exc:
+                    raise CheckpointError(
+                        f"{_WHERE}: MLflow refused to load {params.uri}: {_first_line(exc)}",
+                        hint="log the model with MLflow 3's default (torch.export) format; "
+                        "pickled models need MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true",
+                    ) from None
+                self._model = model
+                self._session = None
+            else:
+                self._model = None
+                self._session, self._onnx_params = _onnx_session(Path(local), meta)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _choose_flavor(self, flavors: set[str]) -> str:
+        params = self.params
+        assert isinstance(params, MlflowParams)
+        wanted = ["pytorch", "onnx"] if params.flavor == "auto" else [params.flavor]
+        for flavor in wanted:
+            if flavor in flavors:
+                return flavor
+        raise CheckpointError(
+            f"{_WHERE}: {params.uri} has flavours {sorted(flavors)}, none of {wanted}",
+            hint="log the teacher with mlflow.pytorch.log_model or mlflow.onnx.log_model",
+        )
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> ModelOutput:
+        """Logits of the teacher for one batch."""
+        if self._session is None:
+            return ModelOutput(logits=self._model(x).float())
+        feed = {self._session.get_inputs()[0].name: _as_input(x, self._session)}
+        return ModelOutput(logits=torch.from_numpy(np.asarray(self._session.run(None, feed)[0])))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the model's files (another version or alias target differs)."""
+        return self._sha
+
+    def num_parameters(self) -> int:
+        """Parameters of the PyTorch model, or elements of the ONNX initialisers."""
+        if self._model is not None:
+            return sum(p.numel() for p in self._model.parameters())
+        return self._onnx_params
+
+    def expected_input_shape(self) -> tuple[int, ...] | None:
+        """Per-example input shape from the model signature, if it has one."""
+        return self._shape
+
+    def expected_num_classes(self) -> int | None:
+        """Classes from the signature's output shape, if it has one."""
+        return self._classes
+
+    def torch_module(self) -> torch.nn.Module | None:
+        """The PyTorch model (None for ONNX)."""
+        return getattr(self, "_model", None)
+
+    @property
+    def flavor(self) -> str:
+        """The loaded flavour: ``pytorch`` or ``onnx``."""
+        return self._flavor
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An onnxruntime session does not pickle; copies reload from the registry.
+        state = dict(self.__dict__)
+        state.pop("_session", None)
+        return state
+
+
+@contextmanager
+def _mlflow_uris(mlflow: Any, uri: str) -> Iterator[None]:
+    """Point MLflow's global tracking and registry URIs at ``uri``, then restore them."""
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(tracking)
+        mlflow.set_registry_uri(registry)
+
+
+def _onnx_session(folder: Path, meta: Any) -> tuple[Any, int]:
+    import onnx
+    import onnxruntime as ort
+
+    conf = meta.flavors["onnx"]
+    file = folder / conf.get("data", "model.onnx")
+    proto = onnx.load(str(file))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    # Floating-point initialisers are the weights; integer ones are shape constants.
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+    weights = [t for t in proto.graph.initializer if t.data_type in floats]
+    return session, sum(int(np.prod(t.dims)) for t in weights)
+
+
+def _as_input(x: torch.Tensor, session: Any) -> np.ndarray:
+    kind = session.get_inputs()[0].type
+    array = x.detach().cpu().numpy()
+    return array.astype(np.int64) if "int64" in kind else array.astype(np.float32)
+
+
+def _signature_shapes(meta: Any) -> tuple[tuple[int, ...] | None, int | None]:
+    signature = getattr(meta, "signature", None)
+    if signature is None:
+        return None, None
+    shape: tuple[int, ...] | None = None
+    classes: int | None = None
+    inputs = signature.inputs.inputs if signature.inputs is not None else []
+    if len(inputs) == 1 and getattr(inputs[0], "shape", None):
+        dims = tuple(int(d) for d in inputs[0].shape[1:])
+        shape = dims if all(d > 0 for d in dims) else None
+    outputs = signature.outputs.inputs if signature.outputs is not None else []
+    if len(outputs) == 1 and getattr(outputs[0], "shape", None):
+        last = int(outputs[0].shape[-1])
+        classes = last if last > 0 else None
+    return shape, classes
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@kdforge.hookimpl
+def register_teachers(register: kdforge.Register) -> None:
+    """Register the ``mlflow`` teacher."""
+    register("mlflow", MlflowTeacher)

@@ -1,0 +1,76 @@
+"""The registered student's description and the measured speed-up behind it."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from kdforge.interfaces import ModelOutput
+
+
+class _SlowTeacher:
+    """A stand-in teacher whose predict takes at least 20 ms."""
+
+    calls = 0
+
+    def predict(self, x: torch.Tensor) -> ModelOutput:
+        self.calls += 1
+        time.sleep(0.02)
+        return ModelOutput(logits=torch.zeros(len(x), 10))
+
+
+def test_speedup_is_the_ratio_of_median_times() -> None:
+    from kdforge.speedup import measure_speedup
+
+    teacher = _SlowTeacher()
+    threads_before = torch.get_num_threads()
+    student = torch.nn.Linear(64, 10)
+    result = measure_speedup(teacher, student, torch.zeros(32, 64), repeats=3)  # type: ignore[arg-type]
+    assert teacher.calls == 1 + 3  # one warm-up, then the timed calls
+    assert result["teacher_batch_ms"] >= 20.0
+    assert result["speedup"] == result["teacher_batch_ms"] / result["student_batch_ms"]
+    assert result["speedup"] > 1.0 and result["speedup_batch_size"] == 32.0
+    assert torch.get_num_threads() == threads_before  # restored
+
+
+def test_description_names_metrics_compression_speedup_and_gain() -> None:
+    from kdforge.model_card import model_description
+
+    summary = {
+        "kdforge_version": "0.1.0",
+        "teacher": "checkpoint",
+        "dataset": "digits",
+        "search": "demo",
+        "best_trial": 7,
+        "teacher_test_acc": 0.9667,
+        "student_test_acc": 0.9528,
+        "teacher_params": 50_000,
+        "student_params": 1_234,
+        "compression_ratio": 40.52,
+        "speedup": 3.21,
+        "teacher_batch_ms": 2.0,
+        "student_batch_ms": 0.623,
+        "speedup_batch_size": 256.0,
+        "distillation_gain": 0.0125,
+        "scratch_test_acc_runs": [0.94, 0.94],
+        "distilled_test_acc_mean": 0.9528,
+        "scratch_test_acc_mean": 0.9403,
+        "best_arch": {"depth": 1, "width_0": 16},
+        "parent_run_id": "run42",
+    }
+    text = model_description(summary)
+    assert "teacher `checkpoint`" in text and "dataset `digits`" in text and "trial 007" in text
+    assert "| test accuracy | 0.9667 | 0.9528 |" in text
+    assert "| parameters | 50,000 | 1,234 |" in text
+    assert "compression: 40.5x" in text and "speed-up: 3.21x" in text
+    assert "distillation gain: +1.25 points" in text and "2 seeds" in text
+    assert "run42" in text
+
+
+def test_description_without_baseline_or_speedup_still_renders() -> None:
+    from kdforge.model_card import model_description
+
+    text = model_description({"teacher_test_acc": float("nan"), "student_params": 10})
+    assert "| test accuracy | - | - |" in text and "speed-up" not in text
+    assert "distillation gain" not in text

@@ -1,0 +1,96 @@
+"""Dataset ``hf_disk``: saved DatasetDict/Dataset with array, image and text columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kdforge.errors import DataError
+from kdforge.plugins.datasets.hf_disk import HFArrayInputs, HFDisk, HFImageInputs
+from kdforge.testing import DatasetContract
+from tests.plugins.datasets.builders import _pattern, blobs, text_rows, write_hf_dataset
+
+datasets = pytest.importorskip("datasets")
+
+
+def _load(path: Path, seed: int = 0, **params):
+    return HFDisk(HFDisk.Params(path=str(path), **params)).load(seed)
+
+
+class TestHFDiskContract(DatasetContract):
+    registered_name = "hf_disk"
+
+    @pytest.fixture
+    def plugin(self, tmp_path: Path) -> HFDisk:
+        return HFDisk(HFDisk.Params(path=str(write_hf_dataset(tmp_path / "hf")), storage="stream"))
+
+
+def test_dataset_dict_splits_are_used_as_they_are(tmp_path: Path) -> None:
+    x, _ = blobs(120)
+    splits = _load(write_hf_dataset(tmp_path / "hf"))
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (80, 20, 20)
+    assert splits.info.class_names == ("a", "b", "c") and splits.info.input_shape == (6,)
+    torch.testing.assert_close(splits.val.x, torch.from_numpy(x[80:100]))
+    stream = _load(tmp_path / "hf", storage="stream", num_workers=0)
+    assert isinstance(stream.val.x, HFArrayInputs)
+    torch.testing.assert_close(stream.val.x[:], splits.val.x)
+
+
+def test_single_dataset_is_split_and_unknown_names_are_mapped(tmp_path: Path) -> None:
+    x, y = blobs(90)
+    data = datasets.Dataset.from_dict({"vec": x.tolist(), "label": y.tolist()})
+    data.save_to_disk(str(tmp_path / "one"))
+    splits = _load(tmp_path / "one")
+    assert sum(len(s) for s in (splits.train, splits.val, splits.test)) == 90
+    renamed = datasets.DatasetDict(
+        {"fit": data.select(range(70)), "holdout": data.select(range(70, 90))}
+    )
+    renamed.save_to_disk(str(tmp_path / "renamed"))
+    with pytest.raises(DataError, match="unknown split name 'fit'"):
+        _load(tmp_path / "renamed")
+    mapped = _load(tmp_path / "renamed", split_names={"fit": "train", "holdout": "test"})
+    assert len(mapped.test) == 20 and len(mapped.train) + len(mapped.val) == 70
+
+
+def test_image_column_is_decoded_like_image_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(_pattern(i % 3, 10, 10, rng)) for i in range(45)]
+    data = datasets.Dataset.from_dict({"img": images, "label": [i % 3 for i in range(45)]})
+    data = data.cast_column("img", datasets.Image())
+    data.save_to_disk(str(tmp_path / "img"))
+    params = {"image": {"image_size": 8, "augment": {"enabled": True}}}
+    memory = _load(tmp_path / "img", **params)
+    assert memory.info.input_shape == (3, 8, 8)
+    stream = _load(tmp_path / "img", storage="stream", num_workers=0, **params)
+    assert isinstance(stream.test.x, HFImageInputs) and stream.train.x.augments
+    torch.testing.assert_close(stream.test.x[:], memory.test.x)
+
+
+def test_text_column_needs_an_encoding(tmp_path: Path) -> None:
+    rows = text_rows(60)
+    data = datasets.Dataset.from_dict(
+        {"sentence": [r["text"] for r in rows], "label": [r["label"] for r in rows]}
+    )
+    data.save_to_disk(str(tmp_path / "txt"))
+    with pytest.raises(DataError, match="holds text") as info:
+        _load(tmp_path / "txt")
+    assert "bag_of_words" in (info.value.hint or "")
+    splits = _load(tmp_path / "txt", text={"representation": "bag_of_words"})
+    assert splits.info.class_names == ("neg", "neutral", "pos")
+    assert splits.train.x.dtype == torch.float32 and splits.info.input_shape[0] > 10
+
+
+def test_missing_folder_and_ambiguous_columns(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="save_to_disk"):
+        _load(tmp_path / "missing")
+    x, y = blobs(30)
+    data = datasets.Dataset.from_dict({"a": x.tolist(), "b": x.tolist(), "label": y.tolist()})
+    data.save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(DataError, match="input_column"):
+        _load(tmp_path / "two")
+    assert _load(tmp_path / "two", input_column="b").info.input_shape == (6,)

@@ -1,0 +1,87 @@
+"""Every registered loss passes the loss contract kit (``kdforge.testing.LossContract``).
+
+The kit feeds feature-based losses named features of different shapes on the two
+sides (adapters, automatic layer mapping), and identical ones for the zero check.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from kdforge.plugin_manager import get_registry
+from kdforge.plugins.losses.attention_transfer import AttentionTransfer
+from kdforge.plugins.losses.composite import Composite
+from kdforge.plugins.losses.cosine_embedding import CosineEmbedding
+from kdforge.plugins.losses.dkd import DKD
+from kdforge.plugins.losses.fitnets import FitNets
+from kdforge.plugins.losses.hinton_kd import HintonKD
+from kdforge.plugins.losses.logit_mse import LogitMSE
+from kdforge.plugins.losses.rkd import RKD
+from kdforge.testing import LossContract
+
+
+class TestHintonKD(LossContract):
+    plugin_class = HintonKD
+    registered_name = "hinton_kd"
+
+
+class TestLogitMSE(LossContract):
+    plugin_class = LogitMSE
+    registered_name = "logit_mse"
+
+
+class TestDKD(LossContract):
+    plugin_class = DKD
+    registered_name = "dkd"
+
+
+class TestFitNets(LossContract):
+    plugin_class = FitNets
+    registered_name = "fitnets"
+
+
+class TestAttentionTransfer(LossContract):
+    plugin_class = AttentionTransfer
+    registered_name = "attention_transfer"
+
+
+class TestRKD(LossContract):
+    plugin_class = RKD
+    registered_name = "rkd"
+
+
+class TestCosineEmbedding(LossContract):
+    plugin_class = CosineEmbedding
+    registered_name = "cosine_embedding"
+
+
+class TestComposite(LossContract):
+    plugin_class = Composite
+    registered_name = "composite"
+    plugin_params: ClassVar[dict[str, Any]] = {
+        "terms": [
+            {"name": "hinton_kd", "weight": 1.0, "hparams": {"alpha": 1.0}},
+            {"name": "fitnets", "weight": {"low": 0.1, "high": 10.0, "log": True}},
+            {"name": "rkd", "weight": 0.5},
+        ]
+    }
+
+
+def test_every_registered_loss_is_under_contract() -> None:
+    covered = {
+        cls.registered_name
+        for cls in (
+            TestHintonKD,
+            TestLogitMSE,
+            TestDKD,
+            TestFitNets,
+            TestAttentionTransfer,
+            TestRKD,
+            TestCosineEmbedding,
+            TestComposite,
+        )
+    }
+    builtin = {
+        r.name for r in get_registry().list("loss") if r.cls.__module__.startswith("kdforge.")
+    }
+    assert builtin <= covered, f"built-in losses without a contract test: {builtin - covered}"
