@@ -8,17 +8,9 @@ CLI, and offers its student to ``@champion`` under ``export.promote: if_better``
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,31 +19,12 @@ import pytest
 
 from kdforge.config import SearchConfig
 from kdforge.search import SearchResult, run_search
+from tests._mlflow_server import start_server, stop_server
 from tests.conftest import tiny_search_config
 
 pytestmark = pytest.mark.slow
 
 MODEL = "tiny-server-student"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (its uvicorn workers too), then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -60,45 +33,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import mlflow
 
     folder = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    argv = [
-        str(bin_dir / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - a pipe could fill up and block it
-    process = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_server(folder)
+    port = int(url.rsplit(":", 1)[1])
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"mlflow server exited: {log.read().decode()[-3000:]}")
-            with (
-                contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(f"{url}/health", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer {url}/health in 180 s")
-            time.sleep(0.5)
         yield url
     finally:
-        _stop(process)
-        log.close()
+        stop_server(process)
         mlflow.set_tracking_uri(None)
     with socket.socket() as sock:  # the server is gone
         assert sock.connect_ex(("127.0.0.1", port)) != 0
