@@ -266,8 +266,11 @@ def iter_batches(
     cpu_order = order.cpu()
     batches = [cpu_order[s : s + batch_size].tolist() for s in range(0, n, batch_size)]
     if x.num_workers <= 0 or len(batches) <= 1:
-        for rows in batches:
-            yield torch.as_tensor(rows).to(order.device), x.read_batch(rows, augment=augment)
+        for batch_rows in batches:
+            yield (
+                torch.as_tensor(batch_rows).to(order.device),
+                x.read_batch(batch_rows, augment=augment),
+            )
         return
     loader = torch.utils.data.DataLoader(
         _RowsDataset(x, augment),

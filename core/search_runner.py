@@ -190,7 +190,9 @@ def _log_resume(search_dir: Path, tracking_uri: str, emit: Callable[[str], None]
     from kdforge.journal import JOURNAL_NAME, replay_journal
 
     mlflow.set_tag("kdforge.resumed", "true")
-    known = _existing_trial_runs(tracking_uri, mlflow.active_run().info.run_id)[0]
+    active = mlflow.active_run()
+    assert active is not None  # execute_search started (or continued) the parent run
+    known = _existing_trial_runs(tracking_uri, active.info.run_id)[0]
     replayed = replay_journal(search_dir / JOURNAL_NAME, tracking_uri, known)
     if replayed:
         emit(f"logged {replayed} tracking calls kept while MLflow was unreachable")
@@ -275,7 +277,9 @@ def _run_tune(
         )
         # The pickled run config holds the callbacks of the killed driver; use fresh ones
         # that know the existing MLflow runs.
-        restored = tuner._local_tuner.get_run_config()  # noqa: SLF001
+        internal = tuner._local_tuner  # noqa: SLF001
+        assert internal is not None  # a local (not Ray client) Tuner
+        restored = internal.get_run_config()
         restored.callbacks = callbacks
         restored.stop = budget.stopper()
         emit(f"resuming the search in {tune_dir}")

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,7 +225,30 @@ def start_ray_serve(
             f"Ray Serve could not start {target.model_uri} on {host}:{port}: {exc}",
             hint="pick a free --port, or shut down an older Serve instance (serve shutdown)",
         ) from None
-    return f"http://{host}:{port}"
+    url = f"http://{host}:{port}"
+    # serve.start keeps the HTTP options of a Serve instance already running on the
+    # cluster, so check that the app really answers where it was asked to.
+    probe = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ping"
+    if not _answers(probe, timeout_s=60.0):
+        raise ServeError(
+            f"Ray Serve deployed {target.model_uri} but nothing answers {probe}",
+            hint="a Serve instance with other HTTP options may already run on this cluster: "
+            "stop it (serve shutdown) or use its port",
+        )
+    return url
+
+
+def _answers(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.25)
+    return False
 
 
 def _init_ray(address: str | None) -> None:
