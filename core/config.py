@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from kdforge.errors import ConfigError, closest_match
+from kdforge.quantize_settings import QuantizeSettings
 from kdforge.objective_settings import (
     ConstraintSettings,
     LatencySettings,
@@ -222,6 +223,10 @@ class SearchConfig(_Strict):
     baseline: BaselineSettings = Field(default_factory=lambda: BaselineSettings())
     tracking: TrackingSettings = Field(default_factory=lambda: TrackingSettings())
     export: ExportSettings = Field(default_factory=lambda: ExportSettings())
+    quantize: QuantizeSettings = Field(
+        default_factory=lambda: QuantizeSettings(),
+        description="Optional int8 quantization of the exported student.",
+    )
     objectives: list[ObjectiveSpec] = Field(
         default_factory=default_objectives,
         description="What the search optimises: a list of {name, mode}, names among val_acc, "

@@ -119,6 +119,14 @@ def execute_search(
         publish_search(plan, splits, rows, best, summary, search_dir, emit)
         write_summary(search_dir, summary)
         mlflow.log_artifact(str(search_dir / "summary.json"))
+        from kdforge.quantize import quantize_after_search
+
+        quantized = quantize_after_search(
+            search_dir, config.quantize, tracking_uri=plan.tracking_uri, emit=emit
+        )
+        if quantized is not None:
+            summary["quantize"] = quantized
+            write_summary(search_dir, summary)
         state.phase = "done"
         state.save(search_dir)
         status = "FINISHED"
