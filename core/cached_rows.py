@@ -115,9 +115,7 @@ class CachedRows:
             stem = Path(self.folder) / self.spec["stem"]
             if self.spec["encoding"] == "topk":
                 names = ("values", "indices", "rest")
-                self._arrays = {
-                    n: np.load(f"{stem}.{n}.npy", mmap_mode="r") for n in names
-                }
+                self._arrays = {n: np.load(f"{stem}.{n}.npy", mmap_mode="r") for n in names}
             else:
                 self._arrays = {"dense": np.load(f"{stem}.npy", mmap_mode="r")}
         return self._arrays

@@ -359,7 +359,7 @@ def _prepare_and_execute(
     emit(
         f"teacher {config.teacher.name}: {plan.teacher.num_parameters():,} params, "
         f"val_acc={teacher_acc['val']:.4f} test_acc={teacher_acc['test']:.4f} "
-        f"(outputs computed once in {time.perf_counter() - started:.1f}s)"
+        f"(outputs ready in {time.perf_counter() - started:.1f}s)"
     )
     from kdforge.search_runner import execute_search
 

@@ -27,7 +27,7 @@ from kdforge.teacher_outputs import TeacherOutputs
 from kdforge.tracking import flatten_params, setup_experiment
 from kdforge.trial import run_trial, split_config
 
-__all__ = ["execute_search", "rows_from_results"]
+__all__ = ["execute_search", "rows_from_results", "start_tracking_and_ray"]
 
 
 def _max_concurrent(plan: SearchPlan) -> int:
@@ -59,12 +59,14 @@ def execute_search(
 
     config = plan.config
     state = SearchState.load(search_dir) if resume else None
-    experiment_id = state.experiment_id if state else setup_experiment(
-        plan.tracking_uri, config.tracking.experiment
-    )
     if state:
+        experiment_id = state.experiment_id
         mlflow.set_tracking_uri(plan.tracking_uri)
-    started_ray = _init_ray(plan.address)
+        started_ray = _init_ray(plan.address)
+    else:
+        experiment_id, started_ray = start_tracking_and_ray(
+            plan.tracking_uri, config.tracking.experiment, plan.address
+        )
     if state:
         parent = mlflow.start_run(run_id=state.parent_run_id)
     else:
@@ -80,6 +82,14 @@ def execute_search(
             _log_resume(search_dir, plan.tracking_uri, emit)
         else:
             _log_parent_start(plan, teacher_acc, search_dir)
+            # Each ensemble member's accuracy next to the ensemble's (empty otherwise).
+            member_acc = {
+                f"teacher_{split}_acc.{name.replace(':', '_')}": value
+                for split, accs in (getattr(outputs, "teacher_report", None) or {}).items()
+                for name, value in accs.items()
+            }
+            if member_acc:
+                mlflow.log_metrics(member_acc)
             from kdforge.run_metadata import log_search_metadata
 
             log_search_metadata(config, plan.teacher, splits)  # tags + dataset input
@@ -150,6 +160,52 @@ def execute_search(
             import ray
 
             ray.shutdown()
+
+
+def start_tracking_and_ray(
+    tracking_uri: str, experiment: str, address: str | None, num_cpus: int | None = None
+) -> tuple[str, bool]:
+    """Set up the MLflow experiment while Ray starts; return ``(experiment id, started)``.
+
+    Both take seconds and mostly wait (a new SQLite store runs MLflow's schema
+    migrations; Ray waits for its processes to come up), so they overlap: measured in
+    ``benchmarks/search_overhead.py``. A tracking error stops a Ray this call started.
+
+    Args:
+        tracking_uri: The MLflow tracking URI.
+        experiment: The experiment name (created if needed).
+        address: Ray cluster address, or None for a local Ray.
+        num_cpus: CPUs of a local Ray (default: all).
+
+    Raises:
+        TrackingError: the experiment cannot be used at ``tracking_uri``.
+    """
+    import threading
+
+    import mlflow
+
+    outcome: dict[str, Any] = {}
+
+    def _setup() -> None:
+        try:
+            outcome["id"] = setup_experiment(tracking_uri, experiment)
+        except BaseException as exc:  # re-raised in the calling thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=_setup, name="kdforge-mlflow-setup", daemon=True)
+    thread.start()
+    try:
+        started = _init_ray(address, num_cpus)
+    finally:
+        thread.join()
+    if "error" in outcome:
+        if started:
+            import ray
+
+            ray.shutdown()
+        raise outcome["error"]
+    mlflow.set_tracking_uri(tracking_uri)
+    return str(outcome["id"]), started
 
 
 def _is_connection_error(tracking_uri: str, exc: BaseException) -> bool:

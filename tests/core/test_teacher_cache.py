@@ -224,6 +224,45 @@ def test_augmented_inputs_run_the_teacher_online(tmp_path: Path, splits) -> None
     assert bool((online._teacher.seen[-1] >= 100).all())  # it saw the augmented batch
 
 
+def test_baseline_runs_of_an_online_teacher_use_it(tmp_path: Path, splits) -> None:
+    """finalize's train_fixed (the distilled baseline) gets the online teacher too."""
+    from kdforge.finalize import train_fixed
+    from kdforge.trial import TrialPayload
+
+    path = _save_teacher(tmp_path / "t.pt", 0, splits)
+    teacher = _teacher(path)
+    augmented = DataSplits(
+        info=splits.info,
+        train=Split(TensorInputs(splits.train.x, augmentation=_Shift()), splits.train.y),
+        val=splits.val,
+        test=splits.test,
+    )
+    outputs = _prepare(teacher, augmented, tmp_path / "cache")
+    payload = TrialPayload(
+        info=splits.info,
+        train_x=augmented.train.x,
+        train_y=splits.train.y,
+        teacher_train_logits=outputs.train,  # empty: the online teacher replaces it
+        val_x=splits.val.x,
+        val_y=splits.val.y,
+        test_x=splits.test.x,
+        test_y=splits.test.y,
+        space=MLPSpace(),
+        loss_cls=HintonKD,
+        loss_params=HintonKD.Params(),
+        epochs=1,
+        batch_size=512,
+        weight_decay=0.0,
+        seed=0,
+        threads=1,
+        online_teacher=outputs.online_teacher,
+    )
+    arch = {"depth": 1, "width_0": 8, "dropout": 0.0}
+    acc = train_fixed(payload, arch, {"temperature": 2.0, "alpha": 0.5}, 1e-2, 0, True)
+    assert 0.0 <= acc <= 1.0
+    assert outputs.online_teacher.calls == -(-len(splits.train) // 512)
+
+
 @pytest.mark.slow
 def test_second_search_reuses_the_cache_of_an_ensemble(tmp_path: Path, ray_session) -> None:
     from kdforge.config import SearchConfig
