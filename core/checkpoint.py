@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from kdforge.data import DataInfo
-from kdforge.errors import CheckpointError
+from kdforge.errors import CheckpointError, first_line
 from torch import nn
 
 __all__ = ["FORMAT", "build_model", "file_sha256", "load_checkpoint", "save_checkpoint"]
@@ -87,12 +87,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"refused to load {file}: it needs to unpickle arbitrary Python objects, which "
-            f"could run code ({_first_line(exc)})",
+            f"could run code ({first_line(exc)})",
             hint="only load files you trust; re-save the model as a kdforge checkpoint",
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"cannot read checkpoint {file}: the file is truncated or corrupt ({_first_line(exc)})"
+            f"cannot read checkpoint {file}: the file is truncated or corrupt ({first_line(exc)})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
@@ -126,7 +126,7 @@ def build_model(payload: dict[str, Any], source: str = "checkpoint") -> nn.Modul
     except RuntimeError as exc:
         raise CheckpointError(
             f"{source}: weights do not fit architecture {payload['space']} {payload['arch']}: "
-            f"{_first_line(exc)}"
+            f"{first_line(exc)}"
         ) from None
     model.eval()
     return model
@@ -139,8 +139,3 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

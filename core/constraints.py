@@ -114,7 +114,7 @@ def measure_trial(
         count_macs,
         count_parameters,
         example_input,
-        measure_latency,
+        measure_latency_with,
         model_size_bytes,
     )
 
@@ -133,15 +133,7 @@ def measure_trial(
         return metrics, None
     problems = violations(metrics, spec.limits)
     if not problems and spec.measure_latency:
-        settings = spec.latency
-        result = measure_latency(
-            model,
-            info,
-            batch_size=settings.batch_size,
-            repeats=settings.repeats,
-            warmup=settings.warmup,
-            threads=settings.threads,
-        )
+        result = measure_latency_with(model, info, spec.latency)
         metrics.update(result.metrics())
         problems = violations(metrics, spec.limits)
     return metrics, "; ".join(problems) or None

@@ -21,6 +21,7 @@ __all__ = [
     "SearchError",
     "TrackingError",
     "closest_match",
+    "first_line",
 ]
 
 
@@ -75,3 +76,9 @@ def closest_match(name: str, choices: Iterable[str]) -> str | None:
     """Return the choice closest to ``name`` (for "did you mean" hints), or None."""
     matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return matches[0] if matches else None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -46,22 +46,14 @@ def measure_row_latency(
     """Export ``row``'s student (with its trained weights) and store its latencies."""
     import torch
 
-    from kdforge.objectives import measure_latency
+    from kdforge.objectives import measure_latency_with
     from kdforge.trial import STATE_FILE
 
     model = space.build(dict(row.arch), info)
     if row.checkpoint:
         state = torch.load(Path(row.checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    settings = config.latency
-    result = measure_latency(
-        model,
-        info,
-        batch_size=settings.batch_size,
-        repeats=settings.repeats,
-        warmup=settings.warmup,
-        threads=settings.threads,
-    )
+    result = measure_latency_with(model, info, config.latency)
     row.latency_ms = result.latency_ms
     row.latency_batch_ms = result.latency_batch_ms
 

@@ -260,3 +260,17 @@ def measure_latency(
             warmup=warmup,
             threads=threads,
         )
+
+
+def measure_latency_with(model: nn.Module, info: DataInfo, settings: Any) -> LatencyResult:
+    """:func:`measure_latency` with the batch, repeats, warm-up and threads of a
+    ``latency`` config section (:class:`kdforge.objective_settings.LatencySettings`)."""
+    return measure_latency(
+        model,
+        info,
+        batch_size=settings.batch_size,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        threads=settings.threads,
+    )
+

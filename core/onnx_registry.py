@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kdforge.errors import TrackingError
+from kdforge.errors import TrackingError, first_line
 
 __all__ = ["OnnxModelFile", "fetch_onnx_model", "register_onnx"]
 
@@ -115,7 +115,7 @@ def fetch_onnx_model(model_uri: str, tracking_uri: str | None = None) -> OnnxMod
         except Exception as exc:
             raise TrackingError(
                 f"cannot fetch model {model_uri} from {mlflow.get_tracking_uri()}: "
-                f"{_first_line(exc)}",
+                f"{first_line(exc)}",
                 hint="check the name/alias with the MLflow UI, or pass --tracking-uri "
                 "pointing at the store the search used",
             ) from None
@@ -165,8 +165,3 @@ def _graph_names(onnx_bytes: bytes) -> tuple[str, str]:
             f"the ONNX graph has inputs {inputs}; kdforge serves single-input models"
         )
     return inputs[0], graph.output[0].name
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

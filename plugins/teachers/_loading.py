@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from kdforge.data import DataInfo
-from kdforge.errors import CheckpointError, ConfigError
+from kdforge.errors import CheckpointError, ConfigError, first_line
 
 __all__ = [
     "build_from_factory",
@@ -71,14 +71,14 @@ def read_pickled(path: Path, *, trust: bool, where: str) -> Any:
             raise CheckpointError(
                 f"{where}: refused to load {path}: it needs to unpickle arbitrary Python "
                 f"objects, which could run code; kdforge reads checkpoints with "
-                f"weights_only=True and did not run anything in it ({_first_line(exc)})",
+                f"weights_only=True and did not run anything in it ({first_line(exc)})",
                 hint="re-save the model as a state_dict or TorchScript file; only if you "
                 "trust this file, set teacher.params.trust_checkpoint: true",
             ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{where}: cannot read checkpoint {path}: the file is truncated or corrupt "
-            f"({_first_line(exc)})"
+            f"({first_line(exc)})"
         ) from None
     message = (
         f"{where}: trust_checkpoint is true: unpickling {path} with weights_only=False; "
@@ -90,7 +90,7 @@ def read_pickled(path: Path, *, trust: bool, where: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # any error of foreign unpickling code
         raise CheckpointError(
-            f"{where}: unpickling {path} failed: {type(exc).__name__}: {_first_line(exc)}"
+            f"{where}: unpickling {path} failed: {type(exc).__name__}: {first_line(exc)}"
         ) from None
 
 
@@ -188,7 +188,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], where: str) -
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(
-            f"{where}: the weights do not fit the factory's architecture: {_first_line(exc)}",
+            f"{where}: the weights do not fit the factory's architecture: {first_line(exc)}",
             hint="check teacher.params.factory and teacher.params.arch",
         ) from None
 
@@ -216,8 +216,3 @@ def directory_sha256(folder: Path, skip: tuple[str, ...] = ()) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

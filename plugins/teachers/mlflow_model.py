@@ -29,7 +29,7 @@ import torch
 from pydantic import Field, field_validator
 
 import kdforge
-from kdforge.errors import CheckpointError
+from kdforge.errors import CheckpointError, first_line
 from kdforge.interfaces import ModelOutput, PluginParams, Teacher
 from kdforge.plugins.teachers._loading import directory_sha256
 
@@ -94,7 +94,7 @@ class MlflowTeacher(Teacher):
                 meta = Model.load(local)
             except (MlflowException, OSError) as exc:
                 raise CheckpointError(
-                    f"{_WHERE}: cannot fetch {params.uri} from {tracking}: {_first_line(exc)}",
+                    f"{_WHERE}: cannot fetch {params.uri} from {tracking}: {first_line(exc)}",
                     hint="check the name/alias/version (`mlflow models` UI or MlflowClient) "
                     "and teacher.params.tracking_uri",
                 ) from None
@@ -109,7 +109,7 @@ class MlflowTeacher(Teacher):
                     model = mlflow.pytorch.load_model(local, map_location="cpu")
                 except MlflowException as exc:
                     raise CheckpointError(
-                        f"{_WHERE}: MLflow refused to load {params.uri}: {_first_line(exc)}",
+                        f"{_WHERE}: MLflow refused to load {params.uri}: {first_line(exc)}",
                         hint="log the model with MLflow 3's default (torch.export) format; "
                         "pickled models need MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true",
                     ) from None
@@ -224,10 +224,6 @@ def _signature_shapes(meta: Any) -> tuple[tuple[int, ...] | None, int | None]:
         classes = last if last > 0 else None
     return shape, classes
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @kdforge.hookimpl
