@@ -31,12 +31,20 @@ def _time_training(device: str, precision: str, epochs: int) -> tuple[float, flo
         {"depth": 3, "channels_0": 32, "channels_1": 64, "channels_2": 128, "kernel": 3},
         splits.info,
     )
-    settings = TrainSettings(epochs=epochs, lr=3e-3, batch_size=128, device=device, precision=precision)
+    settings = TrainSettings(
+        epochs=epochs, lr=3e-3, batch_size=128, device=device, precision=precision
+    )
     if device == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    train_model(model, x=splits.train.x, y=splits.train.y, val_x=splits.val.x, val_y=splits.val.y,
-                settings=settings)
+    train_model(
+        model,
+        x=splits.train.x,
+        y=splits.train.y,
+        val_x=splits.val.x,
+        val_y=splits.val.y,
+        settings=settings,
+    )
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -56,13 +64,23 @@ def main() -> None:
 
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this smoke check needs a GPU")
-    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device {torch.cuda.get_device_name(0)}")
+    print(
+        f"torch {torch.__version__}, CUDA {torch.version.cuda}, "
+        f"device {torch.cuda.get_device_name(0)}"
+    )
 
     print("\n== one fixed CNN student, digits, side by side ==")
-    for device, precision in [("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "bf16"), ("cuda", "fp16")]:
+    for device, precision in [
+        ("cpu", "fp32"),
+        ("cuda", "fp32"),
+        ("cuda", "bf16"),
+        ("cuda", "fp16"),
+    ]:
         _time_training(device, precision, 1)  # warm-up (CUDA context, kernels)
         seconds, acc = _time_training(device, precision, args.epochs)
-        print(f"{device:>4} {precision}: {args.epochs} epochs in {seconds:6.2f}s  test_acc={acc:.4f}")
+        print(
+            f"{device:>4} {precision}: {args.epochs} epochs in {seconds:6.2f}s  test_acc={acc:.4f}"
+        )
 
     from kdforge.config import SearchConfig, TeacherConfig
     from kdforge.search import run_search
@@ -70,26 +88,42 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="kdforge-gpu-"))
     uri = args.tracking_uri or (work / "mlruns").as_uri()
-    teacher = TeacherConfig.model_validate({
-        "name": "gpu-teacher", "dataset": {"name": "digits"},
-        "architecture": {"name": "mlp", "params": {"depth": 2, "width_0": 512, "width_1": 256}},
-        "training": {"epochs": 20}, "output": str(work / "teacher.pt"), "tracking": {"uri": uri},
-    })
+    teacher = TeacherConfig.model_validate(
+        {
+            "name": "gpu-teacher",
+            "dataset": {"name": "digits"},
+            "architecture": {"name": "mlp", "params": {"depth": 2, "width_0": 512, "width_1": 256}},
+            "training": {"epochs": 20},
+            "output": str(work / "teacher.pt"),
+            "tracking": {"uri": uri},
+        }
+    )
     started = time.perf_counter()
     train_teacher(teacher, emit=lambda _: None)
     print(f"\nteacher trained in {time.perf_counter() - started:.1f}s")
 
     gpus = 0.25
-    config = SearchConfig.model_validate({
-        "name": "gpu-smoke", "output_dir": str(work / "runs"), "dataset": {"name": "digits"},
-        "teacher": {"name": "checkpoint", "params": {"path": str(work / "teacher.pt")}},
-        "student": {"name": "cnn", "params": {"max_channels": 64}},
-        "search": {"num_trials": args.trials, "epochs": args.epochs, "grace_period": 2,
-                   "cpus_per_trial": 1, "gpus_per_trial": gpus, "precision": "bf16",
-                   "max_concurrent": 4},
-        "baseline": {"enabled": False}, "export": {"enabled": False},
-        "tracking": {"uri": uri},
-    })
+    config = SearchConfig.model_validate(
+        {
+            "name": "gpu-smoke",
+            "output_dir": str(work / "runs"),
+            "dataset": {"name": "digits"},
+            "teacher": {"name": "checkpoint", "params": {"path": str(work / "teacher.pt")}},
+            "student": {"name": "cnn", "params": {"max_channels": 64}},
+            "search": {
+                "num_trials": args.trials,
+                "epochs": args.epochs,
+                "grace_period": 2,
+                "cpus_per_trial": 1,
+                "gpus_per_trial": gpus,
+                "precision": "bf16",
+                "max_concurrent": 4,
+            },
+            "baseline": {"enabled": False},
+            "export": {"enabled": False},
+            "tracking": {"uri": uri},
+        }
+    )
     print(f"== search: {args.trials} trials, {gpus} GPU each (4 share the GPU), bf16 ==")
     started = time.perf_counter()
     result = run_search(config, emit=print)

@@ -27,7 +27,7 @@ data rows and the trial count (training work 4x and 16x) and prints how wall tim
 grows. ``--profile FILE`` runs (a)'s driver under cProfile. Usage::
 
     python benchmarks/search_overhead.py [--trials 8] [--rows 20000] [--epochs 8]
-        [--concurrency 1] [--scale] [--profile driver.prof]
+        [--concurrency 1] [--scale] [--profile driver.prof] [--sync-check]
     python benchmarks/search_overhead.py --startup 2   # serial vs overlapped start
 """
 
@@ -41,7 +41,6 @@ import multiprocessing as mp
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -163,8 +162,9 @@ def _tree_rss(root: int, skip: int = -1) -> int:
 # --------------------------------------------------------------------------- (b) plain
 
 
-def plain_trial(index: int, arch: dict[str, Any], data: dict[str, Any], epochs: int,
-                batch_size: int) -> dict[str, float]:
+def plain_trial(
+    index: int, arch: dict[str, Any], data: dict[str, Any], epochs: int, batch_size: int
+) -> dict[str, float]:
     """Train one student with a hand-written loop; returns its accuracies and time."""
     started = time.perf_counter()
     torch.manual_seed(index)
@@ -181,10 +181,15 @@ def plain_trial(index: int, arch: dict[str, Any], data: dict[str, Any], epochs: 
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
             out = model(x[idx])
-            kd = F.kl_div(
-                F.log_softmax(out / _T, dim=-1), F.log_softmax(t[idx] / _T, dim=-1),
-                reduction="batchmean", log_target=True,
-            ) * _T**2
+            kd = (
+                F.kl_div(
+                    F.log_softmax(out / _T, dim=-1),
+                    F.log_softmax(t[idx] / _T, dim=-1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+                * _T**2
+            )
             loss = (1 - _ALPHA) * F.cross_entropy(out, y[idx]) + _ALPHA * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -195,7 +200,9 @@ def plain_trial(index: int, arch: dict[str, Any], data: dict[str, Any], epochs: 
             val = float((model(data["val_x"]).argmax(1) == data["val_y"]).float().mean())
             if val > best_val:
                 best_val = val
-                best_test = float((model(data["test_x"]).argmax(1) == data["test_y"]).float().mean())
+                best_test = float(
+                    (model(data["test_x"]).argmax(1) == data["test_y"]).float().mean()
+                )
                 best_state = copy.deepcopy(model.state_dict())
     assert best_state is not None
     return {"val_acc": best_val, "test_acc": best_test, "seconds": time.perf_counter() - started}
@@ -233,8 +240,12 @@ def run_plain(data: dict[str, Any], n: int, epochs: int, batch_size: int, c: int
                 started = time.perf_counter()
                 results = pool.map(_pool_trial, jobs, chunksize=1)
                 wall = time.perf_counter() - started
-    return {"wall": wall, "trial_s": [r["seconds"] for r in results], "peak": mem.peak,
-            "val": [r["val_acc"] for r in results]}
+    return {
+        "wall": wall,
+        "trial_s": [r["seconds"] for r in results],
+        "peak": mem.peak,
+        "val": [r["val_acc"] for r in results],
+    }
 
 
 # --------------------------------------------------------------------------- (a) kdforge
@@ -263,8 +274,9 @@ def _timeline_callback() -> Any:
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.events.append((time.time(), "start", trial.trial_id, 0))
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                            **info: Any) -> None:
+        def on_trial_result(
+            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+        ) -> None:
             self.events.append((time.time(), "result", trial.trial_id, int(result["epoch"])))
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -273,8 +285,15 @@ def _timeline_callback() -> Any:
     return Timeline()
 
 
-def run_kdforge(data: dict[str, Any], n: int, epochs: int, batch_size: int, c: int,
-                profile: str | None = None) -> dict[str, Any]:
+def run_kdforge(
+    data: dict[str, Any],
+    n: int,
+    epochs: int,
+    batch_size: int,
+    c: int,
+    profile: str | None = None,
+    sync_metrics: bool = False,
+) -> dict[str, Any]:
     """(a): the same students through Ray Tune + kdforge's trial, callbacks and MLflow."""
     marks: dict[str, float] = {"begin": time.time()}
     with _PeakRss() as mem, tempfile.TemporaryDirectory() as tmp:
@@ -285,27 +304,36 @@ def run_kdforge(data: dict[str, Any], n: int, epochs: int, batch_size: int, c: i
             profiler = cProfile.Profile()
             profiler.enable()
         started = time.perf_counter()
-        out = _kdforge_search(data, n, epochs, batch_size, c, Path(tmp), marks)
+        out = _kdforge_search(data, n, epochs, batch_size, c, Path(tmp), marks, sync_metrics)
         wall = time.perf_counter() - started
-        if profiler is not None:
+        if profiler is not None and profile:
             profiler.disable()
             profiler.dump_stats(profile)
     out.update(wall=wall, peak=mem.peak, marks=marks)
     return out
 
 
-def _kdforge_search(data: dict[str, Any], n: int, epochs: int, batch_size: int, c: int,
-                    tmp: Path, marks: dict[str, float]) -> dict[str, Any]:
-    import kdforge.search  # noqa: F401  (sets kdforge's Tune environment defaults)
+def _kdforge_search(
+    data: dict[str, Any],
+    n: int,
+    epochs: int,
+    batch_size: int,
+    c: int,
+    tmp: Path,
+    marks: dict[str, float],
+    sync_metrics: bool = False,
+) -> dict[str, Any]:
     import mlflow
     import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    import kdforge.search  # noqa: F401  (sets kdforge's Tune environment defaults)
     from kdforge.callbacks import FailureBudget, MlflowTrialLogger, ProgressPrinter
     from kdforge.journal import JOURNAL_NAME, TrackingWriter
     from kdforge.plugins.losses.hinton_kd import HintonKD
     from kdforge.search_runner import start_tracking_and_ray
     from kdforge.trial import TrialPayload
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     marks["imported"] = time.time()
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -316,11 +344,22 @@ def _kdforge_search(data: dict[str, Any], n: int, epochs: int, batch_size: int, 
     marks["mlflow_ready"] = time.time()
     try:
         payload = TrialPayload(
-            info=_info(), train_x=data["train_x"], train_y=data["train_y"],
-            teacher_train_logits=data["teacher"], val_x=data["val_x"], val_y=data["val_y"],
-            test_x=data["test_x"], test_y=data["test_y"], space=MLPSpace(MLPSpace.Params()),
-            loss_cls=HintonKD, loss_params=HintonKD.Params(), epochs=epochs,
-            batch_size=batch_size, weight_decay=1e-4, seed=0, threads=1,
+            info=_info(),
+            train_x=data["train_x"],
+            train_y=data["train_y"],
+            teacher_train_logits=data["teacher"],
+            val_x=data["val_x"],
+            val_y=data["val_y"],
+            test_x=data["test_x"],
+            test_y=data["test_y"],
+            space=MLPSpace(MLPSpace.Params()),
+            loss_cls=HintonKD,
+            loss_params=HintonKD.Params(),
+            epochs=epochs,
+            batch_size=batch_size,
+            weight_decay=1e-4,
+            seed=0,
+            threads=1,
         )
         stamps = tmp / "stamps.jsonl"
         trainable = tune.with_resources(
@@ -328,7 +367,10 @@ def _kdforge_search(data: dict[str, Any], n: int, epochs: int, batch_size: int, 
             {"cpu": 1, "gpu": 0},
         )
         writer = TrackingWriter(uri, tmp / JOURNAL_NAME)
+        if sync_metrics:  # the behaviour before 2026-11-28: per-epoch MLflow call inline
+            writer.log_metrics_later = lambda key, metrics: writer.log_batch(key, metrics)
         logger = MlflowTrialLogger(writer, experiment, parent.info.run_id, epochs)
+        in_logger = _time_calls(logger, "on_trial_result")
         timeline = _timeline_callback()
         budget = FailureBudget(3)
         tuner = tune.Tuner(
@@ -339,13 +381,18 @@ def _kdforge_search(data: dict[str, Any], n: int, epochs: int, batch_size: int, 
                 "lr": _LR,
             },
             tune_config=tune.TuneConfig(
-                metric="val_acc", mode="max",
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=epochs,
-                                        grace_period=epochs),
-                max_concurrent_trials=c, reuse_actors=True,
+                metric="val_acc",
+                mode="max",
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration", max_t=epochs, grace_period=epochs
+                ),
+                max_concurrent_trials=c,
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name="tune", storage_path=str(tmp), verbose=0,
+                name="tune",
+                storage_path=str(tmp),
+                verbose=0,
                 callbacks=[logger, ProgressPrinter(n, epochs, lambda _: None), budget, timeline],
                 stop=budget.stopper(),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -353,23 +400,49 @@ def _kdforge_search(data: dict[str, Any], n: int, epochs: int, batch_size: int, 
         )
         marks["fit_start"] = time.time()
         grid = tuner.fit()
+        writer.flush()  # as kdforge's _run_tune does after fit
         marks["fit_end"] = time.time()
-        errors = [r.error for r in grid if r.error is not None]
+        results = [grid[i] for i in range(len(grid))]
+        errors = [r.error for r in results if r.error is not None]
         if errors:
             raise RuntimeError(f"{len(errors)} trials failed: {errors[0]}")
-        val = [float(r.metrics["val_acc"]) for r in grid]
-        trial_s = [float(r.metrics["train_time_s"]) for r in grid]
+        metrics = [r.metrics or {} for r in results]
+        val = [float(m["val_acc"]) for m in metrics]
+        trial_s = [float(m["train_time_s"]) for m in metrics]
         lines = stamps.read_text().splitlines()
         stamped = [json.loads(line) for line in lines]
     finally:
         ray.shutdown()
         mlflow.end_run()
         marks["end"] = time.time()
-    return {"val": val, "trial_s": trial_s, "events": timeline.events, "stamps": stamped}
+    return {
+        "val": val,
+        "trial_s": trial_s,
+        "events": timeline.events,
+        "stamps": stamped,
+        "logger_s": in_logger,
+    }
+
+
+def _time_calls(obj: Any, name: str) -> list[float]:
+    """Record the seconds of every call of ``obj.name`` (in the returned list)."""
+    spent: list[float] = []
+    method = getattr(obj, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - began)
+
+    setattr(obj, name, timed)
+    return spent
 
 
 def _start_once(overlap: bool, fresh: bool, folder: Path) -> float:
     import ray
+
     from kdforge.search import _init_ray
     from kdforge.search_runner import start_tracking_and_ray
     from kdforge.tracking import setup_experiment
@@ -390,9 +463,10 @@ def _start_once(overlap: bool, fresh: bool, folder: Path) -> float:
 
 def compare_startup(repeats: int) -> None:
     """MLflow experiment setup then Ray start, serial vs overlapped (execute_search)."""
-    import kdforge.search  # noqa: F401
     import mlflow  # noqa: F401  (imports are not what is compared)
     import ray  # noqa: F401
+
+    import kdforge.search  # noqa: F401
 
     print("\nstartup: MLflow experiment (SQLite) + ray.init, best of", repeats)
     for fresh in (True, False):
@@ -401,11 +475,17 @@ def compare_startup(repeats: int) -> None:
             for overlap in (False, True):
                 with tempfile.TemporaryDirectory() as tmp:
                     best[overlap] = min(best[overlap], _start_once(overlap, fresh, Path(tmp)))
-        print(f"  {'new' if fresh else 'existing'} store: serial {best[False]:.2f} s, "
-              f"overlapped {best[True]:.2f} s, saved {best[False] - best[True]:.2f} s")
+        print(
+            f"  {'new' if fresh else 'existing'} store: serial {best[False]:.2f} s, "
+            f"overlapped {best[True]:.2f} s, saved {best[False] - best[True]:.2f} s"
+        )
 
 
 # --------------------------------------------------------------------------- report
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / max(1, len(values))
 
 
 def _breakdown(a: dict[str, Any], epochs: int) -> list[str]:
@@ -427,27 +507,42 @@ def _breakdown(a: dict[str, Any], epochs: int) -> list[str]:
     order = sorted(start.values())
     enters = sorted(s["enter"] for s in stamps)
     to_enter = [e - s for s, e in zip(order, enters, strict=False)]
+    ends = sorted(done.values())
+    gaps = [s - e for s, e in zip(order[len(order) - len(ends) + 1 :], ends, strict=False)]
+    gaps = [g for g in gaps if g >= 0] if len(order) > 1 else []
     return [
         f"  imports (ray, mlflow, kdforge)    {marks['imported'] - marks['begin']:6.2f} s",
         f"  MLflow store || ray.init          {marks['ray_ready'] - marks['imported']:6.2f} s",
         f"  MLflow parent run                 {marks['mlflow_ready'] - marks['ray_ready']:6.2f} s",
         f"  Tuner setup -> first trial start  {min(start.values()) - marks['mlflow_ready']:6.2f} s",
         f"  trial start -> epoch-1 result, minus one epoch of training: "
-        f"mean {sum(startup) / max(1, len(startup)):.2f} s, first {startup[0] if startup else 0:.2f} s",
+        f"mean {_mean(startup):.2f} s, first {startup[0] if startup else 0:.2f} s",
         f"  trial start -> trial function entered: mean "
-        f"{sum(to_enter) / max(1, len(to_enter)):.2f} s, first {to_enter[0] if to_enter else 0:.2f} s",
+        f"{_mean(to_enter):.2f} s, first {to_enter[0] if to_enter else 0:.2f} s",
+        f"  trial complete -> next trial start: mean {sum(gaps) / max(1, len(gaps)):.2f} s",
+        f"  MLflow trial logger per result (the trial waits for it): "
+        f"{1000 * sum(a['logger_s']) / max(1, len(a['logger_s'])):.1f} ms",
         f"  last trial complete -> fit returns {marks['fit_end'] - max(done.values()):6.2f} s",
         f"  ray.shutdown + end run            {marks['end'] - marks['fit_end']:6.2f} s",
         f"  worker processes used: {len(pids)} for {len(stamps)} trials (actor reuse)",
     ]
 
 
-def compare(rows: int, n: int, epochs: int, batch_size: int, c: int,
-            profile: str | None = None, verbose: bool = True) -> dict[str, float]:
+def compare(
+    rows: int,
+    n: int,
+    epochs: int,
+    batch_size: int,
+    c: int,
+    profile: str | None = None,
+    verbose: bool = True,
+    sync_check: bool = False,
+) -> dict[str, float]:
     """Run (b) then (a) on the same data and print the comparison."""
     data = make_data(rows)
     b = run_plain(data, n, epochs, batch_size, c)
     a = run_kdforge(data, n, epochs, batch_size, c, profile)
+    old = run_kdforge(data, n, epochs, batch_size, c, sync_metrics=True) if sync_check else None
     ratio = a["wall"] / b["wall"]
     overhead = (a["wall"] - b["wall"]) * c / n
     # Split (a)'s extra time: once per search (imports, MLflow, Ray start/stop) vs
@@ -456,23 +551,45 @@ def compare(rows: int, n: int, epochs: int, batch_size: int, c: int,
     per_search = a["wall"] - fit
     per_trial = (fit - b["wall"]) * c / n
     if verbose:
-        print(f"\n{n} students x {epochs} epochs, {rows} train rows, batch {batch_size}, "
-              f"{c} trial(s) at a time, 1 torch thread each")
-        print(f"  (b) plain loop     {b['wall']:7.2f} s  ({60 * n / b['wall']:5.1f} trials/min, "
-              f"mean trial {sum(b['trial_s']) / n:.2f} s, peak RSS {b['peak'] / 2**20:6.0f} MiB)")
-        print(f"  (a) kdforge/Ray    {a['wall']:7.2f} s  ({60 * n / a['wall']:5.1f} trials/min, "
-              f"mean trial {sum(a['trial_s']) / n:.2f} s, peak RSS {a['peak'] / 2**20:6.0f} MiB)")
+        print(
+            f"\n{n} students x {epochs} epochs, {rows} train rows, batch {batch_size}, "
+            f"{c} trial(s) at a time, 1 torch thread each"
+        )
+        print(
+            f"  (b) plain loop     {b['wall']:7.2f} s  ({60 * n / b['wall']:5.1f} trials/min, "
+            f"mean trial {sum(b['trial_s']) / n:.2f} s, peak RSS {b['peak'] / 2**20:6.0f} MiB)"
+        )
+        print(
+            f"  (a) kdforge/Ray    {a['wall']:7.2f} s  ({60 * n / a['wall']:5.1f} trials/min, "
+            f"mean trial {sum(a['trial_s']) / n:.2f} s, peak RSS {a['peak'] / 2**20:6.0f} MiB)"
+        )
         print(f"  ratio (a)/(b)      {ratio:7.2f}")
         print(f"  fixed overhead     {overhead:7.2f} s per trial (trial-slot seconds)")
-        print(f"    = {per_search:.2f} s once per search (imports, MLflow, Ray start/stop) "
-              f"+ {per_trial:.2f} s per trial inside tuner.fit ({fit:.2f} s)")
-        print(f"  training in trials (a)/(b): {sum(a['trial_s']) / sum(b['trial_s']):.2f}  "
-              f"best val acc (a) {max(a['val']):.3f} (b) {max(b['val']):.3f}")
+        print(
+            f"    = {per_search:.2f} s once per search (imports, MLflow, Ray start/stop) "
+            f"+ {per_trial:.2f} s per trial inside tuner.fit ({fit:.2f} s)"
+        )
+        print(
+            f"  training in trials (a)/(b): {sum(a['trial_s']) / sum(b['trial_s']):.2f}  "
+            f"best val acc (a) {max(a['val']):.3f} (b) {max(b['val']):.3f}"
+        )
+        if old is not None:
+            old_fit = old["marks"]["fit_end"] - old["marks"]["fit_start"]
+            print(
+                f"  (a) with per-epoch MLflow calls inline (before): {old['wall']:.2f} s, "
+                f"tuner.fit {old_fit:.2f} s (now {fit:.2f} s)"
+            )
         print("  where (a)'s time goes:")
         for line in _breakdown(a, epochs):
             print(line)
-    return {"a": a["wall"], "b": b["wall"], "ratio": ratio, "overhead": overhead,
-            "fit": fit, "per_trial": per_trial}
+    return {
+        "a": a["wall"],
+        "b": b["wall"],
+        "ratio": ratio,
+        "overhead": overhead,
+        "fit": fit,
+        "per_trial": per_trial,
+    }
 
 
 def main() -> None:
@@ -485,26 +602,53 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--scale", action="store_true", help="also run at 2x and 4x")
     parser.add_argument("--profile", help="write a cProfile of (a)'s driver to this file")
-    parser.add_argument("--startup", type=int, default=0, metavar="REPEATS",
-                        help="only compare serial vs overlapped MLflow + Ray startup")
+    parser.add_argument(
+        "--sync-check",
+        action="store_true",
+        help="also run (a) with per-epoch MLflow calls inline (the old way)",
+    )
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="only compare serial vs overlapped MLflow + Ray startup",
+    )
     args = parser.parse_args()
     if args.startup:
         compare_startup(args.startup)
         return
-    base = compare(args.rows, args.trials, args.epochs, args.batch_size, args.concurrency,
-                   args.profile)
+    base = compare(
+        args.rows,
+        args.trials,
+        args.epochs,
+        args.batch_size,
+        args.concurrency,
+        args.profile,
+        sync_check=args.sync_check,
+    )
     if not args.scale:
         return
     print("\nscaling: data rows and trial count both x f (training work x f^2)")
     print("    f   work   (b) wall  growth   (a) wall  growth   ratio  (a) fit  per trial in fit")
-    print(f"    1     1x {base['b']:9.1f}s   1.00x {base['a']:9.1f}s   1.00x  {base['ratio']:5.2f}"
-          f"  {base['fit']:6.1f}s  {base['per_trial']:6.2f} s")
+    print(
+        f"    1     1x {base['b']:9.1f}s   1.00x {base['a']:9.1f}s   1.00x  {base['ratio']:5.2f}"
+        f"  {base['fit']:6.1f}s  {base['per_trial']:6.2f} s"
+    )
     for f in (2, 4):
-        r = compare(args.rows * f, args.trials * f, args.epochs, args.batch_size,
-                    args.concurrency, verbose=False)
-        print(f"    {f}  {f * f:4d}x {r['b']:9.1f}s  {r['b'] / base['b']:5.2f}x {r['a']:9.1f}s  "
-              f"{r['a'] / base['a']:5.2f}x  {r['ratio']:5.2f}  {r['fit']:6.1f}s  "
-              f"{r['per_trial']:6.2f} s")
+        r = compare(
+            args.rows * f,
+            args.trials * f,
+            args.epochs,
+            args.batch_size,
+            args.concurrency,
+            verbose=False,
+        )
+        print(
+            f"    {f}  {f * f:4d}x {r['b']:9.1f}s  {r['b'] / base['b']:5.2f}x {r['a']:9.1f}s  "
+            f"{r['a'] / base['a']:5.2f}x  {r['ratio']:5.2f}  {r['fit']:6.1f}s  "
+            f"{r['per_trial']:6.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -109,7 +109,8 @@ class MlflowTrialLogger(Callback):
             self._static_logged.add(key)
             statics = finite_metrics({k: result[k] for k in _STATIC_KEYS if k in result})
             metrics.extend((k, v, now, 0) for k, v in statics.items())
-        self.writer.log_batch(key, metrics=metrics)
+        # Queued: the trial waits for the driver after each report (kdforge.journal).
+        self.writer.log_metrics_later(key, metrics)
         if result.get("node_id") and epoch == 1:
             self.writer.set_tag(key, "kdforge.node_id", str(result["node_id"]))
 

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from kdforge.data import DataInfo
 from kdforge.errors import CheckpointError, first_line
-from torch import nn
 
 __all__ = ["FORMAT", "build_model", "file_sha256", "load_checkpoint", "save_checkpoint"]
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import yaml
+
 from kdforge.errors import ConfigError, KDForgeError
 from kdforge.hookspecs import HOOK_KINDS
 
@@ -141,8 +142,10 @@ def _cmd_new_plugin(args: argparse.Namespace) -> int:
     print(f"wrote {result.distribution} in {result.root}:")
     for file in result.files:
         print(f"  {file}")
-    print(f"next: pip install -e {result.root} && kdforge plugins show {args.name} "
-          f"&& pytest {result.root}")
+    print(
+        f"next: pip install -e {result.root} && kdforge plugins show {args.name} "
+        f"&& pytest {result.root}"
+    )
     return 0
 
 
@@ -202,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     teacher = sub.add_parser("train-teacher", help="train a teacher and save a kdforge checkpoint")
     teacher.add_argument("config", help="teacher config (YAML)")
     teacher.add_argument("--tracking-uri", help="MLflow tracking URI (overrides tracking.uri)")
-    teacher.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    teacher.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config key"
+    )
     teacher.set_defaults(func=_cmd_train_teacher)
 
     plugins = sub.add_parser("plugins", help="list plugins, or show one")

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from kdforge.errors import ConfigError, closest_match
-from kdforge.quantize_settings import QuantizeSettings
 from kdforge.objective_settings import (
     ConstraintSettings,
     LatencySettings,
@@ -22,8 +23,8 @@ from kdforge.objective_settings import (
     check_objectives,
     default_objectives,
 )
+from kdforge.quantize_settings import QuantizeSettings
 from kdforge.teacher_cache_settings import TeacherCacheSettings
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "BaselineSettings",
@@ -330,7 +331,9 @@ def load_config(path: str | Path, model: type[_M], overrides: dict[str, Any] | N
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: the top level must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{file}: the top level must be a mapping of keys, got {type(raw).__name__}"
+        )
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     return validate_config(raw, model, source=str(file))
@@ -392,7 +395,7 @@ def format_validation_error(
             if "input" in err and kind != "model_type":
                 msg += f" (got {err['input']!r})"
         # For a union (a number or a range) keep the most specific complaint per key.
-        if key in by_key and not (kind == "value_error"):
+        if key in by_key and kind != "value_error":
             continue
         by_key[key] = msg
     lines = list(by_key.values())

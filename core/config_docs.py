@@ -57,7 +57,11 @@ def _section(model: type[BaseModel], prefix: str, out: list[str], seen: set[str]
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
-        sub = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        sub = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
         description = field.description or ""
         if not description and sub is not None:
             description = (sub.__doc__ or "").strip().splitlines()[0]

@@ -158,9 +158,7 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0]:
-            raise ValueError(
-                f"split has {self.x.shape[0]} inputs but {self.y.shape[0]} labels"
-            )
+            raise ValueError(f"split has {self.x.shape[0]} inputs but {self.y.shape[0]} labels")
 
     def __len__(self) -> int:
         return int(self.x.shape[0])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from kdforge.data import DataSplits
 from kdforge.errors import ExportError
 from kdforge.leaderboard import TrialRow
@@ -145,7 +146,9 @@ def finalize(
             f"distillation gain: training trial {best.number:03d}'s architecture with "
             f"{config.baseline.seeds} seeds, distilled and from scratch ..."
         )
-        payload = build_payload(plan, splits, outputs, threads=max(1, int(config.search.cpus_per_trial)))
+        payload = build_payload(
+            plan, splits, outputs, threads=max(1, int(config.search.cpus_per_trial))
+        )
         runs = _baseline(payload, best, config.baseline.seeds, config.search.cpus_per_trial)
         distilled_mean, distilled_sd = _stats(runs["distilled"])
         scratch_mean, scratch_sd = _stats(runs["scratch"])
@@ -235,8 +238,12 @@ def _export_and_register(
 
     # export.promote: 'always' moves the alias; 'if_better' compares on the test split.
     promotion = promote_version(
-        name, version, alias=config.export.alias, policy=config.export.promote,
-        test=splits.test, client=client,
+        name,
+        version,
+        alias=config.export.alias,
+        policy=config.export.promote,
+        test=splits.test,
+        client=client,
     )
     emit(promotion.line())
     out.update(

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from kdforge.data import DataInfo, DataSplits
 from pydantic import BaseModel, ConfigDict
+
+from kdforge.data import DataInfo, DataSplits
 
 if TYPE_CHECKING:
     import optuna
@@ -138,7 +139,7 @@ class ExportResult:
     format: str
 
 
-class _Plugin(ABC):
+class _Plugin(ABC):  # noqa: B024 - abstract methods come with each kind's subclass
     """Common part of all plugin classes."""
 
     name: ClassVar[str] = ""
@@ -246,7 +247,7 @@ class SearchSpace(_Plugin):
     def build(self, arch: dict[str, Any], info: DataInfo) -> torch.nn.Module:
         """Build the model for one sampled architecture."""
 
-    def bind_teacher(self, teacher: Teacher | None) -> None:  # noqa: B027
+    def bind_teacher(self, teacher: Teacher | None) -> None:
         """Optional: see the loaded teacher before sampling (e.g. to copy its layers).
 
         Called once in the driver after the teacher is loaded and before the search.

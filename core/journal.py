@@ -10,6 +10,7 @@ trial result is lost; :func:`replay_journal` sends them once the server is back
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import warnings
@@ -40,16 +41,22 @@ class TrackingWriter:
         self.error: str | None = None
         self._client: Any = None
         self._lock = threading.Lock()
+        self._pending: queue.Queue[dict[str, Any]] | None = None
+        self._drainer: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_client"] = None
         state["_lock"] = None
+        state["_pending"] = None
+        state["_drainer"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._pending = None
+        self._drainer = None
 
     @property
     def client(self) -> Any:
@@ -75,6 +82,37 @@ class TrackingWriter:
         """Log metrics ``(name, value, timestamp_ms, step)`` and params to run ``key``."""
         self._do("log_batch", key=key, metrics=metrics or [], params=params or {})
 
+    def log_metrics_later(self, key: str, metrics: list[tuple[str, float, int, int]]) -> None:
+        """Log metrics to run ``key`` from a background thread, in call order.
+
+        Ray Tune trials wait for the driver after every report, so a per-epoch MLflow
+        call made there delays the trial; queued, it overlaps the next epoch. Every
+        other call (and :meth:`flush`) first waits for the queued ones, so a run's
+        metrics are written before its status tags and its end.
+        """
+        if self._pending is None:
+            self._pending = queue.Queue()
+            self._drainer = threading.Thread(
+                target=self._drain, args=(self._pending,), name="kdforge-tracking", daemon=True
+            )
+            self._drainer.start()
+        self._pending.put({"key": key, "metrics": metrics, "params": {}})
+
+    def flush(self) -> None:
+        """Wait until the metrics queued by :meth:`log_metrics_later` are written."""
+        if self._pending is not None:
+            self._pending.join()
+
+    def _drain(self, pending: queue.Queue[dict[str, Any]]) -> None:
+        while True:
+            fields = pending.get()
+            try:
+                self._do("log_batch", **fields)
+            except Exception as exc:  # e.g. an unwritable journal: keep draining
+                warnings.warn(f"queued metrics not tracked: {exc}", RuntimeWarning, stacklevel=1)
+            finally:
+                pending.task_done()
+
     def set_tag(self, key: str, name: str, value: str) -> None:
         """Set a tag on run ``key``."""
         self._do("set_tag", key=key, name=name, value=value)
@@ -84,6 +122,8 @@ class TrackingWriter:
         self._do("set_terminated", key=key, status=status)
 
     def _do(self, op: str, **fields: Any) -> None:
+        if threading.current_thread() is not self._drainer:
+            self.flush()  # queued metrics first: calls reach MLflow in call order
         with self._lock:
             if not self.offline:
                 try:

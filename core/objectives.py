@@ -273,4 +273,3 @@ def measure_latency_with(model: nn.Module, info: DataInfo, settings: Any) -> Lat
         warmup=settings.warmup,
         threads=settings.threads,
     )
-

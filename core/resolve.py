@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from kdforge.config import LossConfig, PluginRef, Range, format_validation_error
 from kdforge.errors import ConfigError
 from kdforge.interfaces import HParam, LossNeeds, LossStrategy, PluginParams
 from kdforge.plugin_manager import PluginRecord, get_registry
-from pydantic import ValidationError
 
 __all__ = ["instantiate", "loss_hparams", "loss_needs", "validate_params"]
 

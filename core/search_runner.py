@@ -373,6 +373,7 @@ def _run_tune(
         )
     started = time.perf_counter()
     grid = tuner.fit()
+    writer.flush()  # the last epochs' metrics, queued by the trial logger
     emit(f"search finished in {time.perf_counter() - started:.1f}s")
     rows = rows_from_results(grid, logger.trial_numbers, settings.epochs)
     run_ids = logger.run_ids()

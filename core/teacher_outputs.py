@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from kdforge.batching import concat, iter_batches
 from kdforge.data import DataSplits, Inputs, Split
 from kdforge.interfaces import LossNeeds, Teacher

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import PluginRef, TeacherConfig
 from kdforge.errors import ConfigError
@@ -114,7 +115,9 @@ def train_teacher(
     experiment_id = setup_experiment(uri, config.tracking.experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"teacher-{config.name}") as run:
         mlflow.set_tags({"kdforge.role": "teacher", "kdforge.dataset": config.dataset.name})
-        mlflow.log_params({"architecture": config.architecture.name, **{f"arch.{k}": v for k, v in arch.items()}})
+        mlflow.log_params(
+            {"architecture": config.architecture.name, **{f"arch.{k}": v for k, v in arch.items()}}
+        )
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         mlflow.log_artifact(str(output))
         run_id = run.info.run_id

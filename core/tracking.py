@@ -59,7 +59,9 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
                 if response.status >= 400:
-                    raise TrackingError(f"MLflow server {uri} answered {response.status} on /health")
+                    raise TrackingError(
+                        f"MLflow server {uri} answered {response.status} on /health"
+                    )
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             raise TrackingError(
                 f"MLflow tracking server {uri} does not answer ({exc})",
@@ -96,7 +98,9 @@ def setup_experiment(uri: str, experiment: str) -> str:
             return str(found.experiment_id)
         return str(mlflow.create_experiment(experiment))
     except Exception as exc:
-        raise TrackingError(f"cannot use MLflow experiment {experiment!r} at {uri}: {exc}") from None
+        raise TrackingError(
+            f"cannot use MLflow experiment {experiment!r} at {uri}: {exc}"
+        ) from None
 
 
 def flatten_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

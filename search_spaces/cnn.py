@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import kdforge
 import torch
-from kdforge.data import DataInfo
-from kdforge.interfaces import PluginParams, SearchSpace
 from pydantic import Field, model_validator
 from torch import nn
+
+import kdforge
+from kdforge.data import DataInfo
+from kdforge.interfaces import PluginParams, SearchSpace
 
 
 class CNNParams(PluginParams):
@@ -127,7 +128,10 @@ class CNNSpace(SearchSpace):
         )
 
     def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
-        """``blocks.0`` .. ``blocks.{depth-1}`` (feature maps) and ``pool`` (pooled, ``(n, C, 1..)``)."""
+        """``blocks.0`` .. ``blocks.{depth-1}`` (feature maps) and ``pool`` (pooled).
+
+        ``pool`` has shape ``(n, C, 1..)``.
+        """
         return [*(f"blocks.{i}" for i in range(int(arch["depth"]))), "pool"]
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import kdforge
 import torch
-from kdforge.data import DataInfo
-from kdforge.interfaces import PluginParams, SearchSpace
 from pydantic import Field, model_validator
 from torch import nn
+
+import kdforge
+from kdforge.data import DataInfo
+from kdforge.interfaces import PluginParams, SearchSpace
 
 
 class MLPParams(PluginParams):

@@ -21,15 +21,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(folder: Path, port: int | None = None, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+def start_server(
+    folder: Path, port: int | None = None, timeout: float = 180
+) -> tuple[subprocess.Popen, str]:
     """Start ``mlflow server`` (SQLite + local artifacts in ``folder``); wait for /health."""
     port = port or free_port()
     bin_dir = Path(sys.executable).parent
     argv = [
-        str(bin_dir / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination", str(folder / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        str(bin_dir / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = tempfile.TemporaryFile()  # noqa: SIM115 - a pipe could fill up and block it

@@ -25,7 +25,8 @@ class DigitsParams(PluginParams):
         0.0,
         ge=0,
         lt=1,
-        description="Share of the training rows whose labels are hidden (unlabeled transfer split).",
+        description="Share of the training rows whose labels are hidden "
+        "(unlabeled transfer split).",
     )
 
 

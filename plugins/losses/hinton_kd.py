@@ -11,9 +11,10 @@ enter only the soft term.
 
 from __future__ import annotations
 
-import kdforge
 import torch
 import torch.nn.functional as F
+
+import kdforge
 from kdforge.data import UNLABELED
 from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
 

@@ -225,7 +225,6 @@ def _signature_shapes(meta: Any) -> tuple[tuple[int, ...] | None, int | None]:
     return shape, classes
 
 
-
 @kdforge.hookimpl
 def register_teachers(register: kdforge.Register) -> None:
     """Register the ``mlflow`` teacher."""

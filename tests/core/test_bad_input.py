@@ -59,7 +59,9 @@ def test_good_data_passes() -> None:
 
 
 def test_input_shape_mismatch_shows_both_sides() -> None:
-    with pytest.raises(DataError, match=r"expects inputs of shape \(1, 8, 8\) but dataset 'toy' gives \(64,\)"):
+    with pytest.raises(
+        DataError, match=r"expects inputs of shape \(1, 8, 8\) but dataset 'toy' gives \(64,\)"
+    ):
         check_data_against_teacher(_splits(), _Teacher(shape=(1, 8, 8)), "t")
 
 
@@ -72,7 +74,9 @@ def test_undeclared_teacher_is_probed_on_real_inputs() -> None:
     with pytest.raises(DataError, match=r"cannot run on dataset 'toy'.*\(64,\).*mat1 and mat2"):
         check_data_against_teacher(_splits(), _Teacher(shape=None, classes=None, crash=True), "t")
     with pytest.raises(DataError, match=r"logits of shape \(3,\) per row but dataset 'toy' has 10"):
-        check_data_against_teacher(_splits(), _Teacher(shape=None, classes=None, out_classes=3), "t")
+        check_data_against_teacher(
+            _splits(), _Teacher(shape=None, classes=None, out_classes=3), "t"
+        )
 
 
 def test_empty_split() -> None:
@@ -108,7 +112,9 @@ def test_labels_out_of_range() -> None:
 def _config(tmp_path: Path, **overrides) -> SearchConfig:
     from kdforge.config import validate_config
 
-    return validate_config(tiny_search_config(tmp_path / "teacher.pt", tmp_path, **overrides), SearchConfig)
+    return validate_config(
+        tiny_search_config(tmp_path / "teacher.pt", tmp_path, **overrides), SearchConfig
+    )
 
 
 def test_plugin_parameter_errors_name_the_key(tmp_path: Path) -> None:
@@ -123,17 +129,27 @@ def test_loss_hyperparameter_errors(tmp_path: Path) -> None:
         plan_search(_config(tmp_path, loss={"name": "hinton_kd", "hparams": {"alpha": 2.0}}))
     with pytest.raises(ConfigError, match=r"loss\.hparams\.temprature.*did you mean 'temperature'"):
         plan_search(_config(tmp_path, loss={"name": "hinton_kd", "hparams": {"temprature": 2.0}}))
-    with pytest.raises(ConfigError, match=r"^config: loss\.hparams\.temperature: log scale needs low > 0"):
-        _config(tmp_path, loss={"name": "hinton_kd", "hparams": {"temperature": {"low": 0, "high": 4, "log": True}}})
+    with pytest.raises(
+        ConfigError, match=r"^config: loss\.hparams\.temperature: log scale needs low > 0"
+    ):
+        _config(
+            tmp_path,
+            loss={
+                "name": "hinton_kd",
+                "hparams": {"temperature": {"low": 0, "high": 4, "log": True}},
+            },
+        )
 
 
 def test_unknown_plugin_lists_choices(tmp_path: Path) -> None:
-    with pytest.raises(PluginError, match="unknown dataset 'digts'; available: .*digits") as info:
+    with pytest.raises(PluginError, match=r"unknown dataset 'digts'; available: .*digits") as info:
         plan_search(_config(tmp_path, **{"dataset.name": "digts"}))
     assert info.value.hint == "did you mean 'digits'?"
 
 
-def test_unwritable_output_is_reported_before_training(tmp_path: Path, digits_teacher_path: Path) -> None:
+def test_unwritable_output_is_reported_before_training(
+    tmp_path: Path, digits_teacher_path: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     raw = tiny_search_config(digits_teacher_path, tmp_path, output_dir=str(blocker / "runs"))
@@ -151,7 +167,9 @@ def test_unwritable_or_dead_tracking_location(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(TrackingError, match=f"server http://127.0.0.1:{port} does not answer") as info:
+    with pytest.raises(
+        TrackingError, match=f"server http://127.0.0.1:{port} does not answer"
+    ) as info:
         check_tracking_uri(f"http://127.0.0.1:{port}", timeout_s=2)
     assert "drop --tracking-uri" in (info.value.hint or "")
 
@@ -172,7 +190,7 @@ def test_unexpected_errors_exit_1_with_a_pointer_to_debug(monkeypatch, capsys) -
 
 
 def _with_func(parser, func):
-    for action in parser._subparsers._group_actions:  # noqa: SLF001
+    for action in parser._subparsers._group_actions:
         for sub in action.choices.values():
             sub.set_defaults(func=func)
     return parser

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from kdforge.checkpoint import build_model, load_checkpoint, save_checkpoint
 from kdforge.data import DataInfo
 from kdforge.errors import CheckpointError

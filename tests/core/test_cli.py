@@ -49,9 +49,10 @@ def test_config_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     out = _run("search", str(config), cwd=tmp_path)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
-    assert out.stderr.splitlines()[0] == (
-        "error: unknown search space 'mpl'; available: cnn, mlp"
-    ) or "unknown search space 'mpl'" in out.stderr.splitlines()[0]
+    assert (
+        out.stderr.splitlines()[0] == ("error: unknown search space 'mpl'; available: cnn, mlp")
+        or "unknown search space 'mpl'" in out.stderr.splitlines()[0]
+    )
     assert "hint: did you mean 'mlp'?" in out.stderr
     debug = _run("--debug", "search", str(config), cwd=tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kdforge.config import SearchConfig, load_search_config, validate_config
 from kdforge.errors import ConfigError
 
@@ -35,7 +36,10 @@ def test_valid_config_gets_defaults() -> None:
 
 
 def test_misspelled_key_suggests_the_right_one() -> None:
-    with pytest.raises(ConfigError, match=r"search\.num_trails: unknown key \(did you mean 'search\.num_trials'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"search\.num_trails: unknown key \(did you mean 'search\.num_trials'\?\)",
+    ):
         validate_config(_with(search__num_trails=3), SearchConfig)
 
 

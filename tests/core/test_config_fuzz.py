@@ -20,7 +20,12 @@ BASE: dict[str, Any] = {
     "teacher": {"name": "checkpoint", "params": {"path": "teacher.pt"}},
     "student": {"name": "mlp", "params": {"max_depth": 2, "max_width": 32}},
     "loss": {"name": "hinton_kd", "hparams": {"alpha": 0.5}},
-    "search": {"num_trials": 3, "epochs": 4, "grace_period": 2, "lr": {"low": 1e-3, "high": 1e-2, "log": True}},
+    "search": {
+        "num_trials": 3,
+        "epochs": 4,
+        "grace_period": 2,
+        "lr": {"low": 1e-3, "high": 1e-2, "log": True},
+    },
     "selection": {"rule": "accuracy"},
     "baseline": {"seeds": 1},
     "tracking": {"experiment": "x"},
@@ -29,11 +34,16 @@ BASE: dict[str, Any] = {
 
 values = st.recursive(
     st.one_of(
-        st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
-        st.text(max_size=12), st.sampled_from(["mlp", "cnn", "digits", "hinton_kd", "onnx", "tpe"]),
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 10**6),
+        st.floats(allow_nan=True),
+        st.text(max_size=12),
+        st.sampled_from(["mlp", "cnn", "digits", "hinton_kd", "onnx", "tpe"]),
     ),
-    lambda children: st.one_of(st.lists(children, max_size=3),
-                               st.dictionaries(st.text(max_size=8), children, max_size=3)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=6,
 )
 

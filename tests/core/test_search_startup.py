@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kdforge.errors import TrackingError
 from kdforge.search_runner import start_tracking_and_ray
 
@@ -29,7 +30,7 @@ def test_a_tracking_error_is_raised_in_the_caller(
     ray_session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = f"sqlite:///{tmp_path / 'no-such-folder' / 'mlflow.db'}"
+    uri = f"nosuchscheme://{tmp_path}"  # MLflow has no store for this scheme
     with pytest.raises(TrackingError, match="startup"):
         start_tracking_and_ray(uri, "startup", None)
     assert ray_session.is_initialized()  # a Ray it did not start is left running

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from kdforge.plugins.losses.hinton_kd import HintonKD
 from kdforge.trainer import TrainingDiverged, TrainSettings, evaluate, train_model
 
@@ -26,7 +27,9 @@ def test_training_from_scratch_learns_separable_data() -> None:
     vx, vy = _blobs(seed=1)
     model = _model()
     before, _ = evaluate(model, vx, vy)
-    result = train_model(model, x=x, y=y, val_x=vx, val_y=vy, settings=TrainSettings(epochs=10, lr=0.05))
+    result = train_model(
+        model, x=x, y=y, val_x=vx, val_y=vy, settings=TrainSettings(epochs=10, lr=0.05)
+    )
     after, _ = evaluate(model, vx, vy)
     assert after > 0.95 > before
     assert result.best_val_acc == pytest.approx(after)
@@ -42,8 +45,14 @@ def test_distillation_uses_teacher_logits_and_unlabeled_rows() -> None:
     model = _model()
     loss = HintonKD(hparams={"temperature": 2.0, "alpha": 0.9})
     result = train_model(
-        model, x=x, y=labels, val_x=vx, val_y=vy,
-        settings=TrainSettings(epochs=10, lr=0.05), loss=loss, teacher_logits=teacher_logits,
+        model,
+        x=x,
+        y=labels,
+        val_x=vx,
+        val_y=vy,
+        settings=TrainSettings(epochs=10, lr=0.05),
+        loss=loss,
+        teacher_logits=teacher_logits,
     )
     assert result.best_val_acc > 0.95
     assert set(result.history[0].parts) == {"kd", "ce"}
@@ -52,8 +61,13 @@ def test_distillation_uses_teacher_logits_and_unlabeled_rows() -> None:
 def test_on_epoch_can_stop_training() -> None:
     x, y = _blobs()
     result = train_model(
-        _model(), x=x, y=y, val_x=x, val_y=y,
-        settings=TrainSettings(epochs=10, lr=0.01), on_epoch=lambda r: r.epoch >= 3,
+        _model(),
+        x=x,
+        y=y,
+        val_x=x,
+        val_y=y,
+        settings=TrainSettings(epochs=10, lr=0.01),
+        on_epoch=lambda r: r.epoch >= 3,
     )
     assert result.epochs_run == 3
 
@@ -62,7 +76,14 @@ def test_divergence_is_reported() -> None:
     x, y = _blobs()
     x[0, 0] = float("nan")
     with pytest.raises(TrainingDiverged, match="became nan"):
-        train_model(_model(), x=x, y=y, val_x=x, val_y=y, settings=TrainSettings(epochs=2, lr=0.01, batch_size=512))
+        train_model(
+            _model(),
+            x=x,
+            y=y,
+            val_x=x,
+            val_y=y,
+            settings=TrainSettings(epochs=2, lr=0.01, batch_size=512),
+        )
 
 
 def test_same_seed_same_weights() -> None:
@@ -70,6 +91,8 @@ def test_same_seed_same_weights() -> None:
     outs = []
     for _ in range(2):
         model = _model()
-        train_model(model, x=x, y=y, val_x=x, val_y=y, settings=TrainSettings(epochs=2, lr=0.01, seed=3))
+        train_model(
+            model, x=x, y=y, val_x=x, val_y=y, settings=TrainSettings(epochs=2, lr=0.01, seed=3)
+        )
         outs.append(model(x))
     torch.testing.assert_close(outs[0], outs[1])

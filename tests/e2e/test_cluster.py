@@ -29,7 +29,9 @@ def _ray(*args: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     return subprocess.Popen(
         [ray, "start", "--block", *args],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 
@@ -56,8 +58,12 @@ def two_node_cluster(tmp_path: Path):
     address = f"127.0.0.1:{port}"
     temp = Path("/tmp") / f"kdf-ray-{port}"  # short: Ray's socket paths have a length limit
     head = _ray(
-        "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-        f"--temp-dir={temp}", log=tmp_path / "head.log",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=1",
+        "--include-dashboard=false",
+        f"--temp-dir={temp}",
+        log=tmp_path / "head.log",
     )
     nodes = [head]
     try:
@@ -81,15 +87,23 @@ def test_search_runs_trials_on_both_nodes(
     from mlflow.tracking import MlflowClient
 
     raw = tiny_search_config(
-        digits_teacher_path, tmp_path,
-        **{"search.num_trials": 4, "search.epochs": 6, "search.grace_period": 6,
-           "search.max_concurrent": 2},
+        digits_teacher_path,
+        tmp_path,
+        **{
+            "search.num_trials": 4,
+            "search.epochs": 6,
+            "search.grace_period": 6,
+            "search.max_concurrent": 2,
+        },
     )
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump(raw))
     out = subprocess.run(
         [sys.executable, "-m", "kdforge", "search", str(config), "--address", two_node_cluster],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     client = MlflowClient(raw["tracking"]["uri"])

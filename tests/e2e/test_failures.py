@@ -26,7 +26,9 @@ class PoisonLoss(LossStrategy):
     name = "poison_test"
     hyperparameters = (HParam("poison", 0.0, 1.0, default=0.0),)
 
-    def __call__(self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor) -> LossResult:
+    def __call__(
+        self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor
+    ) -> LossResult:
         poison = self.hparams["poison"]
         if poison > 0.8:
             raise RuntimeError(f"plugin exploded (poison={poison:.2f})")
@@ -54,9 +56,15 @@ def test_failed_trials_are_reported_and_the_search_goes_on(
     from mlflow.tracking import MlflowClient
 
     raw = tiny_search_config(
-        digits_teacher_path, tmp_path,
-        **{"loss.name": "poison_test", "search.num_trials": 6, "search.max_failures": 6,
-           "search.sampler": "random", "seed": 3},
+        digits_teacher_path,
+        tmp_path,
+        **{
+            "loss.name": "poison_test",
+            "search.num_trials": 6,
+            "search.max_failures": 6,
+            "search.sampler": "random",
+            "seed": 3,
+        },
     )
     result = run_search(SearchConfig.model_validate(raw), emit=lambda _: None)
     by_status: dict[str, list] = {}
@@ -84,16 +92,24 @@ def test_failed_trials_are_reported_and_the_search_goes_on(
     assert len(failed_runs) == len(by_status["failed"])
     for run in failed_runs:
         assert run.info.status == "FAILED"
-        assert "exploded" in run.data.tags["kdforge.error"] or "nan" in run.data.tags["kdforge.error"]
+        assert (
+            "exploded" in run.data.tags["kdforge.error"] or "nan" in run.data.tags["kdforge.error"]
+        )
 
 
 def test_failure_budget_stops_a_search_that_fails_everywhere(
     poison_loss, digits_teacher_path: Path, tmp_path: Path
 ) -> None:
     raw = tiny_search_config(
-        digits_teacher_path, tmp_path,
-        **{"loss.name": "poison_test", "loss.hparams": {"poison": 0.9},
-           "search.num_trials": 8, "search.max_failures": 2, "search.max_concurrent": 1},
+        digits_teacher_path,
+        tmp_path,
+        **{
+            "loss.name": "poison_test",
+            "loss.hparams": {"poison": 0.9},
+            "search.num_trials": 8,
+            "search.max_failures": 2,
+            "search.max_concurrent": 1,
+        },
     )
     with pytest.raises(SearchError, match=r"stopped the search: 2 trials failed .*plugin exploded"):
         run_search(SearchConfig.model_validate(raw), emit=lambda _: None)

@@ -16,9 +16,16 @@ pytestmark = pytest.mark.slow
 
 def _sampled(teacher: Path, folder: Path, seed: int) -> list[tuple]:
     raw = tiny_search_config(
-        teacher, folder,
-        **{"seed": seed, "search.num_trials": 4, "search.epochs": 2, "search.grace_period": 1,
-           "baseline.enabled": False, "export.enabled": False},
+        teacher,
+        folder,
+        **{
+            "seed": seed,
+            "search.num_trials": 4,
+            "search.epochs": 2,
+            "search.grace_period": 1,
+            "baseline.enabled": False,
+            "export.enabled": False,
+        },
     )
     result = run_search(SearchConfig.model_validate(raw), emit=lambda _: None)
     return [
@@ -27,7 +34,9 @@ def _sampled(teacher: Path, folder: Path, seed: int) -> list[tuple]:
     ]
 
 
-def test_same_seed_same_configs_in_order(ray_session, digits_teacher_path: Path, tmp_path: Path) -> None:
+def test_same_seed_same_configs_in_order(
+    ray_session, digits_teacher_path: Path, tmp_path: Path
+) -> None:
     first = _sampled(digits_teacher_path, tmp_path / "a", seed=7)
     second = _sampled(digits_teacher_path, tmp_path / "b", seed=7)
     other = _sampled(digits_teacher_path, tmp_path / "c", seed=8)

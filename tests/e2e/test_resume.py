@@ -25,11 +25,16 @@ EPOCHS = 12
 def _kdforge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "kdforge", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
-def test_sigkill_then_resume_keeps_finished_trials(digits_teacher_path: Path, tmp_path: Path) -> None:
+def test_sigkill_then_resume_keeps_finished_trials(
+    digits_teacher_path: Path, tmp_path: Path
+) -> None:
     from mlflow.tracking import MlflowClient
 
     raw = tiny_search_config(
@@ -48,7 +53,10 @@ def test_sigkill_then_resume_keeps_finished_trials(digits_teacher_path: Path, tm
     config.write_text(yaml.safe_dump(raw))
     driver = subprocess.Popen(
         [sys.executable, "-u", "-m", "kdforge", "search", str(config)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     finished: list[str] = []
@@ -80,7 +88,9 @@ def test_sigkill_then_resume_keeps_finished_trials(digits_teacher_path: Path, tm
     parents = [r for r in runs if r.data.tags.get("kdforge.role") == "search"]
     assert len(parents) == 1 and parents[0].info.run_id == summary["parent_run_id"]
     assert parents[0].info.status == "FINISHED"
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary["parent_run_id"]]
+    children = [
+        r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary["parent_run_id"]
+    ]
     assert len(children) == TRIALS
     by_trial = {r.data.tags["kdforge.trial_id"]: r for r in children}
     for trial_id in finished:

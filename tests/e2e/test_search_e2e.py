@@ -8,17 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from kdforge.checkpoint import build_model, load_checkpoint
 from kdforge.config import SearchConfig
 from kdforge.search import run_search
-
 from tests.conftest import tiny_search_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def finished_search(ray_session, digits_teacher_path: Path, tmp_path_factory: pytest.TempPathFactory):
+def finished_search(
+    ray_session, digits_teacher_path: Path, tmp_path_factory: pytest.TempPathFactory
+):
     tmp_path = tmp_path_factory.mktemp("e2e")
     config = SearchConfig.model_validate(tiny_search_config(digits_teacher_path, tmp_path))
     lines: list[str] = []
@@ -70,8 +72,9 @@ def test_mlflow_parent_and_nested_runs(finished_search) -> None:
 def test_champion_onnx_matches_pytorch_student(finished_search) -> None:
     import mlflow
     import onnxruntime as ort
-    from kdforge.plugins.datasets.digits import Digits
     from mlflow.tracking import MlflowClient
+
+    from kdforge.plugins.datasets.digits import Digits
 
     result, config, tmp_path, _ = finished_search
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

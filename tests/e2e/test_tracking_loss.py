@@ -28,17 +28,26 @@ def test_server_lost_mid_search_then_resume(digits_teacher_path: Path, tmp_path:
     server, url = start_server(store)
     try:
         raw = tiny_search_config(
-            digits_teacher_path, tmp_path,
-            **{"name": "lossy", "search.num_trials": TRIALS, "search.epochs": 10,
-               "search.grace_period": 10, "search.max_concurrent": 2,
-               "export.registered_model_name": "lossy-student"},
+            digits_teacher_path,
+            tmp_path,
+            **{
+                "name": "lossy",
+                "search.num_trials": TRIALS,
+                "search.epochs": 10,
+                "search.grace_period": 10,
+                "search.max_concurrent": 2,
+                "export.registered_model_name": "lossy-student",
+            },
         )
         raw["tracking"] = {"uri": url}
         config = tmp_path / "search.yaml"
         config.write_text(yaml.safe_dump(raw))
         search = subprocess.Popen(
             [sys.executable, "-u", "-m", "kdforge", "search", str(config)],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert search.stdout is not None
         output = []
@@ -66,7 +75,10 @@ def test_server_lost_mid_search_then_resume(digits_teacher_path: Path, tmp_path:
     try:
         resumed = subprocess.run(
             [sys.executable, "-m", "kdforge", "resume", str(search_dir), "--tracking-uri", url],
-            cwd=tmp_path, capture_output=True, text=True, timeout=600,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         assert "tracking calls kept while MLflow was unreachable" in resumed.stdout
@@ -75,7 +87,9 @@ def test_server_lost_mid_search_then_resume(digits_teacher_path: Path, tmp_path:
         runs = client.search_runs([experiment.experiment_id])
         parents = [r for r in runs if r.data.tags.get("kdforge.role") == "search"]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+        children = [
+            r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+        ]
         assert len(children) == TRIALS
         for child in children:
             assert child.data.tags.get("kdforge.status") == "finished"

@@ -18,7 +18,9 @@ def test_splits_are_disjoint_complete_and_stratified() -> None:
         counts = torch.bincount(split.y, minlength=10).float()
         share = counts / counts.sum()
         assert float(share.max() - share.min()) < 0.05
-    rows = {tuple(r.tolist()) for s in (splits.train, splits.val, splits.test) for r in s.x.flatten(1)}
+    rows = {
+        tuple(r.tolist()) for s in (splits.train, splits.val, splits.test) for r in s.x.flatten(1)
+    }
     assert len(rows) > 1700
 
 
