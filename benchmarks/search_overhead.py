@@ -577,7 +577,8 @@ def compare(
             old_fit = old["marks"]["fit_end"] - old["marks"]["fit_start"]
             print(
                 f"  (a) with per-epoch MLflow calls inline (before): {old['wall']:.2f} s, "
-                f"tuner.fit {old_fit:.2f} s (now {fit:.2f} s)"
+                f"tuner.fit {old_fit:.2f} s (now {fit:.2f} s), MLflow logger per result "
+                f"{1000 * _mean(old['logger_s']):.1f} ms (now {1000 * _mean(a['logger_s']):.1f} ms)"
             )
         print("  where (a)'s time goes:")
         for line in _breakdown(a, epochs):
