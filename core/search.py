@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import yaml
+
 from kdforge.config import Range, SearchConfig
 from kdforge.data import DataSplits
 from kdforge.errors import ConfigError, DataError, SearchError
@@ -91,7 +92,9 @@ def plan_search(
     if config.export.enabled:
         from kdforge.config import PluginRef
 
-        exporter = instantiate("exporter", PluginRef(name=config.export.exporter), "export.exporter")
+        exporter = instantiate(
+            "exporter", PluginRef(name=config.export.exporter), "export.exporter"
+        )
     return SearchPlan(
         config=config,
         dataset=dataset,

@@ -6,6 +6,7 @@ nor MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -152,10 +153,9 @@ def execute_search(
             ) from exc
         raise
     finally:
-        try:
+        # The server may be gone; the run is continued by `kdforge resume`.
+        with contextlib.suppress(Exception):
             mlflow.end_run(status=status)
-        except Exception:  # the server may be gone; the run is continued by resume
-            pass
         if started_ray:
             import ray
 
@@ -215,8 +215,13 @@ def _is_connection_error(tracking_uri: str, exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}"
     return any(
         marker in text
-        for marker in ("ConnectionError", "Max retries exceeded", "Connection refused",
-                       "RemoteDisconnected", "Failed to establish")
+        for marker in (
+            "ConnectionError",
+            "Max retries exceeded",
+            "Connection refused",
+            "RemoteDisconnected",
+            "Failed to establish",
+        )
     )
 
 
@@ -262,7 +267,9 @@ def _log_resume(search_dir: Path, tracking_uri: str, emit: Callable[[str], None]
         emit(f"logged {replayed} tracking calls kept while MLflow was unreachable")
 
 
-def _existing_trial_runs(tracking_uri: str, parent_id: str) -> tuple[dict[str, str], dict[str, int]]:
+def _existing_trial_runs(
+    tracking_uri: str, parent_id: str
+) -> tuple[dict[str, str], dict[str, int]]:
     """Trial id -> nested run id, and trial id -> number, of a parent run's trials."""
     from mlflow.tracking import MlflowClient
 
@@ -292,10 +299,11 @@ def _run_tune(
     resume: bool = False,
 ) -> list[TrialRow]:
     import optuna
-    from kdforge.callbacks import MlflowTrialLogger, ProgressPrinter
-    from kdforge.multiobjective import make_searcher
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+
+    from kdforge.callbacks import MlflowTrialLogger, ProgressPrinter
+    from kdforge.multiobjective import make_searcher
 
     config = plan.config
     settings = config.search
@@ -341,7 +349,7 @@ def _run_tune(
         )
         # The pickled run config holds the callbacks of the killed driver; use fresh ones
         # that know the existing MLflow runs.
-        internal = tuner._local_tuner  # noqa: SLF001
+        internal = tuner._local_tuner
         assert internal is not None  # a local (not Ray client) Tuner
         restored = internal.get_run_config()
         restored.callbacks = callbacks
@@ -387,7 +395,8 @@ def _run_tune(
         raise SearchError(
             f"stopped the search: {len(budget.failures)} trials failed (search.max_failures "
             f"= {budget.budget}); last reason: {budget.failures[-1]}",
-            hint=f"see {search_dir / 'leaderboard.csv'}; fix the cause or raise search.max_failures",
+            hint=f"see {search_dir / 'leaderboard.csv'}; fix the cause or raise "
+            "search.max_failures",
         )
     if writer.offline:
         from kdforge.errors import TrackingError
@@ -432,10 +441,8 @@ def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[T
         arch: dict[str, Any] = {}
         hparams: dict[str, float] = {}
         lr: float | None = None
-        try:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
             arch, hparams, lr = split_config(config)
-        except (KeyError, TypeError, ValueError):
-            pass
         last_epoch = metrics.get("epoch")
         status = trial_status(last_epoch, epochs, error=error is not None)
         if metrics.get("kdforge_status") == "rejected" and error is None:

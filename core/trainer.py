@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from kdforge.batching import is_lazy, iter_batches, take, to_device
+from torch import nn
+
+from kdforge.batching import iter_batches, take, to_device
 from kdforge.data import UNLABELED, Inputs
 from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
 from kdforge.interfaces import LossStrategy, ModelOutput
-from torch import nn
 
 __all__ = [
     "EpochReport",
@@ -180,7 +181,14 @@ def train_model(
     tap = student_tap(model, needs)
     if loss is not None:
         _bind_loss(
-            loss, model, x, settings.batch_size, device, tap, teacher_logits, teacher_features,
+            loss,
+            model,
+            x,
+            settings.batch_size,
+            device,
+            tap,
+            teacher_logits,
+            teacher_features,
             online_teacher,
         )
     generator = torch.Generator().manual_seed(settings.seed)

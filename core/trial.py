@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from kdforge.data import DataInfo, Inputs
 from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace
 from kdforge.trainer import EpochReport, TrainSettings, evaluate, train_model
@@ -100,8 +101,6 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     torch.set_num_threads(max(1, payload.threads))
     import ray
 
-    context = tune.get_context()
-    trial_id = context.get_trial_id() or "local"
     node_id = ray.get_runtime_context().get_node_id()
     seed = trial_seed(payload.seed, config)
     torch.manual_seed(seed)
