@@ -373,7 +373,7 @@ def format_validation_error(
     by_key: dict[str, str] = {}
     for err in exc.errors():
         # Drop pydantic's union-branch labels ("float", "function-after[...]") from paths.
-        parts = [str(p) for p in err["loc"] if not _is_branch_label(str(p))]
+        parts = _clean_loc(err["loc"], raw)
         loc = [*([prefix] if prefix else []), *parts]
         key = ".".join(loc) or "(top level)"
         kind = err["type"]
@@ -404,6 +404,29 @@ def format_validation_error(
 
 def _is_branch_label(part: str) -> bool:
     return "[" in part or part in {"float", "int", "str", "bool", "list", "dict", "Range"}
+
+
+def _clean_loc(loc: tuple[Any, ...], raw: Any) -> list[str]:
+    """The error's key path with pydantic's union-branch labels removed.
+
+    A part is dropped only when it looks like a branch label *and* is not a key of the
+    input at that point (a user may well have written a key called ``[`` or ``float``).
+    """
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        text = str(item)
+        in_dict = isinstance(node, dict) and item in node
+        in_list = isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node)
+        if in_dict or in_list:
+            parts.append(text)
+            node = node[item]  # type: ignore[index]
+        elif _is_branch_label(text):
+            continue
+        else:
+            parts.append(text)
+            node = None
+    return parts
 
 
 def _allowed_keys(model: type[BaseModel], loc: list[str]) -> list[str]:

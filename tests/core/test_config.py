@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,9 @@ def test_bad_files(tmp_path: Path) -> None:
     scalar.write_text("42\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_search_config(scalar)
+
+
+def test_odd_unknown_keys_are_named_as_written() -> None:
+    for key in ("[", "float", "function-after[x]"):
+        with pytest.raises(ConfigError, match=rf"{re.escape(key)}: unknown key"):
+            validate_config({**VALID, key: None}, SearchConfig)

@@ -75,7 +75,11 @@ def mutated(draw) -> dict[str, Any]:
     return raw
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI sees the same 400 examples every run (no flaky failures); explore
+# further locally with `pytest --hypothesis-seed=N`.
+@settings(
+    max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(mutated())
 def test_mutated_config_is_plan_or_kdforge_error(raw: dict[str, Any]) -> None:
     try:
