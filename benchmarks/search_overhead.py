@@ -443,7 +443,7 @@ def _time_calls(obj: Any, name: str) -> list[float]:
 def _start_once(overlap: bool, fresh: bool, folder: Path) -> float:
     import ray
 
-    from kdforge.search import _init_ray
+    from kdforge.ray_init import init_ray
     from kdforge.search_runner import start_tracking_and_ray
     from kdforge.tracking import setup_experiment
 
@@ -455,7 +455,7 @@ def _start_once(overlap: bool, fresh: bool, folder: Path) -> float:
         start_tracking_and_ray(uri, "overhead", None, num_cpus=1)
     else:
         setup_experiment(uri, "overhead")
-        _init_ray(None, num_cpus=1)
+        init_ray(None, num_cpus=1)
     took = time.perf_counter() - started
     ray.shutdown()
     return took

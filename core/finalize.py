@@ -146,9 +146,7 @@ def finalize(
             f"distillation gain: training trial {best.number:03d}'s architecture with "
             f"{config.baseline.seeds} seeds, distilled and from scratch ..."
         )
-        payload = build_payload(
-            plan, splits, outputs, threads=max(1, int(config.search.cpus_per_trial))
-        )
+        payload = build_payload(plan, splits, outputs)
         runs = _baseline(payload, best, config.baseline.seeds, config.search.cpus_per_trial)
         distilled_mean, distilled_sd = _stats(runs["distilled"])
         scratch_mean, scratch_sd = _stats(runs["scratch"])

@@ -23,8 +23,8 @@ import yaml
 
 from kdforge.config import Range, SearchConfig
 from kdforge.data import DataSplits
-from kdforge.errors import ConfigError, DataError, SearchError
-from kdforge.interfaces import DatasetPlugin, Exporter, SearchSpace, Teacher
+from kdforge.errors import ConfigError, DataError
+from kdforge.interfaces import DatasetPlugin, Exporter, PluginParams, SearchSpace, Teacher
 from kdforge.leaderboard import TrialRow
 from kdforge.plugin_manager import get_registry
 from kdforge.resolve import instantiate, loss_hparams
@@ -55,6 +55,9 @@ class SearchPlan:
     loss_settings: list
     tracking_uri: str
     address: str | None
+    loss_params: PluginParams | None = None
+    # The trials' shared data, built once by build_payload (trials and baseline use it).
+    payload: TrialPayload | None = None
 
 
 @dataclass
@@ -82,11 +85,10 @@ def plan_search(
     from kdforge.best_config import apply_fixed_architecture
 
     space = apply_fixed_architecture(space, config)  # student.fixed: one architecture
-    get_registry().get("loss", config.loss.name)
     loss_record = get_registry().get("loss", config.loss.name)
     from kdforge.resolve import validate_params
 
-    validate_params(loss_record, config.loss.params, "loss")
+    loss_params = validate_params(loss_record, config.loss.params, "loss")
     settings = loss_hparams(config.loss)
     exporter = None
     if config.export.enabled:
@@ -102,6 +104,7 @@ def plan_search(
         space=space,
         exporter=exporter,
         loss_settings=settings,
+        loss_params=loss_params,
         tracking_uri=resolve_tracking_uri(tracking_uri or config.tracking.uri),
         address=address or config.search.address,
     )
@@ -262,29 +265,6 @@ def new_search_dir(config: SearchConfig) -> Path:
     return folder
 
 
-def _init_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Connect to (or start) Ray; return True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "logging_level": "ERROR",
-        "configure_logging": True,
-    }
-    if address:
-        kwargs["address"] = address
-    elif num_cpus:
-        kwargs["num_cpus"] = num_cpus
-    try:
-        ray.init(**kwargs)
-    except ConnectionError as exc:
-        raise SearchError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
-    return True
-
-
 def run_search(
     config: SearchConfig,
     *,
@@ -376,16 +356,20 @@ def write_summary(search_dir: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def build_payload(
-    plan: SearchPlan, splits: DataSplits, outputs: TeacherOutputs, threads: int
-) -> TrialPayload:
-    """The data every trial shares, as one object for Ray's object store."""
+def build_payload(plan: SearchPlan, splits: DataSplits, outputs: TeacherOutputs) -> TrialPayload:
+    """The data every trial shares, as one object for Ray's object store.
+
+    Built once per search and kept on ``plan.payload`` for the baseline runs.
+    """
+    if plan.payload is not None:
+        return plan.payload
     loss_record = get_registry().get("loss", plan.config.loss.name)
     from kdforge.constraints import trial_objectives_for
     from kdforge.resolve import validate_params
 
+    loss_params = plan.loss_params or validate_params(loss_record, plan.config.loss.params, "loss")
     train = training_inputs(splits)
-    return TrialPayload(
+    plan.payload = TrialPayload(
         info=splits.info,
         train_x=train.x,
         train_y=train.y,
@@ -396,7 +380,7 @@ def build_payload(
         test_y=splits.test.y,
         space=plan.space,
         loss_cls=loss_record.cls,
-        loss_params=validate_params(loss_record, plan.config.loss.params, "loss"),
+        loss_params=loss_params,
         epochs=plan.config.search.epochs,
         batch_size=plan.config.search.batch_size,
         weight_decay=plan.config.search.weight_decay,
@@ -408,6 +392,7 @@ def build_payload(
         objectives=trial_objectives_for(plan.config),
         online_teacher=outputs.online_teacher,
     )
+    return plan.payload
 
 
 __all__ += ["build_payload", "check_data_against_teacher", "make_define_by_run", "write_summary"]

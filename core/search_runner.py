@@ -16,10 +16,10 @@ from typing import Any
 from kdforge.data import DataSplits
 from kdforge.errors import KDForgeError, SearchError, TrackingError
 from kdforge.leaderboard import TrialRow, format_table, select_best, write_csv
+from kdforge.ray_init import init_ray
 from kdforge.search import (
     SearchPlan,
     SearchResult,
-    _init_ray,
     build_payload,
     make_define_by_run,
     write_summary,
@@ -63,7 +63,7 @@ def execute_search(
     if state:
         experiment_id = state.experiment_id
         mlflow.set_tracking_uri(plan.tracking_uri)
-        started_ray = _init_ray(plan.address)
+        started_ray = init_ray(plan.address)
     else:
         experiment_id, started_ray = start_tracking_and_ray(
             plan.tracking_uri, config.tracking.experiment, plan.address
@@ -195,7 +195,7 @@ def start_tracking_and_ray(
     thread = threading.Thread(target=_setup, name="kdforge-mlflow-setup", daemon=True)
     thread.start()
     try:
-        started = _init_ray(address, num_cpus)
+        started = init_ray(address, num_cpus)
     finally:
         thread.join()
     if "error" in outcome:
@@ -318,7 +318,7 @@ def _run_tune(
         reduction_factor=settings.reduction_factor,
     )
     concurrent = _max_concurrent(plan)
-    payload = build_payload(plan, splits, outputs, threads=max(1, int(settings.cpus_per_trial)))
+    payload = build_payload(plan, splits, outputs)
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
     from kdforge.callbacks import FailureBudget

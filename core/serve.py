@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -252,14 +251,9 @@ def _answers(url: str, timeout_s: float) -> bool:
 
 
 def _init_ray(address: str | None) -> None:
-    import ray
+    from kdforge.ray_init import init_ray
 
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR)
-    except ConnectionError as exc:
-        raise ServeError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+    init_ray(address, log_to_driver=True, error=ServeError)
 
 
 def serve_ray(

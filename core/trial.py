@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -170,8 +169,3 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
         teacher_features=payload.teacher_train_features,
         online_teacher=payload.online_teacher,
     )
-
-
-def is_finite(value: Any) -> bool:
-    """True for a finite number."""
-    return isinstance(value, int | float) and math.isfinite(float(value))
