@@ -96,3 +96,30 @@ def test_same_seed_same_weights() -> None:
         )
         outs.append(model(x))
     torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_adamw_is_fused_on_cpu_and_makes_the_same_update() -> None:
+    from kdforge.trainer import make_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    twin = torch.nn.Linear(6, 3)
+    twin.load_state_dict(model.state_dict())
+    fused = make_optimizer(list(model.parameters()), 1e-2, 1e-4)
+    assert fused.defaults["fused"] is True  # one kernel per step, not a loop over params
+    plain = torch.optim.AdamW(twin.parameters(), lr=1e-2, weight_decay=1e-4)
+    x = torch.randn(8, 6)
+    for _ in range(3):
+        for net, opt in ((model, fused), (twin, plain)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_adamw_falls_back_where_torch_cannot_fuse() -> None:
+    from kdforge.trainer import make_optimizer
+
+    meta = torch.nn.Parameter(torch.empty(3, device="meta"))  # no fused kernel there
+    assert make_optimizer([meta], 1e-3, 0.0).defaults["fused"] is None
