@@ -1,9 +1,5 @@
-"""``python -m kdforge`` runs the command line."""
+"""``python -m kdforge``: the same as the ``kdforge`` command."""
 
-from __future__ import annotations
+from kdforge.cli import run
 
-import sys
-
-from kdforge.cli import main
-
-sys.exit(main())
+run()

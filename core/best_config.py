@@ -114,6 +114,7 @@ def best_search_config(config: SearchConfig, best: TrialRow) -> dict[str, Any]:
     raw["loss"]["hparams"] = {k: float(v) for k, v in best.loss_hparams.items()}
     search = raw["search"]
     search["num_trials"] = 1
+    search["initial_points"] = []  # the chosen trial is fixed: nothing to seed
     search["time_budget_s"] = None
     search["lr"] = {"low": float(best.lr), "high": float(best.lr), "log": False}
     # A re-run must load: the exact values come from the model, so validate them here.

@@ -96,6 +96,12 @@ class SearchSettings(_Strict):
     """How the search runs."""
 
     num_trials: int = Field(16, ge=1, description="Number of trials (students) to try.")
+    initial_points: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Configurations the first trials evaluate, in order, each "
+        "{student: {...}, loss: {...}, lr: ...}; a value left out is sampled "
+        "(docs/search_spaces.md). Each point is one of the num_trials trials.",
+    )
     time_budget_s: float | None = Field(
         None, gt=0, description="Stop starting trials after this many seconds."
     )

@@ -98,14 +98,29 @@ class ConstrainedOptunaSearch(OptunaSearch):
 
 
 def make_searcher(
-    config: SearchConfig, space: Callable[[Any], dict[str, Any] | None]
+    config: SearchConfig,
+    space: Callable[[Any], dict[str, Any] | None],
+    points_to_evaluate: list[dict[str, Any]] | None = None,
 ) -> ConstrainedOptunaSearch:
-    """An Optuna searcher over the define-by-run ``space`` for the config's objectives."""
+    """An Optuna searcher over the define-by-run ``space`` for the config's objectives.
+
+    Args:
+        config: The search config (objectives, sampler, constraints).
+        space: The define-by-run function (:class:`kdforge.search.DefineByRun`).
+        points_to_evaluate: ``search.initial_points`` under the sampler's flat names
+            (``student/depth``, ``loss/alpha``, ``lr``): Ray enqueues them in the Optuna
+            study, so the first trials get their values and the sampler fills the rest.
+    """
     metric, mode = searcher_metric_mode(config)
+    extra: dict[str, Any] = {}
+    if points_to_evaluate:
+        # Copies: Ray keeps the list in the searcher's pickled state.
+        extra["points_to_evaluate"] = [dict(point) for point in points_to_evaluate]
     return ConstrainedOptunaSearch(
         space=space,
         metric=metric,
         mode=mode,
         sampler=make_sampler(config),
         limits=config.constraints.limits(),
+        **extra,
     )

@@ -24,6 +24,7 @@ import yaml
 from kdforge.config import Range, SearchConfig
 from kdforge.data import DataSplits
 from kdforge.errors import ConfigError, DataError
+from kdforge.initial_points import check_initial_points, initial_points_for_search
 from kdforge.interfaces import DatasetPlugin, Exporter, PluginParams, SearchSpace, Teacher
 from kdforge.leaderboard import TrialRow
 from kdforge.plugin_manager import get_registry
@@ -58,6 +59,9 @@ class SearchPlan:
     loss_params: PluginParams | None = None
     # The trials' shared data, built once by build_payload (trials and baseline use it).
     payload: TrialPayload | None = None
+    # search.initial_points checked against the space and flattened to the sampler's
+    # names, once the data info is known (initial_points_for_search).
+    initial_points: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -97,7 +101,7 @@ def plan_search(
         exporter = instantiate(
             "exporter", PluginRef(name=config.export.exporter), "export.exporter"
         )
-    return SearchPlan(
+    plan = SearchPlan(
         config=config,
         dataset=dataset,
         teacher=teacher,
@@ -108,6 +112,9 @@ def plan_search(
         tracking_uri=resolve_tracking_uri(tracking_uri or config.tracking.uri),
         address=address or config.search.address,
     )
+    # Student values need the data info; they are checked once the data is loaded.
+    check_initial_points(plan)
+    return plan
 
 
 def check_data_against_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> None:
@@ -332,21 +339,34 @@ def _prepare_and_execute(
     if callable(bind_teacher):
         # Optional space hook: e.g. `transformer` copies layers of a compatible teacher.
         bind_teacher(plan.teacher)
-    started = time.perf_counter()
-    from kdforge.teacher_cache import teacher_outputs_for_search
+    # Before the teacher outputs, MLflow and Ray: a bad point must not cost any of them
+    # (and the space suggests differently once it is bound to the teacher).
+    initial_points_for_search(plan, splits.info)
+    from kdforge.search_runner import execute_search, start_search_services
 
-    # Computed once per (teacher, data) and cached on disk; features only when the loss
-    # reads them; the teacher runs online in the trials when inputs are augmented.
-    outputs = teacher_outputs_for_search(plan, splits, emit)
-    teacher_acc = outputs.accuracy(splits)
-    emit(
-        f"teacher {config.teacher.name}: {plan.teacher.num_parameters():,} params, "
-        f"val_acc={teacher_acc['val']:.4f} test_acc={teacher_acc['test']:.4f} "
-        f"(outputs ready in {time.perf_counter() - started:.1f}s)"
+    # Ray and the MLflow experiment come up while the teacher's outputs are computed
+    # (started only now, so bad data costs no Ray start).
+    services = start_search_services(
+        plan.tracking_uri, None if resume else config.tracking.experiment, plan.address
     )
-    from kdforge.search_runner import execute_search
+    try:
+        started = time.perf_counter()
+        from kdforge.teacher_cache import teacher_outputs_for_search
 
-    return execute_search(plan, splits, outputs, teacher_acc, search_dir, emit, resume=resume)
+        # Computed once per (teacher, data) and cached on disk; features only when the
+        # loss reads them; the teacher runs online in the trials when inputs are augmented.
+        outputs = teacher_outputs_for_search(plan, splits, emit)
+        teacher_acc = outputs.accuracy(splits)
+        emit(
+            f"teacher {config.teacher.name}: {plan.teacher.num_parameters():,} params, "
+            f"val_acc={teacher_acc['val']:.4f} test_acc={teacher_acc['test']:.4f} "
+            f"(outputs ready in {time.perf_counter() - started:.1f}s)"
+        )
+        return execute_search(
+            plan, splits, outputs, teacher_acc, search_dir, emit, services, resume=resume
+        )
+    finally:
+        services.close()
 
 
 def write_summary(search_dir: Path, summary: dict[str, Any]) -> Path:
@@ -395,4 +415,9 @@ def build_payload(plan: SearchPlan, splits: DataSplits, outputs: TeacherOutputs)
     return plan.payload
 
 
-__all__ += ["build_payload", "check_data_against_teacher", "make_define_by_run", "write_summary"]
+__all__ += [
+    "build_payload",
+    "check_data_against_teacher",
+    "make_define_by_run",
+    "write_summary",
+]

@@ -15,8 +15,9 @@ from typing import Any
 
 from kdforge.data import DataSplits
 from kdforge.errors import KDForgeError, SearchError, TrackingError
+from kdforge.initial_points import initial_points_for_search
 from kdforge.leaderboard import TrialRow, format_table, select_best, write_csv
-from kdforge.ray_init import init_ray
+from kdforge.ray_init import RayStartup
 from kdforge.search import (
     SearchPlan,
     SearchResult,
@@ -28,7 +29,12 @@ from kdforge.teacher_outputs import TeacherOutputs
 from kdforge.tracking import flatten_params, setup_experiment
 from kdforge.trial import run_trial, split_config
 
-__all__ = ["execute_search", "rows_from_results", "start_tracking_and_ray"]
+__all__ = [
+    "SearchServices",
+    "execute_search",
+    "rows_from_results",
+    "start_search_services",
+]
 
 
 def _max_concurrent(plan: SearchPlan) -> int:
@@ -47,12 +53,17 @@ def execute_search(
     teacher_acc: dict[str, float],
     search_dir: Path,
     emit: Callable[[str], None],
+    services: SearchServices,
     resume: bool = False,
 ) -> SearchResult:
     """Run the trials in Ray Tune and everything after them (see module docstring).
 
-    With ``resume``, the search folder's Ray Tune experiment is restored (finished
-    trials are kept, unfinished ones run again) and its MLflow parent run continued.
+    ``services`` were started when the search began (:func:`start_search_services`);
+    this waits for them, releases Ray as soon as nothing needs it any more (its
+    shutdown then overlaps the export and reports), and leaves closing them to the
+    caller. With ``resume``, the search folder's Ray Tune experiment is restored
+    (finished trials are kept, unfinished ones run again) and its MLflow parent run
+    continued.
     """
     import mlflow
 
@@ -60,14 +71,10 @@ def execute_search(
 
     config = plan.config
     state = SearchState.load(search_dir) if resume else None
+    experiment_id, _ = services.wait()
     if state:
         experiment_id = state.experiment_id
-        mlflow.set_tracking_uri(plan.tracking_uri)
-        started_ray = init_ray(plan.address)
-    else:
-        experiment_id, started_ray = start_tracking_and_ray(
-            plan.tracking_uri, config.tracking.experiment, plan.address
-        )
+    assert experiment_id is not None  # set up by the services of a new search
     if state:
         parent = mlflow.start_run(run_id=state.parent_run_id)
     else:
@@ -97,6 +104,8 @@ def execute_search(
         rows = _run_tune(
             plan, splits, outputs, search_dir, experiment_id, parent_id, emit, resume=resume
         )
+        if not config.baseline.enabled:
+            services.release()  # only the baseline's retraining runs on Ray after the trials
         state.phase = "finalizing"
         state.save(search_dir)
         from kdforge.objective_report import report_objectives
@@ -121,6 +130,7 @@ def execute_search(
         from kdforge.finalize import finalize
 
         summary = finalize(plan, splits, outputs, teacher_acc, best, rows, search_dir, emit)
+        services.release()
         summary["num_trials"] = len(rows)
         summary.update(objective_summary)
         summary["parent_run_id"] = parent_id
@@ -156,56 +166,81 @@ def execute_search(
         # The server may be gone; the run is continued by `kdforge resume`.
         with contextlib.suppress(Exception):
             mlflow.end_run(status=status)
-        if started_ray:
-            import ray
-
-            ray.shutdown()
 
 
-def start_tracking_and_ray(
-    tracking_uri: str, experiment: str, address: str | None, num_cpus: int | None = None
-) -> tuple[str, bool]:
-    """Set up the MLflow experiment while Ray starts; return ``(experiment id, started)``.
+class SearchServices:
+    """Ray and the MLflow experiment of a search, started in the background.
 
-    Both take seconds and mostly wait (a new SQLite store runs MLflow's schema
-    migrations; Ray waits for its processes to come up), so they overlap: measured in
-    ``benchmarks/search_overhead.py``. A tracking error stops a Ray this call started.
+    Both take seconds and mostly wait (Ray for the processes it starts, a new SQLite
+    store for MLflow's schema migrations), so a search starts them first and loads its
+    data and teacher outputs meanwhile; ``benchmarks/search_overhead.py`` measures it.
 
     Args:
         tracking_uri: The MLflow tracking URI.
-        experiment: The experiment name (created if needed).
+        experiment: The experiment to set up (created if needed); None sets none up
+            (a resumed search knows its experiment).
         address: Ray cluster address, or None for a local Ray.
         num_cpus: CPUs of a local Ray (default: all).
-
-    Raises:
-        TrackingError: the experiment cannot be used at ``tracking_uri``.
     """
-    import threading
 
-    import mlflow
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str | None,
+        address: str | None,
+        num_cpus: int | None = None,
+    ) -> None:
+        import threading
 
-    outcome: dict[str, Any] = {}
+        self.tracking_uri = tracking_uri
+        self._outcome: dict[str, Any] = {}
+        self._tracking: threading.Thread | None = None
+        if experiment is not None:
+            self._tracking = threading.Thread(
+                target=self._setup, args=(experiment,), name="kdforge-mlflow-setup", daemon=True
+            )
+            self._tracking.start()
+        self.ray = RayStartup(address, num_cpus)
 
-    def _setup() -> None:
+    def _setup(self, experiment: str) -> None:
         try:
-            outcome["id"] = setup_experiment(tracking_uri, experiment)
-        except BaseException as exc:  # re-raised in the calling thread
-            outcome["error"] = exc
+            self._outcome["id"] = setup_experiment(self.tracking_uri, experiment)
+        except BaseException as exc:  # re-raised by wait() in the caller's thread
+            self._outcome["error"] = exc
 
-    thread = threading.Thread(target=_setup, name="kdforge-mlflow-setup", daemon=True)
-    thread.start()
-    try:
-        started = init_ray(address, num_cpus)
-    finally:
-        thread.join()
-    if "error" in outcome:
-        if started:
-            import ray
+    def wait(self) -> tuple[str | None, bool]:
+        """Wait for both; return ``(experiment id or None, whether Ray was started)``.
 
-            ray.shutdown()
-        raise outcome["error"]
-    mlflow.set_tracking_uri(tracking_uri)
-    return str(outcome["id"]), started
+        Raises:
+            TrackingError: the experiment cannot be used at the tracking URI.
+            SearchError: the Ray cluster cannot be reached.
+        """
+        import mlflow
+
+        if self._tracking is not None:
+            self._tracking.join()
+        started = self.ray.wait()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return self._outcome.get("id"), started
+
+    def release(self) -> None:
+        """Start shutting down a Ray these services started; returns at once."""
+        self.ray.release()
+
+    def close(self) -> None:
+        """Shut down a Ray these services started and wait for the experiment setup."""
+        if self._tracking is not None:
+            self._tracking.join()
+        self.ray.close()
+
+
+def start_search_services(
+    tracking_uri: str, experiment: str | None, address: str | None, num_cpus: int | None = None
+) -> SearchServices:
+    """Start Ray and set up the MLflow experiment in the background (see SearchServices)."""
+    return SearchServices(tracking_uri, experiment, address, num_cpus)
 
 
 def _is_connection_error(tracking_uri: str, exc: BaseException) -> bool:
@@ -310,7 +345,12 @@ def _run_tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # One objective: TPE on val_acc; several: metric/mode lists and NSGA-II. ASHA and
     # the TuneConfig below always rank on the scalar val_acc (kdforge.multiobjective).
-    searcher = make_searcher(config, make_define_by_run(plan, splits.info))
+    # search.initial_points (checked when the data was loaded) are the first trials.
+    searcher = make_searcher(
+        config,
+        make_define_by_run(plan, splits.info),
+        initial_points_for_search(plan, splits.info),
+    )
     scheduler = ASHAScheduler(
         time_attr="training_iteration",
         max_t=settings.epochs,

@@ -105,3 +105,22 @@ def test_fixed_is_documented_and_dumped_as_yaml() -> None:
     assert "`export.promote`" in render_config_docs()
     dumped = yaml.safe_load(yaml.safe_dump(_config(fixed=ARCH).model_dump(mode="json")))
     assert dumped["student"]["fixed"] == ARCH
+
+
+def test_initial_points_are_dropped_so_the_file_runs_as_is() -> None:
+    from kdforge.best_config import best_search_config
+    from kdforge.search import plan_search
+
+    config = SearchConfig.model_validate(
+        {
+            **_config().model_dump(mode="json"),
+            "search": {
+                "num_trials": 8,
+                "initial_points": [{"student": {"depth": 1, "width_0": 16}, "lr": 0.01}],
+            },
+        }
+    )
+    plan_search(config)  # the search's own points are valid
+    raw = best_search_config(config, _best())
+    assert raw["search"]["initial_points"] == []
+    plan_search(SearchConfig.model_validate(raw))  # and the re-run config still plans

@@ -1,13 +1,16 @@
-"""``start_tracking_and_ray``: the MLflow experiment is set up while Ray starts."""
+"""Search services: Ray and the MLflow experiment started in the background."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from kdforge.errors import TrackingError
-from kdforge.search_runner import start_tracking_and_ray
+from kdforge.search_runner import start_search_services
 
 
 def test_sets_up_the_experiment_and_reuses_a_running_ray(
@@ -17,13 +20,25 @@ def test_sets_up_the_experiment_and_reuses_a_running_ray(
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored afterwards
-    experiment_id, started = start_tracking_and_ray(tracking_uri, "startup", None)
+    services = start_search_services(tracking_uri, "startup", None)
+    experiment_id, started = services.wait()
+    services.close()
     assert started is False  # Ray was running already: not ours to shut down
     assert ray_session.is_initialized()
     assert mlflow.get_tracking_uri() == tracking_uri
+    assert experiment_id is not None
     assert MlflowClient(tracking_uri).get_experiment(experiment_id).name == "startup"
     # A second search in the same store finds the same experiment.
-    assert start_tracking_and_ray(tracking_uri, "startup", None) == (experiment_id, False)
+    again = start_search_services(tracking_uri, "startup", None)
+    assert again.wait() == (experiment_id, False)
+    again.close()
+    assert ray_session.is_initialized()
+
+
+def test_a_resumed_search_sets_up_no_experiment(ray_session, tracking_uri: str) -> None:
+    services = start_search_services(tracking_uri, None, None)
+    assert services.wait() == (None, False)
+    services.close()
 
 
 def test_a_tracking_error_is_raised_in_the_caller(
@@ -31,6 +46,53 @@ def test_a_tracking_error_is_raised_in_the_caller(
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"nosuchscheme://{tmp_path}"  # MLflow has no store for this scheme
+    services = start_search_services(uri, "startup", None)
     with pytest.raises(TrackingError, match="startup"):
-        start_tracking_and_ray(uri, "startup", None)
+        services.wait()
+    services.close()
     assert ray_session.is_initialized()  # a Ray it did not start is left running
+
+
+@pytest.mark.slow
+def test_ray_started_in_the_background_outlives_its_start_and_shuts_down(
+    tmp_path: Path,
+) -> None:
+    """In a fresh process (the session's Ray would be reused here).
+
+    Ray's processes die with the thread that started them; RayStartup keeps that
+    thread until release, so tasks still run after ``wait`` returned and the caller
+    went on (when a thread that had just called ``ray.init`` ended, Ray's GCS died with
+    it: every call hung, then the driver aborted). Release shuts Ray down.
+    """
+    script = textwrap.dedent(
+        """
+        import os, time
+        import ray
+        from kdforge.ray_init import RayStartup
+
+        startup = RayStartup(None, num_cpus=1)
+        assert startup.wait() is True
+        time.sleep(1.0)  # the starting thread would have ended long ago
+
+        @ray.remote
+        def pid():
+            return os.getpid()
+
+        assert ray.get(pid.remote(), timeout=60) != os.getpid()
+        startup.release()
+        startup.close()
+        assert not ray.is_initialized()
+        print("ok")
+        """
+    )
+    env_script = tmp_path / "startup.py"
+    env_script.write_text(script)
+    done = subprocess.run(
+        [sys.executable, str(env_script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ok" in done.stdout
