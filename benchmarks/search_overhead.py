@@ -1,57 +1,63 @@
-"""What a search costs on top of the training it runs: Ray Tune + MLflow vs a plain loop.
+"""What a search costs on top of the training it runs: ``kdforge search`` vs a plain loop.
 
-The same N fixed students (MLPs of the ``mlp`` space, ``hinton_kd`` at T=4, alpha=0.5,
-the same lr, epochs, batch size and generated data; the teacher's logits computed
-once up front) are trained twice, side by side in one run:
+The same N fixed students (MLPs of the ``mlp`` space; ``hinton_kd`` at T=4, alpha=0.5;
+the same lr, epochs, batch size and generated data; the teacher's outputs already
+computed) are trained twice, side by side in one run, each as its own process timed
+from its start to its exit:
 
-* **(a) kdforge**: Ray Tune driven like ``kdforge search`` does it (the real
-  :func:`kdforge.trial.run_trial` through ``tune.with_parameters``, ASHA, actor reuse,
-  the MLflow trial logger writing to a temporary SQLite store through
-  :class:`kdforge.journal.TrackingWriter`, the progress printer, the failure budget,
-  ``CheckpointConfig(num_to_keep=1)`` and kdforge's Tune environment defaults). The
-  fixed students are a ``tune.grid_search`` over their architectures instead of
-  Optuna's sampling, so both sides train exactly the same models.
-* **(b) plain**: a hand-written PyTorch loop (index batching, AdamW + cosine, KD loss,
-  validation every epoch, test accuracy of the best epoch), no Ray, no MLflow.
+* **(a) kdforge**: the real ``kdforge search CONFIG`` command. The config names the
+  students as ``search.initial_points`` with ``num_trials`` equal to their number and
+  ``grace_period`` equal to ``epochs`` (so ASHA stops none), a fixed lr and loss
+  hyperparameters, the ``arrays`` dataset with given splits, a TorchScript teacher
+  whose outputs are in the teacher cache already, and a new SQLite MLflow store. All
+  of the search runs: Ray, Tune with Optuna and ASHA, MLflow parent and nested runs,
+  leaderboard, plots, report. Export/registry and the distillation-gain retraining
+  are turned off (``export.enabled``, ``baseline.enabled``): they are not the N trials.
+* **(b) plain**: a hand-written PyTorch loop in one process (index batching, AdamW
+  (the same fused kernel kdforge uses; ``--plain-optimizer default`` for torch's
+  default) + cosine, KD loss, validation every epoch, test accuracy of the best epoch,
+  best weights kept), no Ray, no MLflow.
 
-Both use the same CPU parallelism: ``--concurrency c`` trials at once with one torch
-thread each (Ray: ``num_cpus=c``, one CPU per trial; plain: c spawned processes,
-timed after they started, or the driver process itself when c is 1).
+Two settings:
 
-It prints the wall-time ratio (a)/(b), the fixed overhead per trial (in trial-slot
-seconds: ``(wall_a - wall_b) * c / N``), the peak memory of the whole process tree
-(driver, Ray's processes and workers; RSS summed from ``/proc`` every 0.2 s), trials per
-minute, and where (a)'s extra time goes (timestamps of Ray init, trial starts,
-first results, completions, shutdown). ``--scale`` repeats both at 2x and 4x the
-data rows and the trial count (training work 4x and 16x) and prints how wall time
-grows. ``--profile FILE`` runs (a)'s driver under cProfile. Usage::
+* ``default``: kdforge's defaults (``cpus_per_trial: 1``, so as many trials at once as
+  there are CPUs, one torch thread each) against the plain loop with torch's default
+  threads: what a user gets.
+* ``same``: kdforge with ``cpus_per_trial`` = all CPUs, i.e. one trial at a time using
+  every core, exactly like the plain loop: the difference is kdforge's overhead, and
+  ``overhead per trial = (wall (a) - wall (b)) / N``.
 
-    python benchmarks/search_overhead.py [--trials 8] [--rows 20000] [--epochs 8]
-        [--concurrency 1] [--scale] [--profile driver.prof] [--sync-check]
-    python benchmarks/search_overhead.py --startup 2   # serial vs overlapped start
+It prints the wall-time ratio (a)/(b), the overhead per trial, the peak memory of each
+whole process tree (kdforge's driver, Ray's processes and workers; RSS summed from
+``/proc`` every 0.2 s), trials per minute, and where (a)'s time goes (from the time
+each line of kdforge's output arrived). ``--scale`` repeats both at 2x and 4x the data
+rows and the trial count (training work 4x and 16x) and prints how wall time grows.
+Usage::
+
+    python benchmarks/search_overhead.py [--settings default same] [--trials 8]
+        [--rows 20000] [--epochs 8] [--scale] [--plain-optimizer fused|default]
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
-import multiprocessing as mp
 import os
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kdforge.data import DataInfo
-from kdforge.search_spaces.mlp import MLPSpace
 
 _ARCHS = [
     {"depth": 1, "width_0": 64},
@@ -59,17 +65,24 @@ _ARCHS = [
     {"depth": 1, "width_0": 128},
     {"depth": 2, "width_0": 128, "width_1": 64},
 ]
-_LR, _T, _ALPHA = 3e-3, 4.0, 0.5
+_LR, _T, _ALPHA, _WD = 3e-3, 4.0, 0.5, 1e-4
 _FEATURES, _CLASSES = 64, 10
 
 
-def _archs(n: int) -> list[dict[str, Any]]:
-    # Distinct dicts (the dropout differs) so every grid point is its own trial.
-    return [{**_ARCHS[i % len(_ARCHS)], "dropout": 0.01 * (i // len(_ARCHS))} for i in range(n)]
+def archs(n: int) -> list[dict[str, Any]]:
+    """n distinct students: the four architectures with growing dropout."""
+    return [
+        {**_ARCHS[i % len(_ARCHS)], "dropout": round(0.01 * (i // len(_ARCHS)), 4)}
+        for i in range(n)
+    ]
 
 
-def make_data(rows: int, seed: int = 0) -> dict[str, Any]:
-    """Generated 10-class data labeled by a random MLP teacher, and its train logits."""
+def make_data(rows: int, folder: Path, seed: int = 0) -> Path:
+    """Generated 10-class data labeled by a random MLP teacher (saved as TorchScript).
+
+    Writes ``data.npz`` (given train/val/test splits), ``teacher.pt`` and the teacher's
+    train logits ``teacher_logits.npy`` (for the plain loop); returns the folder.
+    """
     gen = torch.Generator().manual_seed(seed)
     teacher = torch.nn.Sequential(
         torch.nn.Linear(_FEATURES, 256), torch.nn.Tanh(), torch.nn.Linear(256, _CLASSES)
@@ -81,61 +94,51 @@ def make_data(rows: int, seed: int = 0) -> dict[str, Any]:
     x = torch.randn(rows + 2 * held, _FEATURES, generator=gen)
     with torch.no_grad():
         logits = teacher(x)
-    noisy = logits + 0.3 * torch.randn(logits.shape, generator=gen)
-    y = noisy.argmax(dim=1)
-    return {
-        "train_x": x[:rows].contiguous(),
-        "train_y": y[:rows].contiguous(),
-        "teacher": logits[:rows].contiguous(),
-        "val_x": x[rows : rows + held].contiguous(),
-        "val_y": y[rows : rows + held].contiguous(),
-        "test_x": x[rows + held :].contiguous(),
-        "test_y": y[rows + held :].contiguous(),
-    }
-
-
-def _info() -> DataInfo:
-    return DataInfo(name="generated", input_shape=(_FEATURES,), num_classes=_CLASSES)
+    y = (logits + 0.3 * torch.randn(logits.shape, generator=gen)).argmax(dim=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        folder / "data.npz",
+        x_train=x[:rows].numpy(),
+        y_train=y[:rows].numpy(),
+        x_val=x[rows : rows + held].numpy(),
+        y_val=y[rows : rows + held].numpy(),
+        x_test=x[rows + held :].numpy(),
+        y_test=y[rows + held :].numpy(),
+    )
+    np.save(folder / "teacher_logits.npy", logits[:rows].numpy())
+    torch.jit.save(torch.jit.script(teacher.eval()), str(folder / "teacher.pt"))
+    return folder
 
 
 # --------------------------------------------------------------------------- memory
 
 
-class _PeakRss:
-    """Peak summed RSS of this process and all its descendants (Linux ``/proc``).
+class PeakRss:
+    """Peak summed RSS of a process and all its descendants (Linux ``/proc``).
 
-    Sampled from a forked process (not a thread), so the sampling takes no GIL time
-    from a training loop running in this process.
+    Sampled from a thread of this (idle, waiting) benchmark process.
     """
 
-    def __init__(self, period: float = 0.2) -> None:
-        self.period = period
-        self.peak = 0
+    def __init__(self, root: int, period: float = 0.2) -> None:
+        self.root, self.period, self.peak = root, period, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
 
-    def __enter__(self) -> _PeakRss:
-        ctx = mp.get_context("fork")
-        self._stop = ctx.Event()
-        self._value = ctx.Value("q", 0)
-        self._proc = ctx.Process(
-            target=_sample_loop, args=(os.getpid(), self.period, self._stop, self._value)
-        )
-        self._proc.start()
-        return self
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.root))
+            self._stop.wait(self.period)
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> int:
+        """Stop sampling; return the peak in bytes."""
         self._stop.set()
-        self._proc.join()
-        self.peak = int(self._value.value)
+        self._thread.join()
+        return self.peak
 
 
-def _sample_loop(root: int, period: float, stop: Any, value: Any) -> None:
-    me = os.getpid()
-    while not stop.is_set():
-        value.value = max(value.value, _tree_rss(root, skip=me))
-        stop.wait(period)
-
-
-def _tree_rss(root: int, skip: int = -1) -> int:
+def tree_rss(root: int) -> int:
+    """Summed RSS of ``root`` and its descendants, in bytes."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -152,25 +155,57 @@ def _tree_rss(root: int, skip: int = -1) -> int:
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        if pid == skip:
-            continue
         total += rss.get(pid, 0)
         todo.extend(children.get(pid, []))
     return total
+
+
+def timed_process(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``command``; wall time from start to exit, peak tree RSS, timed output lines."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    memory = PeakRss(proc.pid)
+    lines: list[tuple[float, str]] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append((time.perf_counter() - started, line.rstrip("\n")))
+    code = proc.wait()
+    wall = time.perf_counter() - started
+    peak = memory.stop()
+    if code != 0:
+        tail = "\n".join(text for _, text in lines[-30:])
+        raise RuntimeError(f"{command[:3]} exited {code}:\n{tail}")
+    return {"wall": wall, "peak": peak, "lines": lines}
 
 
 # --------------------------------------------------------------------------- (b) plain
 
 
 def plain_trial(
-    index: int, arch: dict[str, Any], data: dict[str, Any], epochs: int, batch_size: int
+    index: int,
+    arch: dict[str, Any],
+    data: dict[str, torch.Tensor],
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
 ) -> dict[str, float]:
     """Train one student with a hand-written loop; returns its accuracies and time."""
+    from kdforge.data import DataInfo
+    from kdforge.search_spaces.mlp import MLPSpace
+
     started = time.perf_counter()
     torch.manual_seed(index)
-    model = MLPSpace(MLPSpace.Params()).build(arch, _info())
-    x, y, t = data["train_x"], data["train_y"], data["teacher"]
-    opt = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=1e-4)
+    info = DataInfo(name="generated", input_shape=(_FEATURES,), num_classes=_CLASSES)
+    model = MLPSpace(MLPSpace.Params()).build(arch, info)
+    x, y, t = data["x_train"], data["y_train"], data["teacher"]
+    fused = {"fused": True} if optimizer == "fused" else {}
+    opt = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=_WD, **fused)
     steps = epochs * math.ceil(len(x) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(index)
@@ -181,351 +216,116 @@ def plain_trial(
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
             out = model(x[idx])
-            kd = (
-                F.kl_div(
-                    F.log_softmax(out / _T, dim=-1),
-                    F.log_softmax(t[idx] / _T, dim=-1),
-                    reduction="batchmean",
-                    log_target=True,
-                )
-                * _T**2
+            kd = F.kl_div(
+                F.log_softmax(out / _T, dim=-1),
+                F.log_softmax(t[idx] / _T, dim=-1),
+                reduction="batchmean",
+                log_target=True,
             )
-            loss = (1 - _ALPHA) * F.cross_entropy(out, y[idx]) + _ALPHA * kd
+            loss = (1 - _ALPHA) * F.cross_entropy(out, y[idx]) + _ALPHA * kd * _T**2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         model.eval()
         with torch.no_grad():
-            val = float((model(data["val_x"]).argmax(1) == data["val_y"]).float().mean())
+            val = float((model(data["x_val"]).argmax(1) == data["y_val"]).float().mean())
             if val > best_val:
                 best_val = val
-                best_test = float(
-                    (model(data["test_x"]).argmax(1) == data["test_y"]).float().mean()
-                )
-                best_state = copy.deepcopy(model.state_dict())
+                test = model(data["x_test"]).argmax(1) == data["y_test"]
+                best_test = float(test.float().mean())
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
     assert best_state is not None
     return {"val_acc": best_val, "test_acc": best_test, "seconds": time.perf_counter() - started}
 
 
-_WORKER_DATA: dict[str, Any] = {}
-
-
-def _pool_init(data: dict[str, Any]) -> None:
-    torch.set_num_threads(1)
-    _WORKER_DATA.update(data)
-
-
-def _pool_trial(args: tuple[int, dict[str, Any], int, int]) -> dict[str, float]:
-    index, arch, epochs, batch_size = args
-    return plain_trial(index, arch, _WORKER_DATA, epochs, batch_size)
-
-
-def _noop(_: int) -> int:
-    return os.getpid()
-
-
-def run_plain(data: dict[str, Any], n: int, epochs: int, batch_size: int, c: int) -> dict[str, Any]:
-    """(b): n students, c at a time; wall time excludes starting the c processes."""
-    jobs = [(i, arch, epochs, batch_size) for i, arch in enumerate(_archs(n))]
-    with _PeakRss() as mem:
-        if c == 1:
-            torch.set_num_threads(1)
-            started = time.perf_counter()
-            results = [plain_trial(i, a, data, e, b) for i, a, e, b in jobs]
-            wall = time.perf_counter() - started
-        else:
-            with mp.get_context("spawn").Pool(c, _pool_init, (data,)) as pool:
-                pool.map(_noop, range(c), chunksize=1)  # processes started and warm
-                started = time.perf_counter()
-                results = pool.map(_pool_trial, jobs, chunksize=1)
-                wall = time.perf_counter() - started
-    return {
-        "wall": wall,
-        "trial_s": [r["seconds"] for r in results],
-        "peak": mem.peak,
-        "val": [r["val_acc"] for r in results],
-    }
+def plain_main(folder: Path, n: int, epochs: int, batch_size: int, optimizer: str) -> None:
+    """The (b) process: load the data and teacher logits, train n students, print JSON."""
+    arrays = np.load(folder / "data.npz")
+    data = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
+    data["teacher"] = torch.from_numpy(np.load(folder / "teacher_logits.npy"))
+    results = [
+        plain_trial(i, arch, data, epochs, batch_size, optimizer) for i, arch in enumerate(archs(n))
+    ]
+    print("RESULTS " + json.dumps({"trials": results, "threads": torch.get_num_threads()}))
 
 
 # --------------------------------------------------------------------------- (a) kdforge
 
 
-def _stamped_trial(config: dict[str, Any], payload: Any, stamps: str = "") -> None:
-    """kdforge's trial function, plus an entry timestamp and the worker pid.
-
-    Nothing runs after the last report (Tune stops the trial there), so the entry is
-    written first.
-    """
-    with open(stamps, "a") as fh:
-        fh.write(json.dumps({"pid": os.getpid(), "enter": time.time()}) + "\n")
-    from kdforge.trial import run_trial
-
-    run_trial(config, payload)
-
-
-def _timeline_callback() -> Any:
-    from ray.tune import Callback
-
-    class Timeline(Callback):
-        def __init__(self) -> None:
-            self.events: list[tuple[float, str, str, int]] = []
-
-        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.events.append((time.time(), "start", trial.trial_id, 0))
-
-        def on_trial_result(
-            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
-        ) -> None:
-            self.events.append((time.time(), "result", trial.trial_id, int(result["epoch"])))
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.events.append((time.time(), "complete", trial.trial_id, 0))
-
-    return Timeline()
-
-
-def run_kdforge(
-    data: dict[str, Any],
-    n: int,
-    epochs: int,
-    batch_size: int,
-    c: int,
-    profile: str | None = None,
-    sync_metrics: bool = False,
+def search_config(
+    folder: Path, n: int, epochs: int, batch_size: int, cpus_per_trial: float | None
 ) -> dict[str, Any]:
-    """(a): the same students through Ray Tune + kdforge's trial, callbacks and MLflow."""
-    marks: dict[str, float] = {"begin": time.time()}
-    with _PeakRss() as mem, tempfile.TemporaryDirectory() as tmp:
-        profiler = None
-        if profile:
-            import cProfile
-
-            profiler = cProfile.Profile()
-            profiler.enable()
-        started = time.perf_counter()
-        out = _kdforge_search(data, n, epochs, batch_size, c, Path(tmp), marks, sync_metrics)
-        wall = time.perf_counter() - started
-        if profiler is not None and profile:
-            profiler.disable()
-            profiler.dump_stats(profile)
-    out.update(wall=wall, peak=mem.peak, marks=marks)
-    return out
-
-
-def _kdforge_search(
-    data: dict[str, Any],
-    n: int,
-    epochs: int,
-    batch_size: int,
-    c: int,
-    tmp: Path,
-    marks: dict[str, float],
-    sync_metrics: bool = False,
-) -> dict[str, Any]:
-    import mlflow
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    import kdforge.search  # noqa: F401  (sets kdforge's Tune environment defaults)
-    from kdforge.callbacks import FailureBudget, MlflowTrialLogger, ProgressPrinter
-    from kdforge.journal import JOURNAL_NAME, TrackingWriter
-    from kdforge.plugins.losses.hinton_kd import HintonKD
-    from kdforge.search_runner import start_tracking_and_ray
-    from kdforge.trial import TrialPayload
-
-    marks["imported"] = time.time()
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    # As execute_search: the MLflow experiment is set up while Ray starts.
-    experiment, _ = start_tracking_and_ray(uri, "overhead", None, num_cpus=c)
-    marks["ray_ready"] = time.time()
-    parent = mlflow.start_run(experiment_id=experiment, run_name="bench")
-    marks["mlflow_ready"] = time.time()
-    try:
-        payload = TrialPayload(
-            info=_info(),
-            train_x=data["train_x"],
-            train_y=data["train_y"],
-            teacher_train_logits=data["teacher"],
-            val_x=data["val_x"],
-            val_y=data["val_y"],
-            test_x=data["test_x"],
-            test_y=data["test_y"],
-            space=MLPSpace(MLPSpace.Params()),
-            loss_cls=HintonKD,
-            loss_params=HintonKD.Params(),
-            epochs=epochs,
-            batch_size=batch_size,
-            weight_decay=1e-4,
-            seed=0,
-            threads=1,
-        )
-        stamps = tmp / "stamps.jsonl"
-        trainable = tune.with_resources(
-            tune.with_parameters(_stamped_trial, payload=payload, stamps=str(stamps)),
-            {"cpu": 1, "gpu": 0},
-        )
-        writer = TrackingWriter(uri, tmp / JOURNAL_NAME)
-        if sync_metrics:  # the behaviour before 2026-11-28: per-epoch MLflow call inline
-            writer.log_metrics_later = lambda key, metrics: writer.log_batch(key, metrics)
-        logger = MlflowTrialLogger(writer, experiment, parent.info.run_id, epochs)
-        in_logger = _time_calls(logger, "on_trial_result")
-        timeline = _timeline_callback()
-        budget = FailureBudget(3)
-        tuner = tune.Tuner(
-            trainable,
-            param_space={
-                "student": tune.grid_search(_archs(n)),
-                "loss": {"temperature": _T, "alpha": _ALPHA},
-                "lr": _LR,
-            },
-            tune_config=tune.TuneConfig(
-                metric="val_acc",
-                mode="max",
-                scheduler=ASHAScheduler(
-                    time_attr="training_iteration", max_t=epochs, grace_period=epochs
-                ),
-                max_concurrent_trials=c,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name="tune",
-                storage_path=str(tmp),
-                verbose=0,
-                callbacks=[logger, ProgressPrinter(n, epochs, lambda _: None), budget, timeline],
-                stop=budget.stopper(),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
-        )
-        marks["fit_start"] = time.time()
-        grid = tuner.fit()
-        writer.flush()  # as kdforge's _run_tune does after fit
-        marks["fit_end"] = time.time()
-        results = [grid[i] for i in range(len(grid))]
-        errors = [r.error for r in results if r.error is not None]
-        if errors:
-            raise RuntimeError(f"{len(errors)} trials failed: {errors[0]}")
-        metrics = [r.metrics or {} for r in results]
-        val = [float(m["val_acc"]) for m in metrics]
-        trial_s = [float(m["train_time_s"]) for m in metrics]
-        lines = stamps.read_text().splitlines()
-        stamped = [json.loads(line) for line in lines]
-    finally:
-        ray.shutdown()
-        mlflow.end_run()
-        marks["end"] = time.time()
-    return {
-        "val": val,
-        "trial_s": trial_s,
-        "events": timeline.events,
-        "stamps": stamped,
-        "logger_s": in_logger,
+    """The ``kdforge search`` config training exactly the n fixed students."""
+    config: dict[str, Any] = {
+        "name": "overhead",
+        "output_dir": str(folder / "runs"),
+        "dataset": {"name": "arrays", "params": {"path": str(folder / "data.npz")}},
+        "teacher": {"name": "checkpoint", "params": {"path": str(folder / "teacher.pt")}},
+        "student": {"name": "mlp", "params": {"max_depth": 2, "max_width": 128}},
+        "loss": {"name": "hinton_kd", "hparams": {"temperature": _T, "alpha": _ALPHA}},
+        "search": {
+            "num_trials": n,
+            "epochs": epochs,
+            "grace_period": epochs,  # ASHA stops no trial: both sides train every epoch
+            "batch_size": batch_size,
+            "lr": {"low": _LR, "high": _LR},
+            "weight_decay": _WD,
+            "initial_points": [{"student": arch} for arch in archs(n)],
+        },
+        "tracking": {"uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "overhead"},
+        "teacher_cache": {"dir": str(folder / "teacher-cache")},
+        "export": {"enabled": False},
+        "baseline": {"enabled": False},
     }
+    if cpus_per_trial is not None:
+        config["search"]["cpus_per_trial"] = cpus_per_trial
+    return config
 
 
-def _time_calls(obj: Any, name: str) -> list[float]:
-    """Record the seconds of every call of ``obj.name`` (in the returned list)."""
-    spent: list[float] = []
-    method = getattr(obj, name)
+def warm_teacher_cache(config_path: Path) -> None:
+    """Compute the teacher's outputs into the cache (the issue: 'already available')."""
+    from kdforge.config import load_search_config
+    from kdforge.search import plan_search
+    from kdforge.teacher_cache import teacher_outputs_for_search
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        began = time.perf_counter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            spent.append(time.perf_counter() - began)
-
-    setattr(obj, name, timed)
-    return spent
+    plan = plan_search(load_search_config(config_path))
+    splits = plan.dataset.load(plan.config.seed)
+    plan.teacher.load()
+    teacher_outputs_for_search(plan, splits, lambda _: None)
 
 
-def _start_once(overlap: bool, fresh: bool, folder: Path) -> float:
-    import ray
+def trial_results(tracking_uri: str) -> list[dict[str, float]]:
+    """Each trial's last metrics, read back from its nested MLflow run."""
+    from mlflow.tracking import MlflowClient
 
-    from kdforge.ray_init import init_ray
-    from kdforge.search_runner import start_tracking_and_ray
-    from kdforge.tracking import setup_experiment
-
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    if not fresh:  # the store exists already (any search after the first)
-        setup_experiment(uri, "overhead")
-    started = time.perf_counter()
-    if overlap:
-        start_tracking_and_ray(uri, "overhead", None, num_cpus=1)
-    else:
-        setup_experiment(uri, "overhead")
-        init_ray(None, num_cpus=1)
-    took = time.perf_counter() - started
-    ray.shutdown()
-    return took
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("overhead")
+    assert experiment is not None
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.kdforge.trial_id != ''"
+    )
+    return [dict(run.data.metrics) for run in runs]
 
 
-def compare_startup(repeats: int) -> None:
-    """MLflow experiment setup then Ray start, serial vs overlapped (execute_search)."""
-    import mlflow  # noqa: F401  (imports are not what is compared)
-    import ray  # noqa: F401
-
-    import kdforge.search  # noqa: F401
-
-    print("\nstartup: MLflow experiment (SQLite) + ray.init, best of", repeats)
-    for fresh in (True, False):
-        best = {True: math.inf, False: math.inf}
-        for _ in range(repeats):
-            for overlap in (False, True):
-                with tempfile.TemporaryDirectory() as tmp:
-                    best[overlap] = min(best[overlap], _start_once(overlap, fresh, Path(tmp)))
-        print(
-            f"  {'new' if fresh else 'existing'} store: serial {best[False]:.2f} s, "
-            f"overlapped {best[True]:.2f} s, saved {best[False] - best[True]:.2f} s"
-        )
+def _phase_marks(lines: list[tuple[float, str]]) -> dict[str, float]:
+    """When kdforge printed the lines that end each phase (seconds since start)."""
+    marks: dict[str, float] = {}
+    patterns = {
+        "started": "kdforge search ",
+        "teacher": "teacher ",
+        "searching": "searching ",
+        "first_trial": "trial ",
+        "finished": "search finished in",
+    }
+    for at, text in lines:
+        for name, prefix in patterns.items():
+            if name not in marks and text.lstrip().startswith(prefix):
+                marks[name] = at
+    return marks
 
 
-# --------------------------------------------------------------------------- report
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / max(1, len(values))
-
-
-def _breakdown(a: dict[str, Any], epochs: int) -> list[str]:
-    marks, events, stamps = a["marks"], a["events"], a["stamps"]
-    first: dict[str, float] = {}
-    start: dict[str, float] = {}
-    done: dict[str, float] = {}
-    for t, kind, trial, epoch in events:
-        if kind == "start":
-            start[trial] = t
-        elif kind == "result" and epoch == 1:
-            first[trial] = t
-        elif kind == "complete":
-            done[trial] = t
-    epoch_s = sum(a["trial_s"]) / max(1, len(a["trial_s"])) / epochs
-    startup = [first[k] - start[k] - epoch_s for k in first if k in start]
-    pids = {s["pid"] for s in stamps}
-    # Tune's trial start -> the function entered (actor start/reset, payload fetch).
-    order = sorted(start.values())
-    enters = sorted(s["enter"] for s in stamps)
-    to_enter = [e - s for s, e in zip(order, enters, strict=False)]
-    ends = sorted(done.values())
-    gaps = [s - e for s, e in zip(order[len(order) - len(ends) + 1 :], ends, strict=False)]
-    gaps = [g for g in gaps if g >= 0] if len(order) > 1 else []
-    return [
-        f"  imports (ray, mlflow, kdforge)    {marks['imported'] - marks['begin']:6.2f} s",
-        f"  MLflow store || ray.init          {marks['ray_ready'] - marks['imported']:6.2f} s",
-        f"  MLflow parent run                 {marks['mlflow_ready'] - marks['ray_ready']:6.2f} s",
-        f"  Tuner setup -> first trial start  {min(start.values()) - marks['mlflow_ready']:6.2f} s",
-        f"  trial start -> epoch-1 result, minus one epoch of training: "
-        f"mean {_mean(startup):.2f} s, first {startup[0] if startup else 0:.2f} s",
-        f"  trial start -> trial function entered: mean "
-        f"{_mean(to_enter):.2f} s, first {to_enter[0] if to_enter else 0:.2f} s",
-        f"  trial complete -> next trial start: mean {sum(gaps) / max(1, len(gaps)):.2f} s",
-        f"  MLflow trial logger per result (the trial waits for it): "
-        f"{1000 * sum(a['logger_s']) / max(1, len(a['logger_s'])):.1f} ms",
-        f"  last trial complete -> fit returns {marks['fit_end'] - max(done.values()):6.2f} s",
-        f"  ray.shutdown + end run            {marks['end'] - marks['fit_end']:6.2f} s",
-        f"  worker processes used: {len(pids)} for {len(stamps)} trials (actor reuse)",
-    ]
+# --------------------------------------------------------------------------- compare
 
 
 def compare(
@@ -533,123 +333,116 @@ def compare(
     n: int,
     epochs: int,
     batch_size: int,
-    c: int,
-    profile: str | None = None,
+    setting: str,
+    optimizer: str,
     verbose: bool = True,
-    sync_check: bool = False,
 ) -> dict[str, float]:
-    """Run (b) then (a) on the same data and print the comparison."""
-    data = make_data(rows)
-    b = run_plain(data, n, epochs, batch_size, c)
-    a = run_kdforge(data, n, epochs, batch_size, c, profile)
-    old = run_kdforge(data, n, epochs, batch_size, c, sync_metrics=True) if sync_check else None
+    """Run (b) then (a) on the same generated data and print the comparison."""
+    cpus = os.cpu_count() or 1
+    cpus_per_trial = float(cpus) if setting == "same" else None
+    with tempfile.TemporaryDirectory(prefix="kdforge-overhead-") as tmp:
+        folder = make_data(rows, Path(tmp))
+        config_path = folder / "search.yaml"
+        config = search_config(folder, n, epochs, batch_size, cpus_per_trial)
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        warm_teacher_cache(config_path)
+        plain_cmd = [sys.executable, __file__, "--plain-worker", str(folder)]
+        plain_cmd += ["--trials", str(n), "--epochs", str(epochs)]
+        plain_cmd += ["--batch-size", str(batch_size), "--plain-optimizer", optimizer]
+        b = timed_process(plain_cmd)
+        result_line = next(text for _, text in b["lines"] if text.startswith("RESULTS "))
+        b_out = json.loads(result_line.removeprefix("RESULTS "))
+        kdforge = Path(sys.executable).with_name("kdforge")
+        a = timed_process([str(kdforge), "search", str(config_path)])
+        a_trials = trial_results(config["tracking"]["uri"])
+    if len(a_trials) != n:
+        raise RuntimeError(f"kdforge reported {len(a_trials)} trials, expected {n}")
+    concurrent = cpus if setting == "default" else 1
     ratio = a["wall"] / b["wall"]
-    overhead = (a["wall"] - b["wall"]) * c / n
-    # Split (a)'s extra time: once per search (imports, MLflow, Ray start/stop) vs
-    # inside tuner.fit, which grows with the trials.
-    fit = a["marks"]["fit_end"] - a["marks"]["fit_start"]
-    per_search = a["wall"] - fit
-    per_trial = (fit - b["wall"]) * c / n
+    per_trial = (a["wall"] - b["wall"]) / n
+    a_train = sum(float(r["train_time_s"]) for r in a_trials)
+    b_train = sum(float(r["seconds"]) for r in b_out["trials"])
     if verbose:
         print(
-            f"\n{n} students x {epochs} epochs, {rows} train rows, batch {batch_size}, "
-            f"{c} trial(s) at a time, 1 torch thread each"
+            f"\n[{setting}] {n} students x {epochs} epochs, {rows} train rows, batch "
+            f"{batch_size}; (a) {concurrent} trial(s) at a time with "
+            f"{cpus if setting == 'same' else 1} torch thread(s) each; (b) one process, "
+            f"{b_out['threads']} torch threads, {optimizer} AdamW"
         )
-        print(
-            f"  (b) plain loop     {b['wall']:7.2f} s  ({60 * n / b['wall']:5.1f} trials/min, "
-            f"mean trial {sum(b['trial_s']) / n:.2f} s, peak RSS {b['peak'] / 2**20:6.0f} MiB)"
-        )
-        print(
-            f"  (a) kdforge/Ray    {a['wall']:7.2f} s  ({60 * n / a['wall']:5.1f} trials/min, "
-            f"mean trial {sum(a['trial_s']) / n:.2f} s, peak RSS {a['peak'] / 2**20:6.0f} MiB)"
-        )
-        print(f"  ratio (a)/(b)      {ratio:7.2f}")
-        print(f"  fixed overhead     {overhead:7.2f} s per trial (trial-slot seconds)")
-        print(
-            f"    = {per_search:.2f} s once per search (imports, MLflow, Ray start/stop) "
-            f"+ {per_trial:.2f} s per trial inside tuner.fit ({fit:.2f} s)"
-        )
-        print(
-            f"  training in trials (a)/(b): {sum(a['trial_s']) / sum(b['trial_s']):.2f}  "
-            f"best val acc (a) {max(a['val']):.3f} (b) {max(b['val']):.3f}"
-        )
-        if old is not None:
-            old_fit = old["marks"]["fit_end"] - old["marks"]["fit_start"]
+        for name, run, mean in (
+            ("(b) plain loop ", b, b_train / n),
+            ("(a) kdforge    ", a, a_train / n),
+        ):
             print(
-                f"  (a) with per-epoch MLflow calls inline (before): {old['wall']:.2f} s, "
-                f"tuner.fit {old_fit:.2f} s (now {fit:.2f} s), MLflow logger per result "
-                f"{1000 * _mean(old['logger_s']):.1f} ms (now {1000 * _mean(a['logger_s']):.1f} ms)"
+                f"  {name} {run['wall']:7.2f} s  ({60 * n / run['wall']:5.1f} trials/min, "
+                f"mean trial training {mean:.2f} s, peak RSS {run['peak'] / 2**20:6.0f} MiB)"
             )
-        print("  where (a)'s time goes:")
-        for line in _breakdown(a, epochs):
-            print(line)
-    return {
-        "a": a["wall"],
-        "b": b["wall"],
-        "ratio": ratio,
-        "overhead": overhead,
-        "fit": fit,
-        "per_trial": per_trial,
-    }
+        print(f"  ratio (a)/(b)   {ratio:7.2f}")
+        print(f"  overhead        {per_trial:7.2f} s per trial ((wall (a) - wall (b)) / N)")
+        best_a = max(float(r["val_acc"]) for r in a_trials)
+        best_b = max(float(r["val_acc"]) for r in b_out["trials"])
+        print(f"  best val acc    (a) {best_a:.3f}  (b) {best_b:.3f}")
+        marks = _phase_marks(a["lines"])
+        if len(marks) == 5:
+            print("  where (a)'s time goes (from the time each line of output arrived):")
+            rows_out = [
+                ("start, imports, config and plugins", marks["started"]),
+                ("data and cached teacher outputs", marks["teacher"] - marks["started"]),
+                ("wait for Ray/MLflow, Tune setup", marks["searching"] - marks["teacher"]),
+                ("trials (Tune's fit)", marks["finished"] - marks["searching"]),
+                ("  of which training in trials", a_train / concurrent),
+                ("leaderboard, plots, report, exit", a["wall"] - marks["finished"]),
+            ]
+            for label, seconds in rows_out:
+                print(f"    {label:38s} {seconds:6.2f} s")
+    return {"a": a["wall"], "b": b["wall"], "ratio": ratio, "per_trial": per_trial}
 
 
 def main() -> None:
-    """Parse the arguments and run the comparison (and the scaling mode)."""
+    """Parse the arguments and run the comparisons (and the scaling mode)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument(
+        "--settings", nargs="+", choices=("default", "same"), default=["default", "same"]
+    )
+    parser.add_argument("--plain-optimizer", choices=("fused", "default"), default="fused")
     parser.add_argument("--scale", action="store_true", help="also run at 2x and 4x")
-    parser.add_argument("--profile", help="write a cProfile of (a)'s driver to this file")
-    parser.add_argument(
-        "--sync-check",
-        action="store_true",
-        help="also run (a) with per-epoch MLflow calls inline (the old way)",
-    )
-    parser.add_argument(
-        "--startup",
-        type=int,
-        default=0,
-        metavar="REPEATS",
-        help="only compare serial vs overlapped MLflow + Ray startup",
-    )
+    parser.add_argument("--plain-worker", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.startup:
-        compare_startup(args.startup)
-        return
-    base = compare(
-        args.rows,
-        args.trials,
-        args.epochs,
-        args.batch_size,
-        args.concurrency,
-        args.profile,
-        sync_check=args.sync_check,
-    )
-    if not args.scale:
-        return
-    print("\nscaling: data rows and trial count both x f (training work x f^2)")
-    print("    f   work   (b) wall  growth   (a) wall  growth   ratio  (a) fit  per trial in fit")
-    print(
-        f"    1     1x {base['b']:9.1f}s   1.00x {base['a']:9.1f}s   1.00x  {base['ratio']:5.2f}"
-        f"  {base['fit']:6.1f}s  {base['per_trial']:6.2f} s"
-    )
-    for f in (2, 4):
-        r = compare(
-            args.rows * f,
-            args.trials * f,
-            args.epochs,
-            args.batch_size,
-            args.concurrency,
-            verbose=False,
+    if args.plain_worker:
+        plain_main(
+            Path(args.plain_worker), args.trials, args.epochs, args.batch_size, args.plain_optimizer
         )
+        return
+    for setting in args.settings:
+        base = compare(
+            args.rows, args.trials, args.epochs, args.batch_size, setting, args.plain_optimizer
+        )
+        if not args.scale:
+            continue
+        print(f"\n[{setting}] scaling: data rows and trial count both x f (training work x f^2)")
+        print("    f   work   (b) wall  growth   (a) wall  growth   ratio  overhead/trial")
         print(
-            f"    {f}  {f * f:4d}x {r['b']:9.1f}s  {r['b'] / base['b']:5.2f}x {r['a']:9.1f}s  "
-            f"{r['a'] / base['a']:5.2f}x  {r['ratio']:5.2f}  {r['fit']:6.1f}s  "
-            f"{r['per_trial']:6.2f} s"
+            f"    1     1x {base['b']:9.1f}s   1.00x {base['a']:9.1f}s   1.00x  "
+            f"{base['ratio']:5.2f}  {base['per_trial']:6.2f} s"
         )
+        for f in (2, 4):
+            r = compare(
+                args.rows * f,
+                args.trials * f,
+                args.epochs,
+                args.batch_size,
+                setting,
+                args.plain_optimizer,
+                verbose=False,
+            )
+            print(
+                f"    {f}  {f * f:4d}x {r['b']:9.1f}s  {r['b'] / base['b']:5.2f}x {r['a']:9.1f}s  "
+                f"{r['a'] / base['a']:5.2f}x  {r['ratio']:5.2f}  {r['per_trial']:6.2f} s"
+            )
 
 
 if __name__ == "__main__":
