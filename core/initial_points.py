@@ -100,6 +100,11 @@ def initial_points_for_search(plan: SearchPlan, info: DataInfo) -> list[dict[str
     return points
 
 
+def _require_mapping(value: Any, where: str, what: str) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of {what}, got {value!r}")
+
+
 def _checked_point_settings(plan: SearchPlan, point: Any, where: str) -> dict[str, Any]:
     """The point's keys, loss hyperparameters and lr checked (student values as given)."""
     if not isinstance(point, Mapping):
@@ -115,11 +120,7 @@ def _checked_point_settings(plan: SearchPlan, point: Any, where: str) -> dict[st
     checked: dict[str, Any] = {}
     student = point.get("student")
     if student is not None:
-        if not isinstance(student, Mapping):
-            raise ConfigError(
-                f"{where}.student: expected a mapping of the space's values "
-                f"(e.g. {{depth: 2}}), got {student!r}"
-            )
+        _require_mapping(student, f"{where}.student", "the space's values (e.g. {depth: 2})")
         if student and plan.config.student.fixed is not None:
             raise ConfigError(
                 f"{where}.student: student.fixed is set, so no student value is searched",
@@ -128,11 +129,7 @@ def _checked_point_settings(plan: SearchPlan, point: Any, where: str) -> dict[st
         checked["student"] = dict(student)
     loss = point.get("loss")
     if loss is not None:
-        if not isinstance(loss, Mapping):
-            raise ConfigError(
-                f"{where}.loss: expected a mapping of searched loss hyperparameters "
-                f"(e.g. {{alpha: 0.5}}), got {loss!r}"
-            )
+        _require_mapping(loss, f"{where}.loss", "searched loss hyperparameters (e.g. {alpha: 0.5})")
         checked["loss"] = {
             key: _checked_loss_value(plan, str(key), value, f"{where}.loss.{key}")
             for key, value in loss.items()
