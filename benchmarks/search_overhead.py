@@ -296,7 +296,11 @@ def warm_teacher_cache(config_path: Path) -> None:
 
 
 def trial_results(tracking_uri: str) -> list[dict[str, float]]:
-    """Each trial's last metrics, read back from its nested MLflow run."""
+    """Each trial's last metrics plus its nested MLflow run's start and end (seconds).
+
+    The driver opens a trial's run when Tune starts the trial and closes it when Tune
+    reports it complete, so the two times bracket everything Tune does for the trial.
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -305,7 +309,33 @@ def trial_results(tracking_uri: str) -> list[dict[str, float]]:
     runs = client.search_runs(
         [experiment.experiment_id], filter_string="tags.kdforge.trial_id != ''"
     )
-    return [dict(run.data.metrics) for run in runs]
+    return [
+        {
+            **run.data.metrics,
+            "run_start": run.info.start_time / 1000,
+            "run_end": run.info.end_time / 1000,
+        }
+        for run in runs
+    ]
+
+
+def trial_gaps(trials: list[dict[str, float]], concurrent: int) -> dict[str, float]:
+    """Mean seconds per trial inside Tune's fit that are not training.
+
+    ``in_trial``: a trial's run time minus its training time (worker start or reset,
+    payload, cost measures, reports, checkpoint); ``first``/``later``: the same for the
+    first ``concurrent`` trials (each pays a worker process start) and the others.
+    """
+    spans = sorted(
+        (t["run_start"], t["run_end"] - t["run_start"] - t["train_time_s"]) for t in trials
+    )
+    extra = [gap for _, gap in spans]
+    first, later = extra[:concurrent], extra[concurrent:] or extra
+    return {
+        "in_trial": sum(extra) / len(extra),
+        "first": sum(first) / len(first),
+        "later": sum(later) / len(later),
+    }
 
 
 def _phase_marks(lines: list[tuple[float, str]]) -> dict[str, float]:
@@ -382,6 +412,12 @@ def compare(
         best_a = max(float(r["val_acc"]) for r in a_trials)
         best_b = max(float(r["val_acc"]) for r in b_out["trials"])
         print(f"  best val acc    (a) {best_a:.3f}  (b) {best_b:.3f}")
+        gaps = trial_gaps(a_trials, concurrent)
+        print(
+            f"  per trial, not training (run open -> closed minus training): mean "
+            f"{gaps['in_trial']:.2f} s; first trial per worker {gaps['first']:.2f} s, later "
+            f"{gaps['later']:.2f} s"
+        )
         marks = _phase_marks(a["lines"])
         if len(marks) == 5:
             print("  where (a)'s time goes (from the time each line of output arrived):")
