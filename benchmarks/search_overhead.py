@@ -407,18 +407,25 @@ def compare(
                 f"  {name} {run['wall']:7.2f} s  ({60 * n / run['wall']:5.1f} trials/min, "
                 f"mean trial training {mean:.2f} s, peak RSS {run['peak'] / 2**20:6.0f} MiB)"
             )
+        gaps = trial_gaps(a_trials, concurrent)
+        marks = _phase_marks(a["lines"])
+        # wall (a) = per search + (training + N x per trial) / concurrency, exactly.
+        spans = sum(t["run_end"] - t["run_start"] for t in a_trials)
+        per_search = a["wall"] - spans / concurrent
         print(f"  ratio (a)/(b)   {ratio:7.2f}")
-        print(f"  overhead        {per_trial:7.2f} s per trial ((wall (a) - wall (b)) / N)")
+        print(
+            f"  fixed overhead per trial: {gaps['in_trial']:.2f} s (a trial's time in Tune, its "
+            f"MLflow run open -> closed, minus its training; first trial per worker "
+            f"{gaps['first']:.2f} s, later ones {gaps['later']:.2f} s)"
+        )
+        print(
+            f"  fixed overhead per search: {per_search:.2f} s (wall time outside the trials' "
+            f"runs, per slot: start, Ray, MLflow, Tune setup, idle slots, reports, exit)"
+        )
+        print(f"  (wall (a) - wall (b)) / N: {per_trial:.2f} s per trial")
         best_a = max(float(r["val_acc"]) for r in a_trials)
         best_b = max(float(r["val_acc"]) for r in b_out["trials"])
         print(f"  best val acc    (a) {best_a:.3f}  (b) {best_b:.3f}")
-        gaps = trial_gaps(a_trials, concurrent)
-        print(
-            f"  per trial, not training (run open -> closed minus training): mean "
-            f"{gaps['in_trial']:.2f} s; first trial per worker {gaps['first']:.2f} s, later "
-            f"{gaps['later']:.2f} s"
-        )
-        marks = _phase_marks(a["lines"])
         if len(marks) == 5:
             print("  where (a)'s time goes (from the time each line of output arrived):")
             rows_out = [
@@ -431,7 +438,16 @@ def compare(
             ]
             for label, seconds in rows_out:
                 print(f"    {label:38s} {seconds:6.2f} s")
-    return {"a": a["wall"], "b": b["wall"], "ratio": ratio, "per_trial": per_trial}
+    gaps = trial_gaps(a_trials, concurrent)
+    spans = sum(t["run_end"] - t["run_start"] for t in a_trials)
+    return {
+        "a": a["wall"],
+        "b": b["wall"],
+        "ratio": ratio,
+        "per_trial": per_trial,
+        "fixed_trial": gaps["in_trial"],
+        "fixed_search": a["wall"] - spans / concurrent,
+    }
 
 
 def main() -> None:
@@ -460,10 +476,14 @@ def main() -> None:
         if not args.scale:
             continue
         print(f"\n[{setting}] scaling: data rows and trial count both x f (training work x f^2)")
-        print("    f   work   (b) wall  growth   (a) wall  growth   ratio  overhead/trial")
+        print(
+            "    f   work   (b) wall  growth   (a) wall  growth   ratio  (a-b)/N  "
+            "fixed/trial  fixed/search"
+        )
         print(
             f"    1     1x {base['b']:9.1f}s   1.00x {base['a']:9.1f}s   1.00x  "
-            f"{base['ratio']:5.2f}  {base['per_trial']:6.2f} s"
+            f"{base['ratio']:5.2f}  {base['per_trial']:6.2f}s  {base['fixed_trial']:9.2f}s  "
+            f"{base['fixed_search']:10.2f}s"
         )
         for f in (2, 4):
             r = compare(
@@ -477,7 +497,8 @@ def main() -> None:
             )
             print(
                 f"    {f}  {f * f:4d}x {r['b']:9.1f}s  {r['b'] / base['b']:5.2f}x {r['a']:9.1f}s  "
-                f"{r['a'] / base['a']:5.2f}x  {r['ratio']:5.2f}  {r['per_trial']:6.2f} s"
+                f"{r['a'] / base['a']:5.2f}x  {r['ratio']:5.2f}  {r['per_trial']:6.2f}s  "
+                f"{r['fixed_trial']:9.2f}s  {r['fixed_search']:10.2f}s"
             )
 
 
