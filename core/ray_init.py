@@ -7,12 +7,40 @@ in the background once the search no longer needs it.
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
 from kdforge.errors import KDForgeError, SearchError
 
-__all__ = ["RayStartup", "init_ray"]
+__all__ = ["RayStartup", "check_ray_address", "init_ray"]
+
+
+def check_ray_address(address: str | None, error: type[KDForgeError] = SearchError) -> None:
+    """Fail fast when nothing listens at a ``host:port`` Ray address.
+
+    ``ray.init`` waits minutes for a cluster that is not there (retrying and printing
+    warnings); one TCP connection attempt answers in at most 3 seconds. ``auto``,
+    ``ray://`` client addresses and None (a local Ray) are left to ``ray.init``.
+
+    Raises:
+        KDForgeError: of class ``error``, naming the address and the reason.
+    """
+    if not address or address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3.0):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise error(
+            f"cannot connect to the Ray cluster at {address}: {reason}",
+            hint="start it (`ray start --head` prints its address) or fix search.address / "
+            "--address; leave both out to start a local Ray",
+        ) from None
 
 
 def init_ray(
@@ -44,6 +72,7 @@ def init_ray(
         "configure_logging": True,
     }
     if address:
+        check_ray_address(address, error)
         kwargs["address"] = address
     elif num_cpus:
         kwargs["num_cpus"] = num_cpus

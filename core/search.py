@@ -28,6 +28,7 @@ from kdforge.initial_points import check_initial_points, initial_points_for_sear
 from kdforge.interfaces import DatasetPlugin, Exporter, PluginParams, SearchSpace, Teacher
 from kdforge.leaderboard import TrialRow
 from kdforge.plugin_manager import get_registry
+from kdforge.ray_init import check_ray_address
 from kdforge.resolve import instantiate, loss_hparams
 from kdforge.teacher_outputs import TeacherOutputs, training_inputs
 from kdforge.tracking import check_tracking_uri, resolve_tracking_uri
@@ -289,6 +290,7 @@ def run_search(
     """
     plan = plan_search(config, tracking_uri=tracking_uri, address=address)
     check_tracking_uri(plan.tracking_uri)
+    check_ray_address(plan.address)
     search_dir = new_search_dir(config)
     (search_dir / "config.yaml").write_text(
         yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
@@ -324,6 +326,7 @@ def resume_search(
     config = load_search_config(folder / "config.yaml")
     plan = plan_search(config, tracking_uri=tracking_uri or state.tracking_uri, address=address)
     check_tracking_uri(plan.tracking_uri)
+    check_ray_address(plan.address)
     emit(f"kdforge resume {config.name!r} <- {folder} (was {state.phase})")
     return _prepare_and_execute(plan, folder, emit, resume=True)
 

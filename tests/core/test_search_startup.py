@@ -96,3 +96,54 @@ def test_ray_started_in_the_background_outlives_its_start_and_shuts_down(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ok" in done.stdout
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound once, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_cluster_address_fails_at_once() -> None:
+    import time
+
+    from kdforge.errors import SearchError
+    from kdforge.ray_init import check_ray_address
+
+    port = _closed_port()
+    started = time.perf_counter()
+    with pytest.raises(
+        SearchError, match=rf"cannot connect to the Ray cluster at 127\.0\.0\.1:{port}"
+    ):
+        check_ray_address(f"127.0.0.1:{port}")
+    assert time.perf_counter() - started < 5  # ray.init itself waits minutes
+    for left_to_ray in (None, "auto", "ray://head:10001"):
+        check_ray_address(left_to_ray)
+
+
+def test_search_with_an_unreachable_address_is_one_line_before_any_work(
+    digits_teacher_path: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    from tests.conftest import tiny_search_config
+
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump(tiny_search_config(digits_teacher_path, tmp_path)))
+    port = _closed_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "kdforge", "search", str(config), "--address", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.splitlines()[0] == (
+        f"error: cannot connect to the Ray cluster at 127.0.0.1:{port}: Connection refused"
+    )
+    assert "Traceback" not in done.stderr
+    assert "teacher" not in done.stdout  # stopped before loading data or the teacher
