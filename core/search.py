@@ -345,11 +345,11 @@ def _prepare_and_execute(
     # Before the teacher outputs, MLflow and Ray: a bad point must not cost any of them
     # (and the space suggests differently once it is bound to the teacher).
     initial_points_for_search(plan, splits.info)
-    from kdforge.search_runner import execute_search, start_search_services
+    from kdforge.search_runner import SearchServices, execute_search
 
     # Ray and the MLflow experiment come up while the teacher's outputs are computed
     # (started only now, so bad data costs no Ray start).
-    services = start_search_services(
+    services = SearchServices(
         plan.tracking_uri, None if resume else config.tracking.experiment, plan.address
     )
     try:

@@ -33,7 +33,6 @@ __all__ = [
     "SearchServices",
     "execute_search",
     "rows_from_results",
-    "start_search_services",
 ]
 
 
@@ -58,7 +57,7 @@ def execute_search(
 ) -> SearchResult:
     """Run the trials in Ray Tune and everything after them (see module docstring).
 
-    ``services`` were started when the search began (:func:`start_search_services`);
+    ``services`` were started when the search began (:class:`SearchServices`);
     this waits for them, releases Ray as soon as nothing needs it any more (its
     shutdown then overlaps the export and reports), and leaves closing them to the
     caller. With ``resume``, the search folder's Ray Tune experiment is restored
@@ -234,13 +233,6 @@ class SearchServices:
         if self._tracking is not None:
             self._tracking.join()
         self.ray.close()
-
-
-def start_search_services(
-    tracking_uri: str, experiment: str | None, address: str | None, num_cpus: int | None = None
-) -> SearchServices:
-    """Start Ray and set up the MLflow experiment in the background (see SearchServices)."""
-    return SearchServices(tracking_uri, experiment, address, num_cpus)
 
 
 def _is_connection_error(tracking_uri: str, exc: BaseException) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdforge.errors import TrackingError
-from kdforge.search_runner import start_search_services
+from kdforge.search_runner import SearchServices
 
 
 def test_sets_up_the_experiment_and_reuses_a_running_ray(
@@ -20,7 +20,7 @@ def test_sets_up_the_experiment_and_reuses_a_running_ray(
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # restored afterwards
-    services = start_search_services(tracking_uri, "startup", None)
+    services = SearchServices(tracking_uri, "startup", None)
     experiment_id, started = services.wait()
     services.close()
     assert started is False  # Ray was running already: not ours to shut down
@@ -29,14 +29,14 @@ def test_sets_up_the_experiment_and_reuses_a_running_ray(
     assert experiment_id is not None
     assert MlflowClient(tracking_uri).get_experiment(experiment_id).name == "startup"
     # A second search in the same store finds the same experiment.
-    again = start_search_services(tracking_uri, "startup", None)
+    again = SearchServices(tracking_uri, "startup", None)
     assert again.wait() == (experiment_id, False)
     again.close()
     assert ray_session.is_initialized()
 
 
 def test_a_resumed_search_sets_up_no_experiment(ray_session, tracking_uri: str) -> None:
-    services = start_search_services(tracking_uri, None, None)
+    services = SearchServices(tracking_uri, None, None)
     assert services.wait() == (None, False)
     services.close()
 
@@ -46,7 +46,7 @@ def test_a_tracking_error_is_raised_in_the_caller(
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"nosuchscheme://{tmp_path}"  # MLflow has no store for this scheme
-    services = start_search_services(uri, "startup", None)
+    services = SearchServices(uri, "startup", None)
     with pytest.raises(TrackingError, match="startup"):
         services.wait()
     services.close()
