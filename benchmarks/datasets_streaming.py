@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kdforge.plugins.datasets.arrays import Arrays
 from kdforge.plugins.datasets.image_folder import ImageFolder
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.trainer import TrainSettings, train_model
+from kdforge.training.trainer import TrainSettings, train_model
 from tests.plugins.datasets.builders import write_image_folder
 
 

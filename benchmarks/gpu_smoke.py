@@ -23,7 +23,7 @@ def _time_training(device: str, precision: str, epochs: int) -> tuple[float, flo
 
     from kdforge.plugins.datasets.digits import Digits
     from kdforge.search_spaces.cnn import CNNSpace
-    from kdforge.trainer import TrainSettings, evaluate, train_model
+    from kdforge.training.trainer import TrainSettings, evaluate, train_model
 
     splits = Digits().load(0)
     torch.manual_seed(0)
@@ -83,8 +83,8 @@ def main() -> None:
         )
 
     from kdforge.config import SearchConfig, TeacherConfig
-    from kdforge.search import run_search
-    from kdforge.teacher_training import train_teacher
+    from kdforge.search.driver import run_search
+    from kdforge.teacher.train_teacher import train_teacher
 
     work = Path(tempfile.mkdtemp(prefix="kdforge-gpu-"))
     uri = args.tracking_uri or (work / "mlruns").as_uri()

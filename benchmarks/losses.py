@@ -27,12 +27,12 @@ import torch
 
 from kdforge.data import DataSplits
 from kdforge.interfaces import LossNeeds, LossStrategy, ModelOutput, Teacher
-from kdforge.plugin_manager import get_registry
+from kdforge.plugin_host.manager import get_registry
+from kdforge.plugin_host.resolve import validate_params
 from kdforge.plugins.datasets.digits import Digits
-from kdforge.resolve import validate_params
 from kdforge.search_spaces.cnn import CNNSpace
-from kdforge.teacher_outputs import compute_teacher_outputs, training_inputs
-from kdforge.trainer import TrainSettings, evaluate, train_model
+from kdforge.teacher.outputs import compute_teacher_outputs, training_inputs
+from kdforge.training.trainer import TrainSettings, evaluate, train_model
 
 TEACHER_ARCH = {"depth": 2, "channels_0": 32, "channels_1": 64, "kernel": 3}
 

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from kdforge.data import DataInfo
-from kdforge.objectives import example_input, measure_onnx_latency, model_stats
-from kdforge.plugin_manager import get_registry
+from kdforge.objectives.costs import example_input, measure_onnx_latency, model_stats
+from kdforge.plugin_host.manager import get_registry
 from kdforge.plugins.exporters.onnx import OnnxExporter
 
 IMAGE = DataInfo(name="digits", input_shape=(1, 8, 8), num_classes=10)

@@ -2,9 +2,9 @@
 
 Exports two MLPs trained briefly on digits (the digits student's shape, 64-32-10, and
 the demo teacher's, 64-1024-512-256-10) with kdforge's ``onnx`` exporter, quantizes each
-with :func:`kdforge.quantize.quantize_onnx` (dynamic, and static calibrated on 256
+with :func:`kdforge.export.quantize.quantize_onnx` (dynamic, and static calibrated on 256
 training inputs) and measures all three side by side with
-:func:`kdforge.quantize.measure_models` (one onnxruntime thread, interleaved calls).
+:func:`kdforge.export.quantize.measure_models` (one onnxruntime thread, interleaved calls).
 
     python benchmarks/quantize_int8.py [--runs 2000]
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from kdforge.config import PluginRef
-from kdforge.quantize import calibration_inputs, measure_models, quantize_onnx
-from kdforge.resolve import instantiate
-from kdforge.trainer import TrainSettings, train_model
+from kdforge.export.quantize import calibration_inputs, measure_models, quantize_onnx
+from kdforge.plugin_host.resolve import instantiate
+from kdforge.training.trainer import TrainSettings, train_model
 
 SHAPES = {
     "student 64-32-10": {"depth": 1, "width_0": 32, "dropout": 0.0},

@@ -286,8 +286,8 @@ def search_config(
 def warm_teacher_cache(config_path: Path) -> None:
     """Compute the teacher's outputs into the cache (the issue: 'already available')."""
     from kdforge.config import load_search_config
-    from kdforge.search import plan_search
-    from kdforge.teacher_cache import teacher_outputs_for_search
+    from kdforge.search.driver import plan_search
+    from kdforge.teacher.cache import teacher_outputs_for_search
 
     plan = plan_search(load_search_config(config_path))
     splits = plan.dataset.load(plan.config.seed)

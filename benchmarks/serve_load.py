@@ -88,10 +88,10 @@ def _build_models(folder: Path, search_dir: Path | None) -> dict[str, tuple[Path
     import torch
     import yaml
 
-    from kdforge.checkpoint import build_model, load_checkpoint
     from kdforge.config import PluginRef
-    from kdforge.resolve import instantiate
-    from kdforge.trainer import TrainSettings, evaluate, train_model
+    from kdforge.plugin_host.resolve import instantiate
+    from kdforge.training.checkpoint import build_model, load_checkpoint
+    from kdforge.training.trainer import TrainSettings, evaluate, train_model
 
     splits = instantiate("dataset", PluginRef(name="digits"), "dataset").load(0)
     exporter = instantiate("exporter", PluginRef(name="onnx"), "export.exporter")
@@ -208,9 +208,9 @@ def main() -> None:
     import mlflow
 
     from kdforge.config import PluginRef
-    from kdforge.onnx_registry import register_onnx
-    from kdforge.resolve import instantiate
-    from kdforge.tracking import setup_experiment
+    from kdforge.plugin_host.resolve import instantiate
+    from kdforge.tracking.registry import register_onnx
+    from kdforge.tracking.store import setup_experiment
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory(prefix="kdforge-bench-") as tmp:

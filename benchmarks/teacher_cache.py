@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdforge.checkpoint import save_checkpoint
 from kdforge.config import SearchConfig
 from kdforge.plugins.datasets.digits import Digits
-from kdforge.search import run_search
+from kdforge.search.driver import run_search
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.trainer import TrainSettings, train_model
+from kdforge.training.checkpoint import save_checkpoint
+from kdforge.training.trainer import TrainSettings, train_model
 
 
 def _teachers(folder: Path, members: int, width: int) -> tuple[list[Path], int]:

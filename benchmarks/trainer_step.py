@@ -5,7 +5,7 @@ data (generated, as in ``search_overhead.py``), teacher logits, ``hinton_kd`` at
 alpha=0.5, batch 64, trained side by side, best of ``--repeats`` runs each, at 1 and 2
 torch threads:
 
-* ``kdforge``: :func:`kdforge.trainer.train_model` (fused AdamW via ``make_optimizer``);
+* ``kdforge``: :func:`kdforge.training.trainer.train_model` (fused AdamW via ``make_optimizer``);
 * ``plain (fused)``: the hand-written loop of ``search_overhead.py`` with the same fused
   AdamW kernel (so the difference is the trainer's own per-step cost);
 * ``plain (default)``: the same loop with torch's default AdamW (on CPU a Python loop
@@ -35,7 +35,7 @@ from search_overhead import archs, make_data, plain_trial
 from kdforge.data import DataInfo
 from kdforge.plugins.losses.hinton_kd import HintonKD
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.trainer import TrainSettings, train_model
+from kdforge.training.trainer import TrainSettings, train_model
 
 _ARCH = archs(4)[3]  # depth 2, widths 128 and 64
 

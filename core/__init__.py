@@ -8,7 +8,6 @@ registers the winner as ONNX. Everything that varies between users is a plugin (
 
 from __future__ import annotations
 
-from kdforge.checkpoint import load_checkpoint, save_checkpoint
 from kdforge.config import SearchConfig, TeacherConfig, load_search_config, load_teacher_config
 from kdforge.data import UNLABELED, DataInfo, DataSplits, Split
 from kdforge.errors import (
@@ -35,7 +34,8 @@ from kdforge.interfaces import (
     SearchSpace,
     Teacher,
 )
-from kdforge.plugin_manager import get_registry
+from kdforge.plugin_host.manager import get_registry
+from kdforge.training.checkpoint import load_checkpoint, save_checkpoint
 
 __version__ = "0.1.0"
 

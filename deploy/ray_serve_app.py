@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse
 
 from kdforge.deploy.validation import BadRequest, parse_request
 from kdforge.errors import ConfigError
-from kdforge.onnx_registry import OnnxModelFile, fetch_onnx_model
+from kdforge.tracking.registry import OnnxModelFile, fetch_onnx_model
 
 __all__ = ["OnnxClassifier", "RayServeSettings", "bind_app", "build_app"]
 

@@ -25,7 +25,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
     import tomli as tomllib
 
-from kdforge.plugin_manager import reset_registry
+from kdforge.plugin_host.manager import reset_registry
 
 _PIP_ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
 

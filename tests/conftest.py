@@ -44,7 +44,7 @@ def tracking_uri(tmp_path: Path) -> str:
 def digits_teacher_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small MLP teacher on digits, trained once per session (a few seconds)."""
     from kdforge.config import TeacherConfig
-    from kdforge.teacher_training import train_teacher
+    from kdforge.teacher.train_teacher import train_teacher
 
     folder = tmp_path_factory.mktemp("teacher")
     config = TeacherConfig.model_validate(

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kdforge import hookspecs
-from kdforge.plugin_manager import PLUGIN_BASES, PluginRecord
-from kdforge.plugin_registry import check_record
+from kdforge.plugin_host.manager import PLUGIN_BASES, PluginRecord
+from kdforge.plugin_host.records import check_record
 from kdforge.testing import CONTRACTS
 
 ROOT = Path(__file__).resolve().parents[1]

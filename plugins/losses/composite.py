@@ -83,8 +83,8 @@ class CompositeParams(PluginParams):
 
 def _term_classes(params: CompositeParams) -> list[tuple[type[LossStrategy], PluginParams]]:
     """Each term's loss class and validated params (errors name the config key)."""
-    from kdforge.plugin_manager import get_registry
-    from kdforge.resolve import validate_params
+    from kdforge.plugin_host.manager import get_registry
+    from kdforge.plugin_host.resolve import validate_params
 
     out = []
     for i, term in enumerate(params.terms):

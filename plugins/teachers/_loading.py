@@ -160,7 +160,7 @@ def build_from_factory(
                 "not a torch.nn.Module"
             )
         return model
-    from kdforge.plugin_manager import get_registry
+    from kdforge.plugin_host.manager import get_registry
 
     record = get_registry().get("search_space", factory)
     if input_shape is None or num_classes is None:

@@ -26,7 +26,6 @@ from pydantic import Field
 from torch import nn
 
 import kdforge
-from kdforge.checkpoint import FORMAT, build_model, checkpoint_info, file_sha256
 from kdforge.data import DataInfo
 from kdforge.errors import CheckpointError
 from kdforge.interfaces import ModelOutput, PluginParams, Teacher
@@ -38,6 +37,7 @@ from kdforge.plugins.teachers._loading import (
     load_weights,
     read_pickled,
 )
+from kdforge.training.checkpoint import FORMAT, build_model, checkpoint_info, file_sha256
 
 __all__ = ["CheckpointParams", "CheckpointTeacher"]
 

@@ -85,7 +85,7 @@ class EnsembleTeacher(Teacher):
         super().__init__(params)
         params = self.params
         assert isinstance(params, EnsembleParams)
-        from kdforge.resolve import instantiate
+        from kdforge.plugin_host.resolve import instantiate
 
         # Members are resolved now, so a bad member config fails before anything runs.
         self.members: list[Teacher] = [

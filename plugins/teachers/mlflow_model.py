@@ -72,7 +72,7 @@ class MlflowTeacher(Teacher):
         from mlflow.exceptions import MlflowException
         from mlflow.models import Model
 
-        from kdforge.tracking import resolve_tracking_uri
+        from kdforge.tracking.store import resolve_tracking_uri
 
         params = self.params
         assert isinstance(params, MlflowParams)

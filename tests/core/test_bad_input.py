@@ -13,8 +13,8 @@ from kdforge.config import SearchConfig
 from kdforge.data import DataInfo, DataSplits, Split
 from kdforge.errors import ConfigError, DataError, PluginError, TrackingError
 from kdforge.interfaces import ModelOutput, Teacher
-from kdforge.search import check_data_against_teacher, plan_search, run_search
-from kdforge.tracking import check_tracking_uri
+from kdforge.search.driver import check_data_against_teacher, plan_search, run_search
+from kdforge.tracking.store import check_tracking_uri
 from tests.conftest import tiny_search_config
 
 

@@ -1,6 +1,6 @@
 """best_config.yaml: a search config that trains the chosen student again, as is.
 
-``student.fixed`` (a :class:`~kdforge.best_config.FixedArchitecture`), numbers in
+``student.fixed`` (a :class:`~kdforge.report.best_config.FixedArchitecture`), numbers in
 ``loss.hparams`` and ``search.lr`` with ``low == high`` leave the sampler nothing to
 choose; the real-server test runs such a file end to end.
 """
@@ -16,7 +16,7 @@ import yaml
 from kdforge.config import SearchConfig, load_search_config
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
-from kdforge.leaderboard import TrialRow
+from kdforge.report.leaderboard import TrialRow
 
 INFO = DataInfo(name="digits", input_shape=(1, 8, 8), num_classes=10)
 ARCH = {"depth": 2, "width_0": 11, "width_1": 9, "dropout": 0.1}
@@ -50,7 +50,7 @@ def _best() -> TrialRow:
 
 def _sample(config: SearchConfig) -> tuple[dict, dict]:
     """One define-by-run call on a fresh Optuna trial: (constants, sampled params)."""
-    from kdforge.search import make_define_by_run, plan_search
+    from kdforge.search.driver import make_define_by_run, plan_search
 
     trial = optuna.create_study().ask()
     constants = make_define_by_run(plan_search(config), INFO)(trial)
@@ -58,7 +58,7 @@ def _sample(config: SearchConfig) -> tuple[dict, dict]:
 
 
 def test_best_config_fixes_every_sampled_value(tmp_path: Path) -> None:
-    from kdforge.best_config import write_best_config
+    from kdforge.report.best_config import write_best_config
 
     path = write_best_config(_config(), _best(), tmp_path / "best_config.yaml", search_dir=tmp_path)
     text = path.read_text()
@@ -72,7 +72,7 @@ def test_best_config_fixes_every_sampled_value(tmp_path: Path) -> None:
 
 
 def test_a_fixed_student_samples_nothing_but_the_degenerate_lr(tmp_path: Path) -> None:
-    from kdforge.best_config import best_search_config
+    from kdforge.report.best_config import best_search_config
 
     raw = best_search_config(_config(), _best())
     constants, sampled = _sample(SearchConfig.model_validate(raw))
@@ -92,14 +92,14 @@ def test_a_fixed_architecture_the_space_cannot_build_is_a_config_error() -> None
 
 
 def test_an_empty_fixed_architecture_is_rejected() -> None:
-    from kdforge.search import plan_search
+    from kdforge.search.driver import plan_search
 
     with pytest.raises(ConfigError, match=r"student\.fixed: empty"):
         plan_search(_config(fixed={}))
 
 
 def test_fixed_is_documented_and_dumped_as_yaml() -> None:
-    from kdforge.config_docs import render_config_docs
+    from kdforge.config.docs import render_config_docs
 
     assert "`student.fixed`" in render_config_docs()
     assert "`export.promote`" in render_config_docs()
@@ -108,8 +108,8 @@ def test_fixed_is_documented_and_dumped_as_yaml() -> None:
 
 
 def test_initial_points_are_dropped_so_the_file_runs_as_is() -> None:
-    from kdforge.best_config import best_search_config
-    from kdforge.search import plan_search
+    from kdforge.report.best_config import best_search_config
+    from kdforge.search.driver import plan_search
 
     config = SearchConfig.model_validate(
         {

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdforge.checkpoint import build_model, load_checkpoint, save_checkpoint
 from kdforge.data import DataInfo
 from kdforge.errors import CheckpointError
 from kdforge.search_spaces.mlp import MLPSpace
+from kdforge.training.checkpoint import build_model, load_checkpoint, save_checkpoint
 
 INFO = DataInfo(name="t", input_shape=(1, 8, 8), num_classes=10)
 ARCH = {"depth": 1, "width_0": 16}

@@ -78,7 +78,7 @@ def test_missing_teacher_file_fails_before_training(tmp_path: Path) -> None:
 
 
 def test_train_teacher_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
-    from kdforge.checkpoint import build_model, load_checkpoint
+    from kdforge.training.checkpoint import build_model, load_checkpoint
 
     config = tmp_path / "t.yaml"
     config.write_text(

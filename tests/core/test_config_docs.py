@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdforge.config_docs import render_config_docs
+from kdforge.config.docs import render_config_docs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
 def test_config_docs_are_current() -> None:
     assert DOCS.read_text() == render_config_docs(), (
-        "docs/config.md is stale: run `python -m kdforge.config_docs > docs/config.md`"
+        "docs/config.md is stale: run `python -m kdforge.config.docs > docs/config.md`"
     )
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from kdforge.checkpoint import save_checkpoint
 from kdforge.data import DataInfo, DataSplits, Split
 from kdforge.errors import ConfigError
 from kdforge.features import FeatureTap, match_layers, model_feature_names
@@ -18,8 +17,9 @@ from kdforge.plugins.losses.fitnets import FitNets
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.search_spaces.cnn import CNNSpace
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.teacher_outputs import compute_teacher_outputs
-from kdforge.trainer import TrainSettings, train_model
+from kdforge.teacher.outputs import compute_teacher_outputs
+from kdforge.training.checkpoint import save_checkpoint
+from kdforge.training.trainer import TrainSettings, train_model
 
 INFO = DataInfo(name="toy", input_shape=(1, 8, 8), num_classes=3)
 
@@ -269,8 +269,8 @@ def test_trainer_binds_feature_losses_itself_and_requires_teacher_features(
 
 
 def test_distilled_baseline_gets_teacher_features(checkpoint_teacher: CheckpointTeacher) -> None:
-    from kdforge.finalize import train_fixed
-    from kdforge.trial import TrialPayload
+    from kdforge.search.finalize import train_fixed
+    from kdforge.search.trial import TrialPayload
 
     splits = _splits()
     outputs = compute_teacher_outputs(checkpoint_teacher, splits, needs=LossNeeds(features=True))

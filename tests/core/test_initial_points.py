@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from kdforge.config import SearchConfig
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
-from kdforge.initial_points import flatten_initial_point, initial_points_for_search
-from kdforge.search import SearchPlan, make_define_by_run, plan_search
+from kdforge.search.driver import SearchPlan, make_define_by_run, plan_search
+from kdforge.search.initial_points import flatten_initial_point, initial_points_for_search
 from tests.conftest import tiny_search_config
 
 INFO = DataInfo(name="digits", input_shape=(1, 8, 8), num_classes=10)
@@ -268,7 +268,7 @@ def test_more_points_than_trials() -> None:
 @pytest.mark.parametrize("objectives", [None, [{"name": "val_acc"}, {"name": "params"}]])
 def test_the_searcher_hands_out_the_points_first(objectives: list | None) -> None:
     """One objective (TPE) and two (NSGA-II): the first trials are the points."""
-    from kdforge.multiobjective import make_searcher
+    from kdforge.search.sampler import make_searcher
 
     extra = {"objectives": objectives} if objectives else {}
     points = [
@@ -289,7 +289,7 @@ def test_the_searcher_hands_out_the_points_first(objectives: list | None) -> Non
 
 
 def test_no_points_no_points_to_evaluate() -> None:
-    from kdforge.multiobjective import make_searcher
+    from kdforge.search.sampler import make_searcher
 
     plan = _plan([])
     searcher = make_searcher(plan.config, make_define_by_run(plan, INFO), [])
@@ -315,7 +315,7 @@ POINTS = [
 def test_a_bad_point_fails_before_the_teacher_runs(
     digits_teacher_path: Path, tmp_path: Path
 ) -> None:
-    from kdforge.search import run_search
+    from kdforge.search.driver import run_search
 
     bad = [{"student": {"depth": 1, "width_1": 8}}]
     raw = tiny_search_config(digits_teacher_path, tmp_path, **{"search.initial_points": bad})
@@ -332,7 +332,7 @@ def test_a_search_of_exactly_the_points_trains_exactly_them(
 ) -> None:
     import csv
 
-    from kdforge.search import run_search
+    from kdforge.search.driver import run_search
 
     raw = tiny_search_config(
         digits_teacher_path,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kdforge.journal import TrackingWriter
+from kdforge.tracking.journal import TrackingWriter
 
 
 def test_queued_metrics_are_written_before_the_run_ends(tracking_uri: str, tmp_path: Path) -> None:

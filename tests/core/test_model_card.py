@@ -21,7 +21,7 @@ class _SlowTeacher:
 
 
 def test_speedup_is_the_ratio_of_median_times() -> None:
-    from kdforge.speedup import measure_speedup
+    from kdforge.objectives.speedup import measure_speedup
 
     teacher = _SlowTeacher()
     threads_before = torch.get_num_threads()
@@ -35,7 +35,7 @@ def test_speedup_is_the_ratio_of_median_times() -> None:
 
 
 def test_description_names_metrics_compression_speedup_and_gain() -> None:
-    from kdforge.model_card import model_description
+    from kdforge.tracking.model_card import model_description
 
     summary = {
         "kdforge_version": "0.1.0",
@@ -69,7 +69,7 @@ def test_description_names_metrics_compression_speedup_and_gain() -> None:
 
 
 def test_description_without_baseline_or_speedup_still_renders() -> None:
-    from kdforge.model_card import model_description
+    from kdforge.tracking.model_card import model_description
 
     text = model_description({"teacher_test_acc": float("nan"), "student_params": 10})
     assert "| test accuracy | - | - |" in text and "speed-up" not in text

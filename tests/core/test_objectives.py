@@ -13,7 +13,10 @@ import torch
 from torch import nn
 
 from kdforge.config import SearchConfig, SelectionSettings, validate_config
-from kdforge.constraints import (
+from kdforge.config.objective_settings import LatencySettings
+from kdforge.data import DataInfo
+from kdforge.errors import ConfigError
+from kdforge.objectives.constraints import (
     TrialObjectives,
     constraint_excess,
     measure_trial,
@@ -21,11 +24,7 @@ from kdforge.constraints import (
     trial_objectives_for,
     violations,
 )
-from kdforge.data import DataInfo
-from kdforge.errors import ConfigError
-from kdforge.leaderboard import TrialRow, select_best
-from kdforge.objective_settings import LatencySettings
-from kdforge.objectives import (
+from kdforge.objectives.costs import (
     _median_ms,
     count_macs,
     count_parameters,
@@ -33,6 +32,7 @@ from kdforge.objectives import (
     measure_latency,
     model_size_bytes,
 )
+from kdforge.report.leaderboard import TrialRow, select_best
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.search_spaces.transformer_net import EncoderLayer
 

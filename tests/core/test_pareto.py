@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from kdforge.config import SearchConfig
-from kdforge.leaderboard import TrialRow
-from kdforge.pareto import dominates, format_front, pareto_front, plot_front, write_front_csv
+from kdforge.report.leaderboard import TrialRow
+from kdforge.report.pareto import dominates, format_front, pareto_front, plot_front, write_front_csv
 from tests.conftest import tiny_search_config
 
 ACC_PARAMS = [("val_acc", "max"), ("params", "min")]
@@ -95,7 +95,7 @@ def test_front_files(tmp_path: Path) -> None:
 def test_sampler_and_metric_lists() -> None:
     import optuna
 
-    from kdforge.multiobjective import make_sampler, searcher_metric_mode
+    from kdforge.search.sampler import make_sampler, searcher_metric_mode
 
     base = tiny_search_config(Path("t.pt"), Path("/tmp"))
     single = SearchConfig.model_validate(base)
@@ -117,7 +117,7 @@ def test_two_objective_search_yields_a_non_dominated_front(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from kdforge.search import run_search
+    from kdforge.search.driver import run_search
 
     raw = tiny_search_config(
         digits_teacher_path,

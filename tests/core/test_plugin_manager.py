@@ -18,7 +18,7 @@ import pytest
 from kdforge.cli import main
 from kdforge.config import PluginRef
 from kdforge.errors import PluginError
-from kdforge.plugin_manager import (
+from kdforge.plugin_host.manager import (
     BUILTIN_SOURCE,
     PluginRecord,
     PluginWarning,
@@ -195,7 +195,7 @@ def test_registration_is_lazy_and_once_per_process(site: FakeSite) -> None:
 
 def test_importing_kdforge_loads_no_plugin() -> None:
     code = (
-        "import sys, kdforge, kdforge.plugin_manager as pm\n"
+        "import sys, kdforge, kdforge.plugin_host.manager as pm\n"
         "assert pm._registry is None\n"
         "assert not [m for m in pm.BUILTIN_MODULES if m in sys.modules], 'eager import'\n"
         "kdforge.get_registry()\n"
@@ -251,7 +251,7 @@ def test_import_failure_warns_and_config_asking_for_it_gets_a_clear_error(
     assert registry.get("loss", "fake_loss")  # every other plugin still works
 
     from kdforge.config import SearchConfig
-    from kdforge.search import plan_search
+    from kdforge.search.driver import plan_search
 
     config = SearchConfig.model_validate(
         {
@@ -395,7 +395,7 @@ def test_unknown_name_lists_available_and_closest() -> None:
 
 
 def test_resolving_a_config_reference_uses_the_registry(site: FakeSite) -> None:
-    from kdforge.resolve import instantiate
+    from kdforge.plugin_host.resolve import instantiate
 
     site.add("kdforge-fake-good", {"good": "kdforge_fake_good"}, {"kdforge_fake_good": GOOD_LOSS})
     loss = instantiate("loss", PluginRef(name="fake_loss", params={"scale": 3.0}), "loss")

@@ -78,8 +78,8 @@ def store(models, digits, tmp_path_factory: pytest.TempPathFactory):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from kdforge.onnx_registry import register_onnx
-    from kdforge.tracking import setup_experiment
+    from kdforge.tracking.registry import register_onnx
+    from kdforge.tracking.store import setup_experiment
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
     setup_experiment(uri, "promote")
@@ -117,7 +117,7 @@ def _champion(uri: str, name: str) -> str:
 
 
 def test_onnx_test_accuracy_tells_good_from_bad(registry, models, digits) -> None:
-    from kdforge.promote import onnx_test_accuracy
+    from kdforge.tracking.promote import onnx_test_accuracy
 
     _, register, name = registry
     good, bad = register("good"), register("bad")
@@ -128,7 +128,7 @@ def test_onnx_test_accuracy_tells_good_from_bad(registry, models, digits) -> Non
 def test_if_better_keeps_a_better_champion(registry, models, digits) -> None:
     from mlflow.tracking import MlflowClient
 
-    from kdforge.promote import promote_version
+    from kdforge.tracking.promote import promote_version
 
     uri, register, name = registry
     first = promote_version(name, register("good"), policy="if_better", test=digits.test)
@@ -150,7 +150,7 @@ def test_if_better_keeps_a_better_champion(registry, models, digits) -> None:
 
 
 def test_if_better_promotes_a_better_candidate(registry, models, digits) -> None:
-    from kdforge.promote import promote_version
+    from kdforge.tracking.promote import promote_version
 
     uri, register, name = registry
     promote_version(name, register("bad"), test=digits.test)
@@ -162,7 +162,7 @@ def test_if_better_promotes_a_better_candidate(registry, models, digits) -> None
 
 
 def test_a_tie_keeps_the_current_champion(registry, models, digits) -> None:
-    from kdforge.promote import promote_version
+    from kdforge.tracking.promote import promote_version
 
     uri, register, name = registry
     promote_version(name, register("good"))
@@ -172,7 +172,7 @@ def test_a_tie_keeps_the_current_champion(registry, models, digits) -> None:
 
 
 def test_always_moves_the_alias_even_to_a_worse_model(registry, models) -> None:
-    from kdforge.promote import promote_version
+    from kdforge.tracking.promote import promote_version
 
     uri, register, name = registry
     promote_version(name, register("good"))
@@ -182,7 +182,7 @@ def test_always_moves_the_alias_even_to_a_worse_model(registry, models) -> None:
 
 
 def test_a_champion_that_cannot_run_on_the_split_is_replaced(registry, models, digits) -> None:
-    from kdforge.promote import promote_version
+    from kdforge.tracking.promote import promote_version
 
     uri, register, name = registry
     promote_version(name, register("other"))
@@ -192,7 +192,7 @@ def test_a_champion_that_cannot_run_on_the_split_is_replaced(registry, models, d
 
 
 def test_if_better_without_a_test_split_is_a_config_error(registry, models) -> None:
-    from kdforge.promote import promote_version
+    from kdforge.tracking.promote import promote_version
 
     _, register, name = registry
     promote_version(name, register("good"))

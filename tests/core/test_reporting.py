@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kdforge.leaderboard import TrialRow, write_csv
+from kdforge.report.leaderboard import TrialRow, write_csv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -83,7 +83,7 @@ def search_dir(tmp_path: Path) -> Path:
 
 
 def test_leaderboard_csv_reads_back_into_the_same_rows(search_dir: Path) -> None:
-    from kdforge.reporting import read_leaderboard
+    from kdforge.report.render import read_leaderboard
 
     rows = read_leaderboard(search_dir / "leaderboard.csv")
     original = _rows()
@@ -100,15 +100,15 @@ def test_leaderboard_csv_reads_back_into_the_same_rows(search_dir: Path) -> None
 
 
 def test_pareto_front_keeps_only_non_dominated_points() -> None:
-    from kdforge.plots import pareto_front
+    from kdforge.report.plots import pareto_front
 
     points = [(0.80, 1_000), (0.92, 5_000), (0.40, 300), (0.91, 20_000), (0.92, 5_000)]
     assert pareto_front(points, ["max", "min"]) == [0, 1, 2, 4]
 
 
 def test_plots_are_png_files(search_dir: Path) -> None:
-    from kdforge.plots import make_plots
-    from kdforge.reporting import read_leaderboard
+    from kdforge.report.plots import make_plots
+    from kdforge.report.render import read_leaderboard
 
     rows = read_leaderboard(search_dir / "leaderboard.csv")
     plots = make_plots(rows, search_dir / "plots", best=rows[1], teacher_acc=0.94)
@@ -118,8 +118,8 @@ def test_plots_are_png_files(search_dir: Path) -> None:
 
 
 def test_an_existing_pareto_plot_is_reused(search_dir: Path) -> None:
-    from kdforge.plots import make_plots
-    from kdforge.reporting import read_leaderboard
+    from kdforge.report.plots import make_plots
+    from kdforge.report.render import read_leaderboard
 
     theirs = search_dir / "pareto.png"
     theirs.write_bytes(PNG_MAGIC + b"drawn by the objectives step")
@@ -130,8 +130,8 @@ def test_an_existing_pareto_plot_is_reused(search_dir: Path) -> None:
 
 
 def test_markdown_report_says_result_and_who_won(search_dir: Path) -> None:
-    from kdforge.plots import make_plots
-    from kdforge.reporting import load_report_data, render_markdown
+    from kdforge.report.plots import make_plots
+    from kdforge.report.render import load_report_data, render_markdown
 
     data = load_report_data(search_dir)
     text = render_markdown(data, make_plots(data.rows, search_dir / "plots", best=data.best))
@@ -174,7 +174,7 @@ def test_cli_report_on_a_folder_without_leaderboard_is_one_line_error(
 
 
 def test_report_of_an_unfinished_search_shows_the_leaderboard(search_dir: Path, capsys) -> None:
-    from kdforge.reporting import report_search_dir
+    from kdforge.report.render import report_search_dir
 
     (search_dir / "summary.json").unlink()
     report_search_dir(search_dir)

@@ -55,7 +55,7 @@ class _Rows(LazyInputs):
 
 def test_tags_name_plugins_versions_and_commit() -> None:
     import kdforge
-    from kdforge.run_metadata import search_tags
+    from kdforge.tracking.run_metadata import search_tags
 
     tags = search_tags(_config())
     assert tags["kdforge.version"] == kdforge.__version__
@@ -72,14 +72,14 @@ def test_tags_name_plugins_versions_and_commit() -> None:
 
 
 def test_git_commit_is_none_outside_a_work_tree(tmp_path: Path) -> None:
-    from kdforge.run_metadata import git_commit
+    from kdforge.tracking.run_metadata import git_commit
 
     assert git_commit(tmp_path) is None
 
 
 def test_in_memory_splits_become_datasets_without_copies() -> None:
     from kdforge.plugins.datasets.digits import Digits
-    from kdforge.run_metadata import dataset_inputs
+    from kdforge.tracking.run_metadata import dataset_inputs
 
     splits = Digits().load(0)
     inputs = dataset_inputs(splits, "digits")
@@ -97,7 +97,7 @@ def test_in_memory_splits_become_datasets_without_copies() -> None:
 
 
 def test_lazy_inputs_are_described_from_a_few_rows() -> None:
-    from kdforge.run_metadata import LAZY_SAMPLE_ROWS, dataset_inputs
+    from kdforge.tracking.run_metadata import LAZY_SAMPLE_ROWS, dataset_inputs
 
     y = torch.zeros(1000, dtype=torch.long)
     split = Split(_Rows(1000), y)
@@ -122,6 +122,6 @@ def test_lazy_inputs_are_described_from_a_few_rows() -> None:
     ],
 )
 def test_status_reason(status: str, last_epoch: int, result: dict, expected: str) -> None:
-    from kdforge.run_metadata import status_reason
+    from kdforge.tracking.run_metadata import status_reason
 
     assert status_reason(status, last_epoch, 4, result).startswith(expected)

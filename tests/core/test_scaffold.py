@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
 from kdforge.cli import main
 from kdforge.errors import ConfigError, PluginError
 from kdforge.hookspecs import HOOK_KINDS
-from kdforge.scaffold import new_plugin, package_names
+from kdforge.plugin_host.scaffold import new_plugin, package_names
 from tests._plugin_install import installed_packages
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "kdforge-example-loss"
@@ -121,8 +121,8 @@ def test_generated_packages_install_pass_their_tests_and_run_a_search(
     tmp_path: Path, ray_session
 ) -> None:
     from kdforge.config import SearchConfig
-    from kdforge.plugin_manager import get_registry
-    from kdforge.search import run_search
+    from kdforge.plugin_host.manager import get_registry
+    from kdforge.search.driver import run_search
 
     roots = [new_plugin(kind, NAMES[kind], tmp_path / kind).root for kind in HOOK_KINDS]
     with installed_packages([*roots, EXAMPLE], tmp_path) as dists:

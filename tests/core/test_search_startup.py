@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdforge.errors import TrackingError
-from kdforge.search_runner import SearchServices
+from kdforge.search.runner import SearchServices
 
 
 def test_sets_up_the_experiment_and_reuses_a_running_ray(
@@ -68,7 +68,7 @@ def test_ray_started_in_the_background_outlives_its_start_and_shuts_down(
         """
         import os, time
         import ray
-        from kdforge.ray_init import RayStartup
+        from kdforge.cluster.ray_init import RayStartup
 
         startup = RayStartup(None, num_cpus=1)
         assert startup.wait() is True
@@ -110,8 +110,8 @@ def _closed_port() -> int:
 def test_an_unreachable_cluster_address_fails_at_once() -> None:
     import time
 
+    from kdforge.cluster.ray_init import check_ray_address
     from kdforge.errors import SearchError
-    from kdforge.ray_init import check_ray_address
 
     port = _closed_port()
     started = time.perf_counter()

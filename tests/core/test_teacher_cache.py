@@ -11,17 +11,17 @@ import pytest
 import torch
 
 from kdforge.batching import TensorInputs
-from kdforge.cached_rows import CachedRows
-from kdforge.checkpoint import save_checkpoint
+from kdforge.config.teacher_cache_settings import TeacherCacheSettings
 from kdforge.data import DataSplits, Split
 from kdforge.interfaces import ModelOutput
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.plugins.losses.hinton_kd import HintonKD
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.teacher_cache import prepare_teacher_outputs
-from kdforge.teacher_cache_settings import TeacherCacheSettings
-from kdforge.trainer import TrainSettings, train_model
+from kdforge.teacher.cache import prepare_teacher_outputs
+from kdforge.teacher.cached_rows import CachedRows
+from kdforge.training.checkpoint import save_checkpoint
+from kdforge.training.trainer import TrainSettings, train_model
 
 ARCH = {"depth": 1, "width_0": 32, "dropout": 0.0}
 
@@ -226,8 +226,8 @@ def test_augmented_inputs_run_the_teacher_online(tmp_path: Path, splits) -> None
 
 def test_baseline_runs_of_an_online_teacher_use_it(tmp_path: Path, splits) -> None:
     """finalize's train_fixed (the distilled baseline) gets the online teacher too."""
-    from kdforge.finalize import train_fixed
-    from kdforge.trial import TrialPayload
+    from kdforge.search.finalize import train_fixed
+    from kdforge.search.trial import TrialPayload
 
     path = _save_teacher(tmp_path / "t.pt", 0, splits)
     teacher = _teacher(path)
@@ -266,7 +266,7 @@ def test_baseline_runs_of_an_online_teacher_use_it(tmp_path: Path, splits) -> No
 @pytest.mark.slow
 def test_second_search_reuses_the_cache_of_an_ensemble(tmp_path: Path, ray_session) -> None:
     from kdforge.config import SearchConfig
-    from kdforge.search import run_search
+    from kdforge.search.driver import run_search
     from tests.conftest import tiny_search_config
     from tests.plugins.teachers._helpers import train_small_teachers
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdforge.plugins.losses.hinton_kd import HintonKD
-from kdforge.trainer import TrainingDiverged, TrainSettings, evaluate, train_model
+from kdforge.training.trainer import TrainingDiverged, TrainSettings, evaluate, train_model
 
 
 def _blobs(n: int = 200, seed: int = 0):
@@ -99,7 +99,7 @@ def test_same_seed_same_weights() -> None:
 
 
 def test_adamw_is_fused_on_cpu_and_makes_the_same_update() -> None:
-    from kdforge.trainer import make_optimizer
+    from kdforge.training.trainer import make_optimizer
 
     torch.manual_seed(0)
     model = torch.nn.Linear(6, 3)
@@ -119,7 +119,7 @@ def test_adamw_is_fused_on_cpu_and_makes_the_same_update() -> None:
 
 
 def test_adamw_falls_back_where_torch_cannot_fuse() -> None:
-    from kdforge.trainer import make_optimizer
+    from kdforge.training.trainer import make_optimizer
 
     meta = torch.nn.Parameter(torch.empty(3, device="meta"))  # no fused kernel there
     assert make_optimizer([meta], 1e-3, 0.0).defaults["fused"] is None

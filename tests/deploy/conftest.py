@@ -121,12 +121,12 @@ def registered_student(tmp_path_factory: pytest.TempPathFactory) -> RegisteredSt
     """A trained student, exported and registered as a search would (about 10 s)."""
     import mlflow
 
-    from kdforge.checkpoint import build_model, load_checkpoint, save_checkpoint
     from kdforge.config import PluginRef
-    from kdforge.onnx_registry import register_onnx
-    from kdforge.resolve import instantiate
-    from kdforge.tracking import setup_experiment
-    from kdforge.trainer import TrainSettings, train_model
+    from kdforge.plugin_host.resolve import instantiate
+    from kdforge.tracking.registry import register_onnx
+    from kdforge.tracking.store import setup_experiment
+    from kdforge.training.checkpoint import build_model, load_checkpoint, save_checkpoint
+    from kdforge.training.trainer import TrainSettings, train_model
 
     root = tmp_path_factory.mktemp("deploy")
     search_dir = root / "runs" / "tiny" / "20261128-000000"

@@ -11,7 +11,7 @@ import yaml
 
 from kdforge.cli import build_parser
 from kdforge.config import SearchConfig, TeacherConfig, load_search_config, validate_config
-from kdforge.plugin_manager import get_registry
+from kdforge.plugin_host.manager import get_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

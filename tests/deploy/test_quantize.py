@@ -10,8 +10,13 @@ import pytest
 import yaml
 
 from kdforge.cli import main
-from kdforge.quantize import QUANTIZED_FILE, REPORT_FILE, quantize_search_dir, within_accuracy_drop
-from kdforge.quantize_settings import QuantizeSettings
+from kdforge.config.quantize_settings import QuantizeSettings
+from kdforge.export.quantize import (
+    QUANTIZED_FILE,
+    REPORT_FILE,
+    quantize_search_dir,
+    within_accuracy_drop,
+)
 from tests.deploy.conftest import MODEL_NAME, RegisteredStudent
 
 pytestmark = pytest.mark.slow
@@ -108,7 +113,7 @@ def test_no_register_and_mode_off(search_copy, registered_student, capsys):
 
 
 def test_post_search_step_is_a_no_op_when_off_or_not_onnx(search_copy):
-    from kdforge.quantize import quantize_after_search
+    from kdforge.export.quantize import quantize_after_search
 
     assert quantize_after_search(search_copy, QuantizeSettings()) is None  # mode off
     summary = json.loads((search_copy / "summary.json").read_text())

@@ -99,7 +99,7 @@ def test_serve_run_builder_and_fetch_errors(registered_student):
 
     from kdforge.deploy.ray_serve_app import build_app
     from kdforge.errors import TrackingError
-    from kdforge.onnx_registry import fetch_onnx_model
+    from kdforge.tracking.registry import fetch_onnx_model
 
     model = fetch_onnx_model(registered_student.model_uri, registered_student.tracking_uri)
     assert (model.input_name, model.output_name) == ("input", "logits")

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from kdforge.cli import main
+from kdforge.deploy.serve import ServeTarget, mlflow_serve_command, resolve_target
 from kdforge.errors import ConfigError
-from kdforge.serve import ServeTarget, mlflow_serve_command, resolve_target
 
 
 def _search_dir(tmp_path: Path, summary: dict) -> Path:

@@ -13,7 +13,7 @@ import pytest
 
 from kdforge.cli import main
 from kdforge.config import SearchConfig
-from kdforge.plugin_manager import get_registry
+from kdforge.plugin_host.manager import get_registry
 from tests._plugin_install import installed_packages
 from tests.conftest import tiny_search_config
 
@@ -47,7 +47,7 @@ def test_search_with_example_loss_logs_its_hyperparameters(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from kdforge.search import run_search
+    from kdforge.search.driver import run_search
 
     raw = tiny_search_config(
         digits_teacher_path,

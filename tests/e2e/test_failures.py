@@ -12,9 +12,9 @@ import torch
 from kdforge.config import SearchConfig
 from kdforge.errors import SearchError
 from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
-from kdforge.plugin_manager import PluginRecord, get_registry
+from kdforge.plugin_host.manager import PluginRecord, get_registry
 from kdforge.plugins.losses.hinton_kd import HintonKD
-from kdforge.search import run_search
+from kdforge.search.driver import run_search
 from tests.conftest import tiny_search_config
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from kdforge.config import SearchConfig
-from kdforge.search import run_search
-from kdforge.trial import trial_seed
+from kdforge.search.driver import run_search
+from kdforge.search.trial import trial_seed
 from tests.conftest import tiny_search_config
 
 pytestmark = pytest.mark.slow

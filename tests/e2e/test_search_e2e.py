@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdforge.checkpoint import build_model, load_checkpoint
 from kdforge.config import SearchConfig
-from kdforge.search import run_search
+from kdforge.search.driver import run_search
+from kdforge.training.checkpoint import build_model, load_checkpoint
 from tests.conftest import tiny_search_config
 
 pytestmark = pytest.mark.slow

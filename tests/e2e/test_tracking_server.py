@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from kdforge.config import SearchConfig
-from kdforge.search import SearchResult, run_search
+from kdforge.search.driver import SearchResult, run_search
 from tests._mlflow_server import start_server, stop_server
 from tests.conftest import tiny_search_config
 

@@ -11,7 +11,7 @@ import torch
 
 from kdforge.data import DataInfo
 from kdforge.interfaces import ModelOutput, Teacher
-from kdforge.plugin_manager import BUILTIN_SOURCE, get_registry
+from kdforge.plugin_host.manager import BUILTIN_SOURCE, get_registry
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.plugins.exporters.onnx import OnnxExporter
 from kdforge.plugins.losses.hinton_kd import HintonKD

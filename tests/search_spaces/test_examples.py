@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kdforge.config import load_search_config, load_teacher_config
-from kdforge.resolve import instantiate
+from kdforge.plugin_host.resolve import instantiate
 
 FOLDER = Path(__file__).resolve().parents[2] / "examples" / "search_spaces"
 SEARCHES = sorted(p for p in FOLDER.glob("*.yaml") if not p.stem.endswith("-teacher"))

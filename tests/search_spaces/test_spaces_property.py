@@ -17,8 +17,8 @@ from torch import nn
 
 from kdforge.data import DataInfo
 from kdforge.interfaces import SearchSpace
-from kdforge.objectives import count_macs, example_input
-from kdforge.plugin_manager import get_registry
+from kdforge.objectives.costs import count_macs, example_input
+from kdforge.plugin_host.manager import get_registry
 
 IMAGE = DataInfo(name="image", input_shape=(1, 6, 6), num_classes=3)
 SEQUENCE = DataInfo(name="sequence", input_shape=(2, 9), num_classes=4)  # (C, L): 1-D conv

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from kdforge.config import SearchConfig, TeacherConfig
-from kdforge.search import SearchResult, run_search
-from kdforge.teacher_training import train_teacher
+from kdforge.search.driver import SearchResult, run_search
+from kdforge.teacher.train_teacher import train_teacher
 from tests.conftest import tiny_search_config
 from tests.plugins.datasets import builders
 

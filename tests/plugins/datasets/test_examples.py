@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from kdforge.config import PluginRef, load_search_config, load_teacher_config
-from kdforge.plugin_manager import get_registry
-from kdforge.resolve import instantiate
+from kdforge.plugin_host.manager import get_registry
+from kdforge.plugin_host.resolve import instantiate
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "datasets"
 KINDS = ["image_folder", "tabular", "text", "arrays", "hf_disk"]

@@ -8,11 +8,11 @@ import pytest
 from kdforge.config import LossConfig, Range
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError, PluginError
+from kdforge.plugin_host.resolve import loss_hparams, loss_needs, validate_params
 from kdforge.plugins.losses.composite import Composite
-from kdforge.resolve import loss_hparams, loss_needs, validate_params
-from kdforge.search import DefineByRun
+from kdforge.search.driver import DefineByRun
+from kdforge.search.trial import split_config
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.trial import split_config
 
 TERMS = [
     {"name": "hinton_kd", "weight": 1.0, "hparams": {"temperature": 4.0}},
@@ -95,7 +95,7 @@ def test_needs_are_the_union_of_the_terms() -> None:
 
 
 def test_bad_terms_are_reported_with_their_config_key() -> None:
-    from kdforge.plugin_manager import get_registry
+    from kdforge.plugin_host.manager import get_registry
 
     record = get_registry().get("loss", "composite")
     with pytest.raises(PluginError, match="fitnet"):

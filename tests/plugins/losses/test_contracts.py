@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from kdforge.plugin_manager import get_registry
+from kdforge.plugin_host.manager import get_registry
 from kdforge.plugins.losses.attention_transfer import AttentionTransfer
 from kdforge.plugins.losses.composite import Composite
 from kdforge.plugins.losses.cosine_embedding import CosineEmbedding

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from kdforge.config import load_search_config, load_teacher_config
-from kdforge.plugin_manager import get_registry
-from kdforge.resolve import loss_hparams, loss_needs
+from kdforge.plugin_host.manager import get_registry
+from kdforge.plugin_host.resolve import loss_hparams, loss_needs
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "losses"
 SEARCH_EXAMPLES = sorted(p for p in EXAMPLES.glob("*.yaml") if p.name != "cnn-teacher.yaml")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kdforge.config import SearchConfig
-from kdforge.search import run_search
+from kdforge.search.driver import run_search
 from tests.conftest import tiny_search_config
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from kdforge.checkpoint import save_checkpoint
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.trainer import TrainSettings, evaluate, train_model
+from kdforge.training.checkpoint import save_checkpoint
+from kdforge.training.trainer import TrainSettings, evaluate, train_model
 
 #: Three different small MLPs: an ensemble of them beats (or ties) its members.
 ARCHS = (

@@ -10,10 +10,10 @@ import torch
 
 from kdforge.config import PluginRef
 from kdforge.errors import ConfigError, PluginError
+from kdforge.plugin_host.resolve import instantiate
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.plugins.teachers.ensemble import EnsembleTeacher
-from kdforge.resolve import instantiate
 from kdforge.testing import TeacherContract
 from tests.plugins.teachers._helpers import train_small_teachers
 

@@ -155,7 +155,7 @@ def test_distil_a_tiny_bert_into_a_small_transformer(
     hf_dir: Path, tmp_path: Path, ray_session
 ) -> None:
     from kdforge.config import SearchConfig
-    from kdforge.search import run_search
+    from kdforge.search.driver import run_search
 
     data = tmp_path / "texts.csv"
     with open(data, "w", newline="") as handle:

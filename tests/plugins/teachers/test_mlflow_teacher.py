@@ -10,10 +10,10 @@ import torch
 
 from kdforge.config import PluginRef, TeacherConfig
 from kdforge.errors import CheckpointError, ConfigError
+from kdforge.plugin_host.resolve import instantiate
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.plugins.teachers.mlflow_model import MlflowTeacher
-from kdforge.resolve import instantiate
 from kdforge.testing import TeacherContract
 
 NAME = "digits-teacher"
@@ -22,7 +22,7 @@ NAME = "digits-teacher"
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``kdforge train-teacher`` with ``registered_model_name`` (one SQLite store)."""
-    from kdforge.teacher_training import train_teacher
+    from kdforge.teacher.train_teacher import train_teacher
 
     folder = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -114,7 +114,7 @@ def test_search_distils_from_the_registered_teacher(
     registered, tmp_path: Path, ray_session
 ) -> None:
     from kdforge.config import SearchConfig
-    from kdforge.search import run_search
+    from kdforge.search.driver import run_search
     from tests.conftest import tiny_search_config
 
     raw = tiny_search_config(

@@ -1,0 +1,5 @@
+"""``python -m kdforge.cli``: the ``kdforge`` command."""
+
+from kdforge.cli import run
+
+run()

@@ -1,0 +1,46 @@
+"""Configuration files: YAML validated into typed objects (every key in ``docs/config.md``).
+
+``schema`` holds the search and teacher configs and their sections; the self-contained
+sections (objectives and constraints, quantization, the teacher cache) have a module
+each; ``docs`` renders ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+from kdforge.config.schema import (
+    BaselineSettings,
+    ExportSettings,
+    LossConfig,
+    PluginRef,
+    Range,
+    SearchConfig,
+    SearchSettings,
+    SelectionSettings,
+    StudentConfig,
+    TeacherConfig,
+    TrackingSettings,
+    format_validation_error,
+    load_config,
+    load_search_config,
+    load_teacher_config,
+    validate_config,
+)
+
+__all__ = [
+    "BaselineSettings",
+    "ExportSettings",
+    "LossConfig",
+    "PluginRef",
+    "Range",
+    "SearchConfig",
+    "SearchSettings",
+    "SelectionSettings",
+    "StudentConfig",
+    "TeacherConfig",
+    "TrackingSettings",
+    "format_validation_error",
+    "load_config",
+    "load_search_config",
+    "load_teacher_config",
+    "validate_config",
+]

@@ -1,0 +1,467 @@
+"""Text templates of ``kdforge new-plugin`` (see :mod:`kdforge.plugin_host.scaffold`).
+
+Markers are ``{{key}}``; everything else is written verbatim. Every generated plugin
+works as written and passes its kind's contract from :mod:`kdforge.testing`.
+"""
+
+from __future__ import annotations
+
+CONTRACT_CLASS = {
+    "dataset": "DatasetContract",
+    "teacher": "TeacherContract",
+    "search_space": "SearchSpaceContract",
+    "loss": "LossContract",
+    "exporter": "ExporterContract",
+}
+
+PYPROJECT = """[build-system]
+requires = ["setuptools>=69"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{{distribution}}"
+version = "0.1.0"
+description = "kdforge {{kind_label}} plugin '{{name}}'"
+readme = "README.md"
+requires-python = ">=3.10"
+dependencies = ["kdforge>=0.1"]
+
+[project.optional-dependencies]
+test = ["pytest>=8"]
+
+# This table is what makes kdforge find the plugin once the package is installed.
+[project.entry-points.kdforge]
+{{name}} = "{{module}}"
+
+[tool.setuptools]
+packages = ["{{module}}"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+"""
+
+README = """# {{distribution}}
+
+A [kdforge](https://github.com/kdforge/kdforge) {{kind_label}} plugin: `{{name}}`
+(class `{{class_name}}` in `{{module}}/__init__.py`).
+
+## Install and check
+
+```bash
+pip install -e .                 # or: pip install {{distribution}}
+kdforge plugins show {{name}}    # kind, source, parameters, searched hyperparameters
+```
+
+## Test
+
+```bash
+pip install -e ".[test]"
+pytest
+```
+
+`{{test_file}}` runs kdforge's contract for {{kind_label}} plugins
+(`kdforge.testing.{{contract}}`): the checks kdforge relies on. Add your own tests next
+to it.
+
+## Publish
+
+```bash
+python -m pip install build twine
+python -m build                  # dist/{{module}}-0.1.0.tar.gz and .whl
+python -m twine upload dist/*
+```
+
+Anyone who then runs `pip install {{distribution}}` can use `{{name}}` in a config:
+kdforge discovers it through the `[project.entry-points.kdforge]` table in
+`pyproject.toml`. `KDFORGE_PLUGINS={{name}}` limits loading to it;
+`KDFORGE_DISABLE_PLUGIN_AUTOLOAD=1` switches third-party plugins off.
+
+## Use it in a search config
+"""
+
+USAGE = {
+    "dataset": """
+```yaml
+dataset:
+  name: {{name}}
+  params: {num_samples: 600, num_features: 16, num_classes: 3}
+```
+""",
+    "teacher": """
+```yaml
+teacher:
+  name: {{name}}
+  params: {weights: teacher_state_dict.pt, input_shape: [16], num_classes: 3}
+```
+""",
+    "search_space": """
+```yaml
+student:
+  name: {{name}}
+  params: {min_width: 8, max_width: 64}
+```
+""",
+    "loss": """
+```yaml
+loss:
+  name: {{name}}
+  hparams:                  # optional: fix a value or narrow a range
+    alpha: {low: 0.3, high: 0.9}
+```
+""",
+    "exporter": """
+```yaml
+export:
+  exporter: {{name}}
+```
+""",
+}
+
+TEST = '''"""Contract tests of the {{kind_label}} plugin ``{{name}}`` (see kdforge.testing)."""
+
+from kdforge.testing import {{contract}}
+
+from {{module}} import {{class_name}}
+
+
+class Test{{class_name}}({{contract}}):
+    plugin_class = {{class_name}}
+    registered_name = "{{name}}"
+'''
+
+TESTS = {
+    "search_space": '''"""Contract tests of the search space ``{{name}}`` (see kdforge.testing)."""
+
+from typing import Any, ClassVar
+
+from kdforge.testing import SearchSpaceContract
+
+from {{module}} import {{class_name}}
+
+
+class Test{{class_name}}(SearchSpaceContract):
+    plugin_class = {{class_name}}
+    plugin_params: ClassVar[dict[str, Any]] = {"min_width": 4, "max_width": 16}
+    registered_name = "{{name}}"
+
+    def check_sample(self, plugin, arch, model, info):
+        assert 4 <= arch["width"] <= 16
+'''
+}
+
+_HEADER = '''"""kdforge {{kind_label}} plugin ``{{name}}``.
+
+Registered through the ``kdforge`` entry point in pyproject.toml; kdforge calls
+``{{hook}}`` once per process, the first time it needs its plugin registry.
+"""
+
+from __future__ import annotations
+'''
+
+MODULES = {
+    "dataset": _HEADER
+    + '''
+import torch
+from pydantic import Field
+
+import kdforge
+from kdforge import DataInfo, DatasetPlugin, DataSplits, PluginParams, Split
+
+
+class {{class_name}}Params(PluginParams):
+    """Parameters of the ``{{name}}`` dataset."""
+
+    num_samples: int = Field(600, ge=30, description="Rows generated in total.")
+    num_features: int = Field(16, ge=1, description="Features per row.")
+    num_classes: int = Field(3, ge=2, description="Number of classes.")
+    noise: float = Field(1.0, gt=0, description="Spread of each class around its centre.")
+
+
+class {{class_name}}(DatasetPlugin):
+    """Gaussian blobs, one per class (replace ``load`` with your own data).
+
+    The rows are fixed; ``seed`` only decides which rows land in which split.
+    """
+
+    name = "{{name}}"
+    Params = {{class_name}}Params
+
+    def load(self, seed: int) -> DataSplits:
+        """Generate the rows, shuffle them with ``seed`` and split 70/15/15."""
+        p = self.params
+        assert isinstance(p, {{class_name}}Params)
+        fixed = torch.Generator().manual_seed(1234)
+        centres = torch.randn(p.num_classes, p.num_features, generator=fixed) * 3
+        y = torch.arange(p.num_samples) % p.num_classes
+        x = centres[y] + p.noise * torch.randn(p.num_samples, p.num_features, generator=fixed)
+        order = torch.randperm(p.num_samples, generator=torch.Generator().manual_seed(seed))
+        x, y = x[order].float(), y[order].long()
+        n_train, n_val = int(0.7 * p.num_samples), int(0.15 * p.num_samples)
+        cut = [n_train, n_train + n_val]
+        info = DataInfo(
+            name="{{name}}", input_shape=(p.num_features,), num_classes=p.num_classes
+        )
+        return DataSplits(
+            info=info,
+            train=Split(x[: cut[0]], y[: cut[0]]),
+            val=Split(x[cut[0] : cut[1]], y[cut[0] : cut[1]]),
+            test=Split(x[cut[1] :], y[cut[1] :]),
+        )
+
+
+@kdforge.hookimpl
+def register_datasets(register: kdforge.Register) -> None:
+    """Register the ``{{name}}`` dataset."""
+    register("{{name}}", {{class_name}})
+''',
+    "teacher": _HEADER
+    + '''
+import hashlib
+import math
+from pathlib import Path
+
+import torch
+from pydantic import Field
+from torch import nn
+
+import kdforge
+from kdforge import ModelOutput, PluginParams, Teacher
+
+
+class {{class_name}}Params(PluginParams):
+    """Parameters of the ``{{name}}`` teacher."""
+
+    weights: str | None = Field(
+        None,
+        description="state_dict file (torch.save) of the model; seeded random weights if omitted.",
+    )
+    input_shape: list[int] = Field(
+        default_factory=lambda: [16], min_length=1, description="Per-example input shape."
+    )
+    num_classes: int = Field(3, ge=2, description="Number of classes the model predicts.")
+    hidden: int = Field(64, ge=1, description="Hidden width of the model.")
+
+
+class {{class_name}}(Teacher):
+    """A PyTorch model rebuilt in code and loaded from a state_dict file.
+
+    Replace ``_build`` with your architecture; the weights file is read with
+    ``weights_only=True`` so loading it never runs pickled code.
+    """
+
+    name = "{{name}}"
+    Params = {{class_name}}Params
+
+    def _build(self) -> nn.Module:
+        p = self.params
+        assert isinstance(p, {{class_name}}Params)
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(math.prod(p.input_shape), p.hidden),
+            nn.ReLU(),
+            nn.Linear(p.hidden, p.num_classes),
+        )
+
+    def load(self) -> None:
+        """Build the model and load its weights (or seeded random ones)."""
+        p = self.params
+        assert isinstance(p, {{class_name}}Params)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = self._build()
+        digest = hashlib.sha256()
+        if p.weights is not None:
+            path = Path(p.weights)
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            digest.update(path.read_bytes())
+        else:
+            for key, value in model.state_dict().items():
+                digest.update(key.encode())
+                digest.update(value.numpy().tobytes())
+        self._model = model.eval()
+        self._fingerprint = digest.hexdigest()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> ModelOutput:
+        """Logits of one batch, in eval mode."""
+        return ModelOutput(logits=self._model(x.float()))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the weights file (or of the random weights)."""
+        return self._fingerprint
+
+    def num_parameters(self) -> int:
+        """Number of parameters of the model."""
+        return sum(t.numel() for t in self._model.parameters())
+
+    def expected_input_shape(self) -> tuple[int, ...] | None:
+        """The configured input shape."""
+        p = self.params
+        assert isinstance(p, {{class_name}}Params)
+        return tuple(p.input_shape)
+
+    def expected_num_classes(self) -> int | None:
+        """The configured number of classes."""
+        p = self.params
+        assert isinstance(p, {{class_name}}Params)
+        return p.num_classes
+
+
+@kdforge.hookimpl
+def register_teachers(register: kdforge.Register) -> None:
+    """Register the ``{{name}}`` teacher."""
+    register("{{name}}", {{class_name}})
+''',
+    "search_space": _HEADER
+    + '''
+import math
+from typing import Any
+
+from pydantic import Field, model_validator
+from torch import nn
+
+import kdforge
+from kdforge import DataInfo, PluginParams, SearchSpace
+
+
+class {{class_name}}Params(PluginParams):
+    """Ranges of the ``{{name}}`` search space."""
+
+    min_width: int = Field(8, ge=1, description="Smallest hidden width (log-uniform).")
+    max_width: int = Field(128, ge=1, description="Largest hidden width (log-uniform).")
+
+    @model_validator(mode="after")
+    def _check(self) -> {{class_name}}Params:
+        if self.min_width > self.max_width:
+            raise ValueError(f"min_width ({self.min_width}) > max_width ({self.max_width})")
+        return self
+
+
+class {{class_name}}(SearchSpace):
+    """One-hidden-layer networks: searched width and activation (replace with your family)."""
+
+    name = "{{name}}"
+    Params = {{class_name}}Params
+
+    def suggest(self, trial: Any, info: DataInfo) -> dict[str, Any] | None:
+        """Sample ``width`` and ``activation`` (define-by-run: later names may depend on
+        earlier values)."""
+        p = self.params
+        assert isinstance(p, {{class_name}}Params)
+        trial.suggest_int("width", p.min_width, p.max_width, log=True)
+        trial.suggest_categorical("activation", ["relu", "gelu"])
+        return None
+
+    def build(self, arch: dict[str, Any], info: DataInfo) -> nn.Module:
+        """Build the network for one sampled ``arch`` (must be deterministic)."""
+        width = int(arch["width"])
+        activation = nn.GELU() if arch.get("activation") == "gelu" else nn.ReLU()
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(math.prod(info.input_shape), width),
+            activation,
+            nn.Linear(width, info.num_classes),
+        )
+
+
+@kdforge.hookimpl
+def register_search_spaces(register: kdforge.Register) -> None:
+    """Register the ``{{name}}`` search space."""
+    register("{{name}}", {{class_name}})
+''',
+    "loss": _HEADER
+    + '''
+import torch
+import torch.nn.functional as F
+
+import kdforge
+from kdforge import UNLABELED, HParam, LossResult, LossStrategy, ModelOutput
+
+
+class {{class_name}}(LossStrategy):
+    """Soft-target KL at temperature T (T^2-scaled) plus cross-entropy, mixed by alpha.
+
+    Replace ``__call__`` with your loss; each entry of ``hyperparameters`` is searched
+    and shows up as the MLflow param ``loss.<name>`` of every trial.
+    """
+
+    name = "{{name}}"
+    hyperparameters = (
+        HParam("temperature", 1.0, 10.0, log=True, default=4.0, help="Softmax temperature T."),
+        HParam("alpha", 0.0, 1.0, default=0.7, help="Weight of the soft (teacher) term."),
+    )
+
+    def __call__(
+        self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor
+    ) -> LossResult:
+        """Return ``(1 - alpha) * CE + alpha * T^2 * KL`` and both parts."""
+        if student.logits is None or teacher.logits is None:
+            raise ValueError("{{name}} needs logits from the student and the teacher")
+        t, alpha = self.hparams["temperature"], self.hparams["alpha"]
+        kd = F.kl_div(
+            F.log_softmax(student.logits / t, dim=-1),
+            F.log_softmax(teacher.logits / t, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        ) * t**2
+        labeled = labels != UNLABELED  # transfer rows have no label
+        if bool(labeled.any()):
+            ce = F.cross_entropy(student.logits[labeled], labels[labeled])
+        else:
+            ce = student.logits.sum() * 0.0
+        total = (1 - alpha) * ce + alpha * kd
+        return LossResult(total, {"kd": float(kd.detach()), "ce": float(ce.detach())})
+
+
+@kdforge.hookimpl
+def register_losses(register: kdforge.Register) -> None:
+    """Register the ``{{name}}`` loss."""
+    register("{{name}}", {{class_name}})
+''',
+    "exporter": _HEADER
+    + '''
+from pathlib import Path
+
+import torch
+
+import kdforge
+from kdforge import ExportError, Exporter, ExportResult, PluginParams
+
+
+class {{class_name}}(Exporter):
+    """A ``torch.export`` program (``.pt2``, dynamic batch axis), checked against PyTorch.
+
+    Replace ``export`` with your format; return the largest absolute difference
+    between the exported model and PyTorch on ``example``.
+    """
+
+    name = "{{name}}"
+    Params = PluginParams
+    suffix = ".pt2"
+
+    def export(self, model: torch.nn.Module, example: torch.Tensor, path: Path) -> ExportResult:
+        """Export ``model`` to ``path`` and compare the reloaded program with PyTorch."""
+        model = model.eval().cpu()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sample = example if len(example) > 1 else torch.cat([example, example])
+        try:
+            program = torch.export.export(
+                model, (sample,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+            )
+            torch.export.save(program, str(path))
+        except Exception as exc:
+            message = f"{{name}}: torch.export failed: {type(exc).__name__}: {exc}"
+            raise ExportError(message) from exc
+        reloaded = torch.export.load(str(path)).module()
+        with torch.no_grad():
+            diff = (reloaded(sample) - model(sample)).abs().max()
+        return ExportResult(path=path, max_abs_diff=float(diff), format="torch.export")
+
+
+@kdforge.hookimpl
+def register_exporters(register: kdforge.Register) -> None:
+    """Register the ``{{name}}`` exporter."""
+    register("{{name}}", {{class_name}})
+''',
+}

@@ -1,0 +1,95 @@
+"""Turn config references (``name`` + ``params``) into plugin instances.
+
+Parameter validation happens here, so a bad plugin parameter is reported with its
+full key path (e.g. ``student.params.max_depth``) before anything runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from kdforge.config import LossConfig, PluginRef, Range, format_validation_error
+from kdforge.errors import ConfigError
+from kdforge.interfaces import HParam, LossNeeds, LossStrategy, PluginParams
+from kdforge.plugin_host.manager import PluginRecord, get_registry
+
+__all__ = ["instantiate", "loss_hparams", "loss_needs", "validate_params"]
+
+_T = TypeVar("_T")
+
+
+def validate_params(record: PluginRecord, params: dict[str, Any], key: str) -> PluginParams:
+    """Validate ``params`` against the plugin's ``Params`` model.
+
+    Args:
+        record: The plugin.
+        params: Raw parameters from the config.
+        key: Config key path of the plugin section (for error messages).
+    """
+    model = record.cls.Params
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        message = format_validation_error(exc, model, params, "", prefix=f"{key}.params")
+        raise ConfigError(f"{record.kind} {record.name!r}: {message}") from None
+
+
+def instantiate(kind: str, ref: PluginRef, key: str, **kwargs: Any) -> Any:
+    """Create the plugin ``ref.name`` of ``kind`` with validated ``ref.params``."""
+    record = get_registry().get(kind, ref.name)
+    params = validate_params(record, ref.params, key)
+    return record.cls(params, **kwargs)
+
+
+def loss_hparams(config: LossConfig) -> list[tuple[HParam, float | Range]]:
+    """The loss's declared hyperparameters with the config's fixed values or ranges.
+
+    Returns:
+        ``(declared, setting)`` pairs: ``setting`` is a number (fixed) or a Range.
+
+    Raises:
+        ConfigError: an override names a hyperparameter the loss does not declare, or a
+            fixed value outside the declared range.
+    """
+    record = get_registry().get("loss", config.name)
+    cls: type[LossStrategy] = record.cls
+    params = validate_params(record, config.params, "loss")
+    # Declared per params: a composite loss declares its terms' weights and hparams.
+    declared = {hp.name: hp for hp in cls.declared_hyperparameters(params)}
+    for name in config.hparams:
+        if name not in declared:
+            from kdforge.errors import closest_match
+
+            suggestion = closest_match(name, declared)
+            hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+            raise ConfigError(
+                f"loss.hparams.{name}: loss {config.name!r} has no hyperparameter {name!r}"
+                f"{hint}; it has: {', '.join(declared) or 'none'}"
+            )
+    out: list[tuple[HParam, float | Range]] = []
+    for name, hp in declared.items():
+        setting = config.hparams.get(name)
+        if setting is None and hp.low == hp.high:
+            out.append((hp, float(hp.low)))  # a degenerate declared range is a fixed value
+        elif setting is None:
+            out.append((hp, Range(low=hp.low, high=hp.high, log=hp.log)))
+        elif isinstance(setting, Range):
+            out.append((hp, setting))
+        else:
+            value = float(setting)
+            if not hp.low <= value <= hp.high:
+                raise ConfigError(
+                    f"loss.hparams.{name}: {value:g} is outside the range "
+                    f"[{hp.low:g}, {hp.high:g}] that loss {config.name!r} allows"
+                )
+            out.append((hp, value))
+    return out
+
+
+def loss_needs(config: LossConfig) -> LossNeeds:
+    """What the configured loss reads from teacher and student (logits, features)."""
+    record = get_registry().get("loss", config.name)
+    cls: type[LossStrategy] = record.cls
+    return cls.needs(validate_params(record, config.params, "loss"))

@@ -1,0 +1,126 @@
+"""The Optuna searcher of a search: one or several objectives, constraints, sampler.
+
+With one objective (``val_acc``) the searcher maximises it with TPE. With several,
+``OptunaSearch`` gets metric and mode *lists* and Optuna's NSGA-II sampler (or TPE,
+which also handles several objectives, when ``search.sampler: tpe``). Either way the
+early-stopping scheduler (ASHA) ranks trials on one scalar only: ``val_acc``, the
+best validation accuracy so far, so a small student is stopped early only when its
+accuracy is among the worst at that epoch.
+
+Constraint values reach Optuna through ``Trial.set_constraint`` (value / limit - 1,
+<= 0 feasible) when a trial completes, so TPE and NSGA-II prefer feasible students.
+
+Like :mod:`kdforge.search.callbacks`, this module imports Ray at the top (its searcher class
+must be importable by name for Tune's experiment checkpoints): import it lazily.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+from kdforge.objectives.constraints import constraint_excess
+
+if TYPE_CHECKING:
+    import optuna
+
+    from kdforge.config import SearchConfig
+
+__all__ = [
+    "SCHEDULER_METRIC",
+    "ConstrainedOptunaSearch",
+    "make_sampler",
+    "make_searcher",
+    "searcher_metric_mode",
+]
+
+#: The single metric the early-stopping scheduler and Tune's result grid use.
+SCHEDULER_METRIC = "val_acc"
+
+
+def searcher_metric_mode(config: SearchConfig) -> tuple[str | list[str], str | list[str]]:
+    """``(metric, mode)`` for OptunaSearch: plain strings for one objective, else lists."""
+    names: list[str] = [o.name for o in config.objectives]
+    modes = [str(o.mode) for o in config.objectives]
+    if len(names) == 1:
+        return names[0], modes[0]
+    return names, modes
+
+
+def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for ``search.sampler`` (``auto``: TPE, or NSGA-II if several objectives).
+
+    NSGA-II's population is ``num_trials // 2`` clipped to [4, 50], so small searches
+    still see more than one generation.
+    """
+    import optuna
+
+    settings = config.search
+    several = len(config.objectives) > 1
+    choice = settings.sampler
+    if choice == "auto":
+        choice = "nsga2" if several else "tpe"
+    if choice == "random":
+        return optuna.samplers.RandomSampler(seed=config.seed)
+    if choice == "nsga2":
+        population = min(50, max(4, settings.num_trials // 2))
+        return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=population)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # multivariate TPE is flagged experimental
+        return optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
+
+
+class ConstrainedOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that hands each trial's constraint values to Optuna.
+
+    Args:
+        limits: Metric -> largest allowed value (the config's ``constraints``).
+        *args: Passed to ``OptunaSearch``.
+        **kwargs: Passed to ``OptunaSearch``.
+    """
+
+    def __init__(self, *args: Any, limits: dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kdforge_limits = dict(limits or {})
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Set ``value / limit - 1`` per limit on the Optuna trial, then tell Optuna."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and self._kdforge_limits and result:
+            for name, value in constraint_excess(result, self._kdforge_limits).items():
+                ot_trial.set_constraint(name, value)
+        super().on_trial_complete(trial_id, result, error)
+
+
+def make_searcher(
+    config: SearchConfig,
+    space: Callable[[Any], dict[str, Any] | None],
+    points_to_evaluate: list[dict[str, Any]] | None = None,
+) -> ConstrainedOptunaSearch:
+    """An Optuna searcher over the define-by-run ``space`` for the config's objectives.
+
+    Args:
+        config: The search config (objectives, sampler, constraints).
+        space: The define-by-run function (:class:`kdforge.search.driver.DefineByRun`).
+        points_to_evaluate: ``search.initial_points`` under the sampler's flat names
+            (``student/depth``, ``loss/alpha``, ``lr``): Ray enqueues them in the Optuna
+            study, so the first trials get their values and the sampler fills the rest.
+    """
+    metric, mode = searcher_metric_mode(config)
+    extra: dict[str, Any] = {}
+    if points_to_evaluate:
+        # Copies: Ray keeps the list in the searcher's pickled state.
+        extra["points_to_evaluate"] = [dict(point) for point in points_to_evaluate]
+    return ConstrainedOptunaSearch(
+        space=space,
+        metric=metric,
+        mode=mode,
+        sampler=make_sampler(config),
+        limits=config.constraints.limits(),
+        **extra,
+    )

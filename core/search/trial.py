@@ -1,0 +1,171 @@
+"""One Ray Tune trial: build the sampled student, distill it, report every epoch.
+
+This module runs inside Ray workers; it must stay cheap to import and never touch
+the teacher (its outputs arrive precomputed in :class:`TrialPayload`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdforge.data import DataInfo, Inputs
+from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace
+from kdforge.training.trainer import EpochReport, TrainSettings, evaluate, train_model
+
+__all__ = ["TrialPayload", "count_parameters", "run_trial", "split_config"]
+
+STATE_FILE = "student.pt"
+
+
+@dataclass
+class TrialPayload:
+    """Everything a trial needs, stored once in Ray's object store."""
+
+    info: DataInfo
+    train_x: Inputs  # a tensor, or LazyInputs streamed from disk (kdforge.batching)
+    train_y: torch.Tensor
+    # In memory on both paths: n x classes floats (None: an embedding-only teacher).
+    teacher_train_logits: torch.Tensor | None
+    val_x: Inputs
+    val_y: torch.Tensor
+    test_x: Inputs
+    test_y: torch.Tensor
+    space: SearchSpace
+    loss_cls: type[LossStrategy]
+    loss_params: PluginParams
+    epochs: int
+    batch_size: int
+    weight_decay: float
+    seed: int
+    threads: int
+    # GPUs reserved per trial (Ray sets CUDA_VISIBLE_DEVICES) and the training precision.
+    gpus: float = 0.0
+    precision: str = "fp32"
+    # Named teacher features of the training rows, only when the loss needs them.
+    teacher_train_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    # kdforge.objectives.constraints.TrialObjectives: limits checked before training, latency settings.
+    objectives: Any = None
+    # kdforge.teacher.online.OnlineTeacher when inputs are augmented: the teacher runs on
+    # every training batch instead of the cached logits (which are then empty).
+    online_teacher: Any = None
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of trainable and frozen parameters of a model."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float], float]:
+    """Split a sampled trial config into ``(arch, loss hparams, lr)``."""
+    arch = dict(config.get("student", {}))
+    loss_hparams = {k: float(v) for k, v in dict(config.get("loss", {})).items()}
+    return arch, loss_hparams, float(config["lr"])
+
+
+def trial_seed(base_seed: int, config: dict[str, Any]) -> int:
+    """A per-trial seed from the search seed and the sampled values.
+
+    Ray's trial ids are random, so they would make reruns differ; the same sampled
+    configuration under the same search seed always gets the same seed.
+    """
+    text = json.dumps(config, sort_keys=True, default=str)
+    digest = int(hashlib.sha256(f"{base_seed}:{text}".encode()).hexdigest()[:8], 16)
+    return digest % (2**31 - 1)
+
+
+def trial_device(gpus: float) -> str:
+    """``cuda`` when the trial was given a GPU (whole or fractional) and one is visible."""
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
+    """Ray Tune function trainable: distill one sampled student.
+
+    Reports ``val_acc`` (best so far, the metric the scheduler and sampler use),
+    ``epoch_val_acc``, ``test_acc`` (of the best-validation weights), losses,
+    ``params`` and ``epoch`` after each epoch; the last epoch carries a checkpoint
+    with the best-validation weights.
+    """
+    from ray import tune
+
+    torch.set_num_threads(max(1, payload.threads))
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    seed = trial_seed(payload.seed, config)
+    torch.manual_seed(seed)
+    device = trial_device(payload.gpus)
+    arch, loss_hparams, lr = split_config(config)
+    model = payload.space.build(arch, payload.info)
+    n_params = count_parameters(model)
+    from kdforge.objectives.constraints import measure_trial, rejected_result
+
+    # Costs (params, MACs, size; latency if needed) are measured before training, and a
+    # student over a configured limit is reported as rejected without being trained.
+    costs, violation = measure_trial(model, payload.info, payload.objectives)
+    if violation is not None:
+        tune.report({**rejected_result(costs, violation), "node_id": node_id})
+        return
+    loss = payload.loss_cls(payload.loss_params, loss_hparams)
+    best: dict[str, Any] = {"val_acc": -1.0, "test_acc": float("nan"), "state": None}
+    started = time.perf_counter()
+
+    def on_epoch(report: EpochReport) -> bool:
+        if report.val_acc > best["val_acc"]:
+            best["val_acc"] = report.val_acc
+            best["test_acc"], _ = evaluate(model, payload.test_x, payload.test_y)
+            best["state"] = copy.deepcopy(model.state_dict())
+            model.train()
+        metrics: dict[str, Any] = {
+            "epoch": report.epoch,
+            "val_acc": best["val_acc"],
+            "epoch_val_acc": report.val_acc,
+            "val_loss": report.val_loss,
+            "test_acc": best["test_acc"],
+            "train_loss": report.train_loss,
+            **costs,
+            "params": n_params,
+            "train_time_s": time.perf_counter() - started,
+            "node_id": node_id,
+            "device": device,
+        }
+        metrics.update({f"train_{k}": v for k, v in report.parts.items()})
+        if report.epoch == payload.epochs:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(best["state"], Path(folder) / STATE_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        else:
+            tune.report(metrics)
+        return False
+
+    settings = TrainSettings(
+        epochs=payload.epochs,
+        lr=lr,
+        batch_size=payload.batch_size,
+        weight_decay=payload.weight_decay,
+        seed=seed,
+        device=device,
+        precision=payload.precision,
+    )
+    train_model(
+        model,
+        x=payload.train_x,
+        y=payload.train_y,
+        val_x=payload.val_x,
+        val_y=payload.val_y,
+        settings=settings,
+        loss=loss,
+        teacher_logits=payload.teacher_train_logits,
+        on_epoch=on_epoch,
+        teacher_features=payload.teacher_train_features,
+        online_teacher=payload.online_teacher,
+    )

@@ -1,0 +1,335 @@
+"""The teacher's outputs, computed once per (teacher, data, preprocessing) and kept on disk.
+
+A search needs the teacher's logits (and, for feature losses, features) on every split.
+They are computed once and stored in the cache folder under a key hashed from
+
+* the teacher's :meth:`~kdforge.interfaces.Teacher.fingerprint` (its files) and class,
+* the data's :meth:`~kdforge.data.DataSplits.fingerprint` (every split's content, or a
+  streamed dataset's files and preprocessing),
+* what is stored: logits and/or which features, storage dtype, top-k.
+
+A later search with the same key reads the entry instead of running the teacher (zero
+forward calls); changing the teacher file or the data changes the key (a miss, then a
+new entry). Entries are ``.npy`` files read memory-mapped (:mod:`kdforge.teacher.cached_rows`);
+trials receive a path, not a copy (``share: memmap``), or tensors through Ray's object
+store once (``share: object_store``, for clusters without a shared folder).
+
+When the training inputs are randomly augmented, precomputed outputs would not match
+the augmented batches: the teacher then runs online in each trial
+(:class:`~kdforge.teacher.online.OnlineTeacher`) and the log says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+
+from kdforge.batching import has_augmentation, iter_batches
+from kdforge.config.teacher_cache_settings import TeacherCacheSettings
+from kdforge.data import DataSplits, Inputs
+from kdforge.interfaces import LossNeeds, Teacher
+from kdforge.teacher.cached_rows import CachedRows, save_rows
+from kdforge.teacher.online import OnlineTeacher
+from kdforge.teacher.outputs import TeacherOutputs, compute_teacher_outputs, training_inputs
+
+if TYPE_CHECKING:
+    from kdforge.search.driver import SearchPlan
+
+__all__ = [
+    "CACHE_FORMAT",
+    "CacheEntry",
+    "cache_key",
+    "default_cache_dir",
+    "prepare_teacher_outputs",
+    "teacher_outputs_for_search",
+]
+
+logger = logging.getLogger("kdforge.teacher_cache")
+
+#: Bumped whenever the layout of an entry changes (old entries are then misses).
+CACHE_FORMAT = 1
+_META = "meta.json"
+
+
+def default_cache_dir(output_dir: str | Path) -> Path:
+    """``<output_dir>/.teacher-cache``: next to the searches that use it."""
+    return Path(output_dir).expanduser().resolve() / ".teacher-cache"
+
+
+def cache_key(
+    teacher: Teacher, splits: DataSplits, needs: LossNeeds, settings: TeacherCacheSettings
+) -> tuple[str, dict[str, Any]]:
+    """The entry key (hex) and the parts it is hashed from."""
+    parts = {
+        "format": CACHE_FORMAT,
+        "teacher_class": f"{type(teacher).__module__}.{type(teacher).__qualname__}",
+        "teacher_fingerprint": teacher.fingerprint(),
+        "data_fingerprint": splits.fingerprint(),
+        "input": [list(splits.info.input_shape), splits.info.input_dtype],
+        "logits": needs.logits,
+        "features": needs.features,
+        "teacher_layers": sorted(needs.teacher_layers) if needs.teacher_layers else None,
+        "dtype": settings.dtype,
+        "top_k": settings.top_k,
+    }
+    text = json.dumps(parts, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32], parts
+
+
+class CacheEntry:
+    """One cached set of teacher outputs in ``folder`` (written atomically)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @property
+    def exists(self) -> bool:
+        """True when the entry was completely written."""
+        return (self.folder / _META).is_file()
+
+    def read_meta(self) -> dict[str, Any]:
+        """The entry's ``meta.json``."""
+        return dict(json.loads((self.folder / _META).read_text()))
+
+    def load(self, *, share: str) -> TeacherOutputs:
+        """The cached outputs; train rows memory-mapped (``memmap``) or in memory.
+
+        Raises:
+            OSError / ValueError / KeyError: a damaged entry (the caller recomputes).
+        """
+        meta = self.read_meta()
+        specs = meta["arrays"]
+
+        def rows(spec: dict[str, Any]) -> CachedRows:
+            found = CachedRows.from_spec(self.folder, spec)
+            len(found[:1])  # open the files now, so a damaged entry fails here
+            return found
+
+        def dense(name: str) -> torch.Tensor:
+            if name not in specs:
+                return torch.empty(meta["rows"][name.split("_", 1)[1]], 0)
+            return rows(specs[name]).materialize()
+
+        train: Any
+        if "logits_train" not in specs:
+            train = torch.empty(meta["rows"]["train"], 0)
+        elif share == "memmap":
+            train = rows(specs["logits_train"])
+        else:
+            train = rows(specs["logits_train"]).materialize()
+        features: dict[str, Any] = {}
+        for name, spec in meta["features"].items():
+            found = rows(spec)
+            features[name] = found if share == "memmap" else found.materialize()
+        # CachedRows stands in for tensors: the trainer only indexes them and calls .to().
+        return TeacherOutputs(
+            train=cast(torch.Tensor, train),
+            val=dense("logits_val"),
+            test=dense("logits_test"),
+            forward_calls=0,
+            train_features=cast(dict[str, torch.Tensor], features),
+            has_logits=bool(meta["has_logits"]),
+        )
+
+    def write(
+        self,
+        outputs: TeacherOutputs,
+        settings: TeacherCacheSettings,
+        key_parts: dict[str, Any],
+        report: dict[str, dict[str, float]],
+    ) -> None:
+        """Store ``outputs`` (to a temporary folder renamed into place at the end)."""
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder.parent / f".tmp-{self.folder.name}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            arrays: dict[str, Any] = {}
+            if outputs.has_logits:
+                for split in ("train", "val", "test"):
+                    arrays[f"logits_{split}"] = save_rows(
+                        tmp,
+                        f"logits_{split}",
+                        getattr(outputs, split),
+                        dtype=settings.dtype,
+                        top_k=settings.top_k,
+                    )
+            features = {
+                name: save_rows(tmp, f"feature_{i}", value, dtype=settings.dtype)
+                for i, (name, value) in enumerate(outputs.train_features.items())
+            }
+            meta = {
+                "key": key_parts,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "has_logits": outputs.has_logits,
+                "rows": {s: len(getattr(outputs, s)) for s in ("train", "val", "test")},
+                "arrays": arrays,
+                "features": features,
+                "report": report,
+            }
+            (tmp / _META).write_text(json.dumps(meta, indent=1))
+            try:
+                os.replace(tmp, self.folder)
+            except OSError:
+                # Another search wrote the same entry first: theirs is as good.
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _accuracy_report(teacher: Teacher, splits: DataSplits) -> dict[str, dict[str, float]]:
+    """Per-member accuracies on val and test, for teachers that offer them (ensembles)."""
+    report = getattr(teacher, "accuracy_report", None)
+    if not callable(report):
+        return {}
+    return {"val": report(splits.val), "test": report(splits.test)}
+
+
+def _predict_split(teacher: Teacher, x: Inputs, batch_size: int = 512) -> torch.Tensor:
+    outs = []
+    with torch.no_grad():
+        for _, batch in iter_batches(x, batch_size):
+            logits = teacher.predict(batch).logits
+            width = torch.empty(len(batch), 0)
+            outs.append(logits.detach().float().cpu() if logits is not None else width)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def _online_outputs(teacher: Teacher, splits: DataSplits, needs: LossNeeds) -> TeacherOutputs:
+    """Val/test outputs now; training batches are run by the trials' OnlineTeacher."""
+    val = _predict_split(teacher, splits.val.x)
+    test = _predict_split(teacher, splits.test.x)
+    outputs = TeacherOutputs(
+        train=torch.empty(0, val.shape[1] if val.dim() == 2 else 0),
+        val=val,
+        test=test,
+        forward_calls=0,
+        has_logits=val.dim() == 2 and val.shape[1] > 0,
+    )
+    outputs.online_teacher = OnlineTeacher(teacher, needs)
+    return outputs
+
+
+def prepare_teacher_outputs(
+    teacher: Teacher,
+    splits: DataSplits,
+    settings: TeacherCacheSettings,
+    *,
+    cache_dir: Path,
+    needs: LossNeeds | None = None,
+    share: str = "memmap",
+    emit: Callable[[str], None] = print,
+) -> TeacherOutputs:
+    """The teacher's outputs for a search: from the cache, computed and cached, or online.
+
+    Args:
+        teacher: The loaded teacher.
+        splits: The data.
+        settings: The ``teacher_cache`` config section.
+        cache_dir: The cache folder.
+        needs: What the loss reads (default: logits only).
+        share: ``memmap`` (trials map the cache files) or ``object_store`` (tensors).
+        emit: Where the progress lines go.
+
+    Returns:
+        The outputs; ``forward_calls`` counts the teacher calls made here (0 on a hit).
+        ``outputs.online_teacher`` is set when the teacher must run in the trials.
+    """
+    needs = needs or LossNeeds()
+    report: dict[str, dict[str, float]] = {}
+    if has_augmentation(training_inputs(splits).x):
+        reason = (
+            "the training inputs are randomly augmented, so outputs precomputed on the "
+            "unaugmented rows would not match the batches the student sees"
+        )
+        emit(f"teacher runs online in every trial (no cache for training rows): {reason}")
+        logger.info("teacher online: %s", reason)
+        outputs = _online_outputs(teacher, splits, needs)
+        report = _accuracy_report(teacher, splits)
+    elif not settings.enabled:
+        outputs = compute_teacher_outputs(teacher, splits, needs=needs)
+        report = _accuracy_report(teacher, splits)
+    else:
+        outputs, report = _cached(teacher, splits, settings, cache_dir, needs, share, emit)
+    outputs.teacher_report = report
+    for split, accuracies in report.items():
+        emit(
+            f"teacher accuracy on {split}: "
+            + ", ".join(f"{name}={acc:.4f}" for name, acc in accuracies.items())
+        )
+    return outputs
+
+
+def _cached(
+    teacher: Teacher,
+    splits: DataSplits,
+    settings: TeacherCacheSettings,
+    cache_dir: Path,
+    needs: LossNeeds,
+    share: str,
+    emit: Callable[[str], None],
+) -> tuple[TeacherOutputs, dict[str, dict[str, float]]]:
+    key, parts = cache_key(teacher, splits, needs, settings)
+    # Absolute: trials open the files from their own working directories.
+    entry = CacheEntry(cache_dir.expanduser().resolve() / key)
+    if entry.exists:
+        try:
+            outputs = entry.load(share=share)
+            emit(f"teacher outputs: cache hit {entry.folder} (teacher not run)")
+            return outputs, dict(entry.read_meta().get("report", {}))
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("damaged teacher cache entry %s (%s): recomputing", entry.folder, exc)
+            shutil.rmtree(entry.folder, ignore_errors=True)
+    started = time.perf_counter()
+    computed = compute_teacher_outputs(teacher, splits, needs=needs)
+    report = _accuracy_report(teacher, splits)
+    try:
+        entry.write(computed, settings, parts, report)
+    except OSError as exc:
+        emit(f"teacher outputs: computed, but the cache folder is not writable ({exc})")
+        return computed, report
+    emit(
+        f"teacher outputs: cache miss, computed in {time.perf_counter() - started:.1f}s "
+        f"({computed.forward_calls} teacher calls) and stored in {entry.folder}"
+    )
+    outputs = entry.load(share=share)
+    outputs.forward_calls = computed.forward_calls
+    return outputs, report
+
+
+def teacher_outputs_for_search(
+    plan: SearchPlan, splits: DataSplits, emit: Callable[[str], None] = print
+) -> TeacherOutputs:
+    """:func:`prepare_teacher_outputs` with the search config's settings (``run_search``)."""
+    from kdforge.plugin_host.resolve import loss_needs
+
+    config = plan.config
+    settings: TeacherCacheSettings = getattr(
+        config, "teacher_cache", TeacherCacheSettings.model_validate({})
+    )
+    folder = (
+        Path(settings.dir).expanduser() if settings.dir else default_cache_dir(config.output_dir)
+    )
+    share = settings.share
+    if share == "auto":
+        share = "object_store" if plan.address or os.environ.get("RAY_ADDRESS") else "memmap"
+    return prepare_teacher_outputs(
+        plan.teacher,
+        splits,
+        settings,
+        cache_dir=folder,
+        needs=loss_needs(config.loss),
+        share=share,
+        emit=emit,
+    )

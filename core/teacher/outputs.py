@@ -1,0 +1,119 @@
+"""The teacher's outputs on every split, computed once per search in the driver.
+
+Trials never run the teacher: they receive these tensors through Ray's object store
+(``tune.with_parameters``), stored once and read by every trial on a node. Teacher
+features (for feature-based losses) are computed on the training rows only, and only
+when the loss needs them (:class:`~kdforge.interfaces.LossNeeds`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kdforge.batching import concat, iter_batches
+from kdforge.data import DataSplits, Inputs, Split
+from kdforge.interfaces import LossNeeds, Teacher
+from kdforge.training.trainer import accuracy
+
+__all__ = ["TeacherOutputs", "compute_teacher_outputs"]
+
+
+@dataclass
+class TeacherOutputs:
+    """Teacher logits per split (``train`` includes transfer rows, appended last).
+
+    ``train_features`` holds named features of the training rows (shallow first)
+    when the loss needs them. A teacher without logits (embeddings only) has
+    ``has_logits=False`` and zero-width logit tensors.
+    """
+
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    forward_calls: int = 0
+    train_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    has_logits: bool = True
+    # Set by kdforge.teacher.cache: a kdforge.teacher.online.OnlineTeacher when training
+    # inputs are augmented (trials run the teacher per batch; ``train`` is then empty),
+    # and per-member accuracies of an ensemble ({"val": {...}, "test": {...}}).
+    online_teacher: Any = None
+    teacher_report: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def accuracy(self, splits: DataSplits) -> dict[str, float]:
+        """Teacher accuracy on the labeled val and test splits (NaN without logits)."""
+        if not self.has_logits:
+            return {"val": float("nan"), "test": float("nan")}
+        return {
+            "val": accuracy(self.val, splits.val.y),
+            "test": accuracy(self.test, splits.test.y),
+        }
+
+
+def training_inputs(splits: DataSplits) -> Split:
+    """Train rows followed by transfer rows (labels ``-1``), as the trainer sees them."""
+    if splits.transfer is None:
+        return splits.train
+    return Split(
+        concat([splits.train.x, splits.transfer.x]),
+        torch.cat([splits.train.y, splits.transfer.y]),
+    )
+
+
+def compute_teacher_outputs(
+    teacher: Teacher,
+    splits: DataSplits,
+    batch_size: int = 512,
+    *,
+    needs: LossNeeds | None = None,
+) -> TeacherOutputs:
+    """Run the teacher over train(+transfer), val and test in batches.
+
+    Args:
+        teacher: The loaded teacher.
+        splits: The data.
+        batch_size: Rows per teacher call.
+        needs: What the loss reads; with ``features`` the training rows' features are
+            kept too (``teacher_layers`` of them, or every one the teacher exposes).
+            Default: logits only.
+    """
+    needs = needs or LossNeeds()
+    calls = 0
+    has_logits = True
+    features: dict[str, list[torch.Tensor]] = {}
+
+    def run(x: Inputs, with_features: bool = False) -> torch.Tensor:
+        nonlocal calls, has_logits
+        outs = []
+        # Streamed inputs are read by DataLoader workers, never augmented here.
+        for _, batch in iter_batches(x, batch_size):
+            if with_features:
+                output = teacher.predict_features(batch, needs.teacher_layers)
+                for name, value in output.features.items():
+                    features.setdefault(name, []).append(value.detach().float().cpu())
+            else:
+                output = teacher.predict(batch)
+            calls += 1
+            if output.logits is None:
+                if needs.logits:
+                    raise ValueError(f"teacher {teacher.name!r} returned no logits")
+                has_logits = False
+                outs.append(torch.empty(len(batch), 0))
+            else:
+                outs.append(output.logits.detach().float().cpu())
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    with torch.no_grad():
+        train = run(training_inputs(splits).x, with_features=needs.features)
+        val = run(splits.val.x)
+        test = run(splits.test.x)
+    return TeacherOutputs(
+        train=train,
+        val=val,
+        test=test,
+        forward_calls=calls,
+        train_features={name: torch.cat(parts) for name, parts in features.items()},
+        has_logits=has_logits,
+    )

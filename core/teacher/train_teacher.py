@@ -1,0 +1,141 @@
+"""``kdforge train-teacher``: train a teacher for a dataset and save a kdforge checkpoint.
+
+The architecture comes from a search-space plugin with fixed values (e.g. a wide
+``mlp``), so the checkpoint can be rebuilt by name. The run is logged to MLflow with
+the checkpoint as an artifact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdforge.config import PluginRef, TeacherConfig
+from kdforge.errors import ConfigError
+from kdforge.plugin_host.resolve import instantiate
+from kdforge.search.trial import count_parameters
+from kdforge.tracking.store import check_tracking_uri, resolve_tracking_uri, setup_experiment
+from kdforge.training.checkpoint import save_checkpoint
+from kdforge.training.trainer import TrainSettings, evaluate, train_model
+
+__all__ = ["train_teacher"]
+
+
+def _check_output(path: Path) -> None:
+    if path.exists() and path.is_dir():
+        raise ConfigError(f"output: {path} is a directory, expected a file path")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".kdforge-probe-{time.time_ns()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output: cannot write to {folder}: {exc}") from None
+
+
+def train_teacher(
+    config: TeacherConfig,
+    *,
+    tracking_uri: str | None = None,
+    emit: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train, evaluate, save and log a teacher; return its metrics and path."""
+    import mlflow
+
+    dataset = instantiate("dataset", config.dataset, "dataset")
+    space = instantiate("search_space", PluginRef(name=config.architecture.name), "architecture")
+    output = Path(config.output).resolve()
+    _check_output(output)
+    uri = resolve_tracking_uri(tracking_uri or config.tracking.uri)
+    check_tracking_uri(uri)
+    splits = dataset.load(config.seed)
+    arch = dict(config.architecture.params)
+    torch.manual_seed(config.seed)
+    try:
+        model = space.build(arch, splits.info)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"architecture.params: cannot build {config.architecture.name!r} from {arch}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    n_params = count_parameters(model)
+    emit(
+        f"training teacher {config.name!r}: {config.architecture.name} {arch}, "
+        f"{n_params:,} params, {config.training.epochs} epochs on {splits.info.name}"
+    )
+    started = time.perf_counter()
+    last_print = [started]
+
+    def on_epoch(report: Any) -> bool:
+        now = time.perf_counter()
+        if now - last_print[0] > 5 or report.epoch == config.training.epochs:
+            emit(
+                f"  epoch {report.epoch}/{config.training.epochs}  loss={report.train_loss:.4f}  "
+                f"val_acc={report.val_acc:.4f}"
+            )
+            last_print[0] = now
+        return False
+
+    settings = TrainSettings(
+        epochs=config.training.epochs,
+        lr=config.training.lr,
+        batch_size=config.training.batch_size,
+        weight_decay=config.training.weight_decay,
+        seed=config.seed,
+    )
+    result = train_model(
+        model,
+        x=splits.train.x,
+        y=splits.train.y,
+        val_x=splits.val.x,
+        val_y=splits.val.y,
+        settings=settings,
+        on_epoch=on_epoch,
+    )
+    test_acc, _ = evaluate(model, splits.test.x, splits.test.y)
+    metrics = {
+        "val_acc": result.best_val_acc,
+        "test_acc": test_acc,
+        "params": n_params,
+        "train_time_s": time.perf_counter() - started,
+    }
+    save_checkpoint(
+        output,
+        space=config.architecture.name,
+        arch=arch,
+        info=splits.info,
+        model=model,
+        meta={**metrics, "dataset": config.dataset.name, "seed": config.seed, "name": config.name},
+    )
+    experiment_id = setup_experiment(uri, config.tracking.experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"teacher-{config.name}") as run:
+        mlflow.set_tags({"kdforge.role": "teacher", "kdforge.dataset": config.dataset.name})
+        mlflow.log_params(
+            {"architecture": config.architecture.name, **{f"arch.{k}": v for k, v in arch.items()}}
+        )
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.log_artifact(str(output))
+        run_id = run.info.run_id
+        registered: dict[str, Any] = {}
+        if config.registered_model_name:
+            from kdforge.tracking.teacher_registry import log_registered_teacher
+
+            registered = log_registered_teacher(
+                model,
+                splits.train.x,
+                config.registered_model_name,
+                config.registered_model_alias,
+                uri,
+            )
+    emit(
+        f"teacher saved to {output}: test_acc={test_acc:.4f} val_acc={result.best_val_acc:.4f} "
+        f"params={n_params:,} (MLflow run {run_id})"
+    )
+    if registered:
+        emit(f"teacher registered as {registered['uri']} (version {registered['version']})")
+    return {**metrics, "path": str(output), "run_id": run_id, **registered}

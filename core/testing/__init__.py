@@ -1,0 +1,49 @@
+"""Contract tests for kdforge plugins: subclass one per plugin in your pytest suite.
+
+Every plugin kind has a contract class whose ``test_*`` methods check what the host
+relies on (shapes, finiteness, gradients, determinism, picklability, documented
+parameters). Subclass it in a test module, name the subclass ``Test...`` and say which
+plugin to check::
+
+    from kdforge.testing import LossContract
+    from kdforge_my_loss import MyLoss
+
+    class TestMyLoss(LossContract):
+        plugin_class = MyLoss
+        plugin_params = {}              # config params (validated by MyLoss.Params)
+        registered_name = "my_loss"     # optional: also check it is discovered
+
+When building the plugin needs more (files, ``tmp_path``), override the ``plugin``
+fixture instead::
+
+    class TestMyTeacher(TeacherContract):
+        @pytest.fixture
+        def plugin(self, tmp_path):
+            return MyTeacher(MyTeacher.Params(path=str(make_weights(tmp_path))))
+
+Class attributes tune each contract (see each class). This module needs pytest.
+"""
+
+from kdforge.testing._base import PluginContract
+from kdforge.testing._data import DatasetContract, TeacherContract
+from kdforge.testing._loss import LossContract
+from kdforge.testing._model import ExporterContract, SearchSpaceContract
+
+__all__ = [
+    "CONTRACTS",
+    "DatasetContract",
+    "ExporterContract",
+    "LossContract",
+    "PluginContract",
+    "SearchSpaceContract",
+    "TeacherContract",
+]
+
+#: Plugin kind -> its contract class.
+CONTRACTS: dict[str, type[PluginContract]] = {
+    "dataset": DatasetContract,
+    "teacher": TeacherContract,
+    "search_space": SearchSpaceContract,
+    "loss": LossContract,
+    "exporter": ExporterContract,
+}

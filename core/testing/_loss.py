@@ -1,0 +1,180 @@
+"""Contract of distillation losses (see :mod:`kdforge.testing`)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any, ClassVar
+
+import pytest
+import torch
+
+from kdforge.data import UNLABELED
+from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
+from kdforge.testing._base import PluginContract, detached, dumps, settings
+
+__all__ = ["LossContract"]
+
+
+class LossContract(PluginContract):
+    """A loss is finite, differentiable, handles unlabeled rows, and (where that holds)
+    is zero when the student equals the teacher.
+
+    The checks follow the trainer's call order: a fresh loss per setting, ``bind``
+    once with one batch's outputs, then ``__call__``. Teacher logits are passed only
+    when ``needs(params).logits``; named features only when ``needs(params).features``.
+
+    Attributes:
+        num_classes: Classes of the check logits.
+        batch_size: Rows of the check batch.
+        teacher_features: Per-example shapes of the teacher's features, by name.
+        student_features: Per-example shapes of the student's features, by name.
+        zero_when_equal: Set False for losses with terms that do not vanish when the
+            student's outputs equal the teacher's on unlabeled rows (e.g. a learned
+            adapter between them).
+        zero_atol: Tolerance of that check.
+    """
+
+    kind = "loss"
+    base = LossStrategy
+    num_classes: ClassVar[int] = 5
+    batch_size: ClassVar[int] = 8
+    teacher_features: ClassVar[dict[str, tuple[int, ...]]] = {
+        "layer1": (8, 4, 4),
+        "layer2": (16, 2, 2),
+    }
+    student_features: ClassVar[dict[str, tuple[int, ...]]] = {
+        "blocks.0": (4, 4, 4),
+        "blocks.1": (6, 2, 2),
+    }
+    zero_when_equal: ClassVar[bool] = True
+    zero_atol: ClassVar[float] = 1e-5
+
+    @pytest.fixture
+    def plugin(self) -> Any:
+        """The loss with default hyperparameters (midpoints where none is declared)."""
+        if self.plugin_class is None:
+            pytest.fail(f"{type(self).__name__}: set plugin_class or override the plugin fixture")
+        params = self.plugin_class.Params.model_validate(self.plugin_params)
+        declared = self.plugin_class.declared_hyperparameters(params)
+        return self.plugin_class(params, settings(declared)[0])
+
+    def _declared(self, loss: LossStrategy) -> tuple[HParam, ...]:
+        return type(loss).declared_hyperparameters(loss.params)
+
+    def _batch(
+        self, loss: LossStrategy, labeled: bool = True, equal: bool = False
+    ) -> tuple[ModelOutput, ModelOutput, torch.Tensor, list[torch.Tensor]]:
+        """Student and teacher outputs, labels, and the student tensors (grad leaves)."""
+        needs = type(loss).needs(loss.params)
+        g = torch.Generator().manual_seed(0)
+        n = self.batch_size
+        t_logits = torch.randn(n, self.num_classes, generator=g) * 2
+        t_feats: dict[str, torch.Tensor] = {}
+        s_feats: dict[str, torch.Tensor] = {}
+        if needs.features:
+            t_feats = {k: torch.randn(n, *v, generator=g) for k, v in self.teacher_features.items()}
+            if equal:
+                s_feats = {k: v.clone() for k, v in t_feats.items()}
+            else:
+                s_feats = {
+                    k: torch.randn(n, *v, generator=g) for k, v in self.student_features.items()
+                }
+        s_logits = t_logits.clone() if equal else torch.randn(n, self.num_classes, generator=g)
+        labels = torch.randint(0, self.num_classes, (n,), generator=g)
+        labels[::3] = UNLABELED
+        if not labeled:
+            labels[:] = UNLABELED
+        leaves = [s_logits, *s_feats.values()]
+        for leaf in leaves:
+            leaf.requires_grad_(True)
+        student = ModelOutput(s_logits, s_feats)
+        teacher = ModelOutput(t_logits if needs.logits else None, t_feats)
+        return student, teacher, labels, leaves
+
+    def _fresh(
+        self,
+        plugin: LossStrategy,
+        hparams: dict[str, float] | None,
+        student: ModelOutput,
+        teacher: ModelOutput,
+    ) -> LossStrategy:
+        """A new loss with ``hparams``, bound like the trainer binds it."""
+        loss = type(plugin)(plugin.params, hparams)
+        loss.bind(detached(student), detached(teacher))
+        return loss
+
+    def _run(
+        self, loss: LossStrategy, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor
+    ) -> LossResult:
+        result = loss(student, teacher, labels)
+        assert isinstance(result, LossResult)
+        assert result.total.dim() == 0, "total must be a scalar"
+        assert bool(torch.isfinite(result.total)), f"loss is {float(result.total.detach())}"
+        for key, value in result.parts.items():
+            assert isinstance(value, float) and math.isfinite(value), f"part {key}={value!r}"
+        return result
+
+    def test_hyperparameters_are_well_declared(self, plugin: LossStrategy) -> None:
+        declared = self._declared(plugin)
+        names = [hp.name for hp in declared]
+        assert len(names) == len(set(names)), f"duplicate hyperparameters: {names}"
+        for hp in declared:
+            assert isinstance(hp, HParam)
+            # Ray nests config keys on '/', so a '/' would split the name apart.
+            assert hp.name and "/" not in hp.name and not any(c.isspace() for c in hp.name)
+            if hp.default is not None:
+                assert hp.low <= hp.default <= hp.high, f"{hp.name}: default outside range"
+
+    def test_finite_with_gradients_across_the_range(self, plugin: LossStrategy) -> None:
+        for hparams in settings(self._declared(plugin)):
+            student, teacher, labels, leaves = self._batch(plugin)
+            loss = self._fresh(plugin, hparams, student, teacher)
+            total = self._run(loss, student, teacher, labels).total
+            assert total.requires_grad, f"{hparams}: the loss does not depend on the student"
+            total.backward()
+            grads = [leaf.grad for leaf in leaves if leaf.grad is not None]
+            assert grads, f"{hparams}: no gradient reaches the student"
+            assert all(bool(torch.isfinite(g).all()) for g in grads), hparams
+            assert sum(float(g.abs().sum()) for g in grads) > 0, f"{hparams}: zero gradient"
+            learnable = loss.parameters()
+            if learnable:
+                assert any(p.grad is not None for p in learnable), "loss parameters get no grad"
+
+    def test_unlabeled_rows_are_handled(self, plugin: LossStrategy) -> None:
+        student, teacher, labels, leaves = self._batch(plugin, labeled=False)
+        loss = self._fresh(plugin, plugin.hparams, student, teacher)
+        self._run(loss, student, teacher, labels).total.backward()
+        assert all(leaf.grad is None or bool(torch.isfinite(leaf.grad).all()) for leaf in leaves)
+
+    def test_zero_when_student_equals_teacher(self, plugin: LossStrategy) -> None:
+        if not self.zero_when_equal:
+            pytest.skip("zero_when_equal is False for this loss")
+        for hparams in settings(self._declared(plugin)):
+            student, teacher, labels, _ = self._batch(plugin, labeled=False, equal=True)
+            loss = self._fresh(plugin, hparams, student, teacher)
+            total = float(self._run(loss, student, teacher, labels).total.detach())
+            assert abs(total) <= self.zero_atol, f"{hparams}: loss {total} with student == teacher"
+
+    def test_gradient_step_reduces_loss(self, plugin: LossStrategy) -> None:
+        student, teacher, labels, leaves = self._batch(plugin)
+        loss = self._fresh(plugin, plugin.hparams, student, teacher)
+        before = self._run(loss, student, teacher, labels).total
+        before.backward()
+        stepped = [
+            (leaf - 1e-2 * leaf.grad).detach() if leaf.grad is not None else leaf.detach()
+            for leaf in leaves
+        ]
+        moved = ModelOutput(stepped[0], dict(zip(student.features, stepped[1:], strict=True)))
+        after = self._run(loss, moved, teacher, labels).total
+        assert float(after.detach()) < float(before.detach())
+
+    def test_is_deterministic(self, plugin: LossStrategy) -> None:
+        student, teacher, labels, _ = self._batch(plugin)
+        loss = self._fresh(plugin, plugin.hparams, student, teacher)
+        first = self._run(loss, student, teacher, labels).total
+        second = self._run(loss, student, teacher, labels).total
+        assert float(first.detach()) == float(second.detach())
+
+    def test_class_pickles(self, plugin: LossStrategy) -> None:
+        assert pickle.loads(dumps(type(plugin))) is type(plugin)

@@ -1,0 +1,256 @@
+"""Moving a registry alias (``champion``) to a model version, always or only if better.
+
+``always`` points the alias at the new version. ``if_better`` first evaluates the new
+version and the alias's current version on the same test split, both as the registered
+ONNX models run by onnxruntime, and moves the alias only when the new one is strictly
+more accurate (a tie keeps the current champion). A current version that cannot run on
+this split (another input shape, no ONNX flavour) cannot be compared and loses, and
+the reason says so. The outcome is a :class:`Promotion`, which the search report and
+``kdforge promote`` print, and which is also kept as tags on the new version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from kdforge.errors import ConfigError, TrackingError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from kdforge.data import Split
+
+__all__ = [
+    "Promotion",
+    "alias_version",
+    "latest_version",
+    "onnx_test_accuracy",
+    "promote_version",
+]
+
+Policy = Literal["always", "if_better"]
+
+
+@dataclass
+class Promotion:
+    """What happened to an alias when a version was offered to it.
+
+    Attributes:
+        name: Registered model name.
+        alias: The alias (e.g. ``champion``).
+        policy: ``always`` or ``if_better``.
+        candidate_version: The version offered.
+        previous_version: The alias's version before, or None if it was unset.
+        promoted: Whether the alias now points at the candidate.
+        candidate_test_acc: The candidate's test accuracy (``if_better`` only).
+        previous_test_acc: The previous version's test accuracy (``if_better`` only).
+        reason: One sentence on why.
+    """
+
+    name: str
+    alias: str
+    policy: str
+    candidate_version: str
+    previous_version: str | None
+    promoted: bool
+    candidate_test_acc: float | None = None
+    previous_test_acc: float | None = None
+    reason: str = ""
+
+    @property
+    def champion_version(self) -> str | None:
+        """The version the alias points at now."""
+        return self.candidate_version if self.promoted else self.previous_version
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for summary.json), with ``champion_version``."""
+        out = asdict(self)
+        out["champion_version"] = self.champion_version
+        return out
+
+    def line(self) -> str:
+        """One line for the terminal and the report."""
+        head = f"{self.name} version {self.candidate_version}"
+        if self.promoted:
+            return f"{head} is now @{self.alias} ({self.policy}): {self.reason}"
+        return (
+            f"{head} registered; @{self.alias} stays on version {self.previous_version} "
+            f"({self.policy}): {self.reason}"
+        )
+
+
+def _client(client: MlflowClient | None) -> MlflowClient:
+    if client is not None:
+        return client
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def alias_version(name: str, alias: str, client: MlflowClient | None = None) -> str | None:
+    """The version ``alias`` points at, or None when the alias (or model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client(client).get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def latest_version(name: str, client: MlflowClient | None = None) -> str:
+    """The highest version number of registered model ``name``.
+
+    Raises:
+        TrackingError: the model does not exist or has no versions.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = _client(client).search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        raise TrackingError(f"cannot list versions of registered model {name!r}: {exc}") from None
+    if not versions:
+        raise TrackingError(
+            f"registered model {name!r} has no versions",
+            hint="check the name in the MLflow UI (Models), or pass --tracking-uri",
+        )
+    return str(max(int(v.version) for v in versions))
+
+
+def onnx_test_accuracy(model_uri: str, test: Split, batch_size: int = 512) -> float:
+    """Accuracy of a registered ONNX model on the labeled rows of ``test``.
+
+    The model is downloaded from the registry and run by onnxruntime on the CPU; its
+    first output must be the logits.
+
+    Raises:
+        TrackingError: the model cannot be fetched, or does not run on these inputs.
+    """
+    import onnxruntime as ort
+
+    from kdforge.batching import iter_batches
+
+    model = _quiet_fetch(model_uri)
+    session = ort.InferenceSession(model.onnx_bytes, providers=["CPUExecutionProvider"])
+    dtype = np.dtype(model.input_dtype)
+    labels = test.y.detach().cpu().numpy()
+    correct = 0
+    counted = 0
+    try:
+        for idx, batch in iter_batches(test.x, batch_size):
+            y = labels[idx.cpu().numpy()]
+            keep = y >= 0
+            if not keep.any():
+                continue
+            x = batch.detach().cpu().numpy().astype(dtype, copy=False)
+            logits = session.run(None, {model.input_name: x})[0]
+            correct += int((np.asarray(logits).argmax(axis=1)[keep] == y[keep]).sum())
+            counted += int(keep.sum())
+    except Exception as exc:  # onnxruntime raises its own types for shape/type errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(f"{model_uri} does not run on this test split: {first}") from None
+    if counted == 0:
+        raise ConfigError("the test split has no labeled rows; cannot compare models")
+    return correct / counted
+
+
+def _quiet_fetch(model_uri: str) -> Any:
+    """``fetch_onnx_model`` without MLflow's download progress bars in the search output."""
+    import os
+
+    from kdforge.tracking.registry import fetch_onnx_model
+
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        return fetch_onnx_model(model_uri)
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def promote_version(
+    name: str,
+    version: str,
+    *,
+    alias: str = "champion",
+    policy: Policy = "always",
+    test: Split | None = None,
+    client: MlflowClient | None = None,
+) -> Promotion:
+    """Offer ``version`` of ``name`` to ``alias`` under ``policy``; move it if it wins.
+
+    Args:
+        name: Registered model name.
+        version: The candidate version.
+        alias: The alias to move.
+        policy: ``always``, or ``if_better`` (needs ``test``).
+        test: The test split both versions are evaluated on (``if_better``).
+        client: An MLflow client (default: one for the current tracking URI).
+
+    Returns:
+        The :class:`Promotion`; the candidate version also gets the tags
+        ``kdforge.promotion`` (promoted or not) and ``kdforge.promotion_reason``.
+
+    Raises:
+        ConfigError: ``if_better`` without a test split.
+        TrackingError: the candidate cannot be evaluated or the registry fails.
+    """
+    mlflow_client = _client(client)
+    version = str(version)
+    previous = alias_version(name, alias, mlflow_client)
+    result = Promotion(name, alias, policy, version, previous, promoted=True)
+    if previous == version:
+        result.reason = f"it already was @{alias}"
+    elif previous is None:
+        result.reason = f"{name} had no @{alias} yet"
+    elif policy == "always":
+        result.reason = f"policy 'always' (replaces version {previous})"
+    else:
+        if test is None:
+            raise ConfigError(
+                "promote 'if_better' needs the test split to compare on",
+                hint="pass the search's config (kdforge promote --if-better --config ...)",
+            )
+        _compare(result, test)
+    if result.promoted and previous != version:
+        mlflow_client.set_registered_model_alias(name, alias, version)
+    mlflow_client.set_model_version_tag(
+        name, version, "kdforge.promotion", "promoted" if result.promoted else "not promoted"
+    )
+    mlflow_client.set_model_version_tag(
+        name, version, "kdforge.promotion_reason", result.reason[:4000]
+    )
+    return result
+
+
+def _compare(result: Promotion, test: Split) -> None:
+    """Fill in both accuracies and the decision of an ``if_better`` promotion."""
+    candidate = onnx_test_accuracy(f"models:/{result.name}/{result.candidate_version}", test)
+    result.candidate_test_acc = candidate
+    try:
+        current = onnx_test_accuracy(f"models:/{result.name}/{result.previous_version}", test)
+    except TrackingError as exc:
+        result.reason = (
+            f"the current @{result.alias} (version {result.previous_version}) cannot be "
+            f"evaluated on this test split ({exc}); the new version replaces it"
+        )
+        return
+    result.previous_test_acc = current
+    result.promoted = candidate > current
+    relation = ">" if candidate > current else ("=" if candidate == current else "<")
+    outcome = (
+        f"new version {result.candidate_version} wins"
+        if result.promoted
+        else f"version {result.previous_version} keeps @{result.alias}"
+    )
+    result.reason = (
+        f"test accuracy {candidate:.4f} (v{result.candidate_version}) {relation} {current:.4f} "
+        f"(v{result.previous_version}) on the same {len(test)} test rows: {outcome}"
+    )

@@ -1,0 +1,322 @@
+"""Training and evaluation of one student on in-memory tensors.
+
+Batches are drawn by indexing tensors with a seeded permutation (no DataLoader: on
+small in-memory data that is several times faster on CPU). AdamW with a cosine
+learning-rate schedule over the full epoch budget; the weights of the best
+validation epoch are kept. A non-finite loss stops training with
+:class:`TrainingDiverged`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdforge.batching import iter_batches, take, to_device
+from kdforge.data import UNLABELED, Inputs
+from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
+from kdforge.interfaces import LossStrategy, ModelOutput
+
+__all__ = [
+    "EpochReport",
+    "TrainResult",
+    "TrainSettings",
+    "TrainingDiverged",
+    "accuracy",
+    "evaluate",
+    "make_optimizer",
+    "predict_logits",
+    "train_model",
+]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of one training run."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"  # "bf16" / "fp16": CUDA autocast (fp16 with gradient scaling)
+
+
+@dataclass
+class EpochReport:
+    """Metrics after one epoch."""
+
+    epoch: int
+    train_loss: float
+    val_acc: float
+    val_loss: float
+    parts: dict[str, float] = field(default_factory=dict)
+    lr: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train_model`; the model holds the best-validation weights."""
+
+    best_val_acc: float
+    best_epoch: int
+    epochs_run: int
+    history: list[EpochReport]
+
+
+def predict_logits(model: nn.Module, x: Inputs, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode, batched, on ``x``'s device.
+
+    Lazy (streamed) inputs are read batch by batch and moved to the model's device.
+    """
+    was_training = model.training
+    model.eval()
+    outs = []
+    device = _model_device(model)
+    with torch.no_grad():
+        for _, batch in iter_batches(x, batch_size):
+            # .to() is a no-op when the batch already is on the model's device.
+            outs.append(model(batch.to(device)))
+    model.train(was_training)
+    if not outs:
+        return torch.empty(0)
+    return torch.cat(outs)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of rows whose arg-max matches the label."""
+    if len(labels) == 0:
+        return float("nan")
+    return float((logits.argmax(dim=-1) == labels.to(logits.device)).float().mean())
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> tuple[torch.dtype, bool]:
+    """The autocast dtype for ``precision`` and whether autocast is on.
+
+    Mixed precision is used on CUDA only; on CPU training stays fp32 (CPU autocast
+    is slower than fp32 for the small students kdforge trains there).
+    """
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in ("fp32", *dtypes):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if device.type != "cuda" or precision == "fp32":
+        return torch.float32, False
+    return dtypes[precision], True
+
+
+def make_optimizer(
+    params: list[torch.Tensor], lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """AdamW over ``params``, fused into one kernel per step where torch supports it.
+
+    The fused kernel does the same update; torch's default on CPU is a Python loop over
+    the parameters, and on the small students kdforge trains there the fused one takes
+    ~19% off a whole training run (``benchmarks/trainer_step.py``).
+    """
+    fusable = bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fusable or None)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def evaluate(model: nn.Module, x: Inputs, y: torch.Tensor) -> tuple[float, float]:
+    """Return ``(accuracy, cross-entropy)`` of ``model`` on a labeled split."""
+    logits = predict_logits(model, x)
+    y = y.to(logits.device)
+    return accuracy(logits, y), float(F.cross_entropy(logits, y))
+
+
+def train_model(
+    model: nn.Module,
+    *,
+    x: Inputs,
+    y: torch.Tensor,
+    val_x: Inputs,
+    val_y: torch.Tensor,
+    settings: TrainSettings,
+    loss: LossStrategy | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    on_epoch: Callable[[EpochReport], bool | None] | None = None,
+    teacher_features: dict[str, torch.Tensor] | None = None,
+    online_teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place and load its best-validation weights.
+
+    Args:
+        model: The student (or teacher being trained).
+        x: Training inputs (may include unlabeled transfer rows).
+        y: Training labels, ``-1`` for unlabeled rows.
+        val_x: Validation inputs.
+        val_y: Validation labels.
+        settings: Epochs, learning rate, batch size, seed, device.
+        loss: Distillation loss; None trains on the labels alone (cross-entropy).
+        teacher_logits: Teacher logits aligned with ``x``; required with a ``loss``
+            that needs logits (``loss.needs(...).logits``).
+        on_epoch: Called after every epoch; returning True stops training.
+        teacher_features: Named teacher features aligned with ``x``, for a loss that
+            needs features; the student's are tapped (:mod:`kdforge.features`) and
+            the loss's learnable parts are optimised with the student.
+        online_teacher: Teacher outputs for a (randomly augmented) training batch; when
+            given it replaces ``teacher_logits``/``teacher_features``
+            (:class:`kdforge.teacher.online.OnlineTeacher`).
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    device = torch.device(settings.device)
+    needs = loss.needs(loss.params) if loss is not None else None
+    if loss is None:
+        keep = y != UNLABELED
+        x, y = take(x, keep), y[keep]
+    elif online_teacher is None and needs is not None and needs.logits and teacher_logits is None:
+        raise ValueError("a distillation loss needs teacher_logits aligned with x")
+    elif online_teacher is None and needs is not None and needs.features and not teacher_features:
+        raise ValueError(f"loss {loss.name!r} needs teacher_features aligned with x")
+    x, y = to_device(x, device), y.to(device)
+    val_x, val_y = to_device(val_x, device), val_y.to(device)
+    if teacher_logits is not None:
+        teacher_logits = teacher_logits.to(device)
+    teacher_features = {k: v.to(device) for k, v in (teacher_features or {}).items()}
+    model.to(device)
+    tap = student_tap(model, needs)
+    if loss is not None:
+        _bind_loss(
+            loss,
+            model,
+            x,
+            settings.batch_size,
+            device,
+            tap,
+            teacher_logits,
+            teacher_features,
+            online_teacher,
+        )
+    generator = torch.Generator().manual_seed(settings.seed)
+    # A loss's learnable parts (e.g. FitNets' adapter) train with the student.
+    extra = loss.parameters() if loss is not None else []
+    optimizer = make_optimizer([*model.parameters(), *extra], settings.lr, settings.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(x) / settings.batch_size))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=settings.epochs * steps_per_epoch
+    )
+    amp_dtype, amp_enabled = _autocast_dtype(settings.precision, device)
+    # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled and amp_dtype == torch.float16)
+    best_acc, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    history: list[EpochReport] = []
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        order = torch.randperm(len(x), generator=generator).to(device)
+        total, seen = 0.0, 0
+        parts_sum: dict[str, float] = {}
+        # Same batches on both paths: indexing in-memory tensors, or streaming lazy
+        # inputs through a DataLoader (see kdforge.batching).
+        for idx, batch in iter_batches(
+            x, settings.batch_size, order, augment=True, seed=settings.seed + epoch
+        ):
+            # A disabled autocast still costs a context switch per step; skip it on fp32.
+            with (
+                torch.autocast(device.type, dtype=amp_dtype)
+                if amp_enabled
+                else contextlib.nullcontext()
+            ):
+                logits, student_features = forward_tapped(model, batch.to(device), tap)
+                if loss is None:
+                    value = F.cross_entropy(logits, y[idx])
+                    parts = {"ce": float(value.detach())}
+                else:
+                    teacher = (
+                        online_teacher(batch.to(device))
+                        if online_teacher is not None
+                        else teacher_rows(teacher_logits, teacher_features, idx)
+                    )
+                    result = loss(ModelOutput(logits, student_features), teacher, y[idx])
+                    value, parts = result.total, result.parts
+            # One read of the loss per step serves both the check and the epoch mean.
+            current = float(value.detach())
+            if not math.isfinite(current):
+                raise TrainingDiverged(
+                    f"training loss became {current} at epoch {epoch} "
+                    f"(lr={settings.lr:.3g}); lower the learning-rate range"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            if scaler.is_enabled():
+                scaler.scale(value).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                value.backward()
+                optimizer.step()
+            scheduler.step()
+            n = len(idx)
+            total += current * n
+            for name, part in parts.items():
+                parts_sum[name] = parts_sum.get(name, 0.0) + part * n
+            seen += n
+        val_acc, val_loss = evaluate(model, val_x, val_y)
+        report = EpochReport(
+            epoch=epoch,
+            train_loss=total / max(seen, 1),
+            val_acc=val_acc,
+            val_loss=val_loss,
+            parts={k: v / max(seen, 1) for k, v in parts_sum.items()},
+            lr=float(scheduler.get_last_lr()[0]),
+        )
+        history.append(report)
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None and on_epoch(report):
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(best_acc, best_epoch, len(history), history)
+
+
+def _bind_loss(
+    loss: LossStrategy,
+    model: nn.Module,
+    x: Inputs,
+    batch_size: int,
+    device: torch.device,
+    tap: FeatureTap | None,
+    teacher_logits: torch.Tensor | None,
+    teacher_features: dict[str, torch.Tensor],
+    online_teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
+) -> None:
+    """Show the loss one batch of outputs so it can pair layers and build adapters.
+
+    Runs only for losses that read features or override ``bind``; the probe runs in
+    eval mode without gradients, so it changes no weights, statistics or RNG state.
+    """
+    if tap is None and type(loss).bind is LossStrategy.bind:
+        return
+    idx, batch = next(iter_batches(x, batch_size))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits, features = forward_tapped(model, batch.to(device), tap)
+    model.train(was_training)
+    teacher = (
+        online_teacher(batch.to(device))
+        if online_teacher is not None
+        else teacher_rows(teacher_logits, teacher_features, idx)
+    )
+    loss.bind(ModelOutput(logits, features), teacher)

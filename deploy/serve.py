@@ -1,0 +1,291 @@
+"""``kdforge serve``: put a registered student behind HTTP.
+
+Two servers, one protocol (MLflow's ``POST /invocations``):
+
+* default: ``mlflow models serve -m models:/NAME@champion --env-manager local`` — no
+  kdforge code runs in the server; the signature logged with the model checks shapes
+  and types. It has no batch-size limit.
+* ``--ray``: the Ray Serve application of :mod:`kdforge.deploy.ray_serve_app`, as
+  autoscaling replicas, which also refuses batches over ``--max-batch-size`` (413).
+
+The model argument is a model URI, a registered model name (``models:/NAME@ALIAS``
+is served), or a search folder (its ``summary.json`` names the registered version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from kdforge.errors import ConfigError, KDForgeError
+from kdforge.tracking.store import resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from kdforge.deploy.ray_serve_app import RayServeSettings
+
+__all__ = [
+    "ServeError",
+    "ServeTarget",
+    "mlflow_serve_command",
+    "resolve_target",
+    "serve_mlflow",
+    "serve_ray",
+    "start_ray_serve",
+]
+
+
+class ServeError(KDForgeError):
+    """The model server could not be started."""
+
+
+@dataclass(frozen=True)
+class ServeTarget:
+    """What to serve and where it is registered."""
+
+    model_uri: str
+    tracking_uri: str
+
+
+def resolve_target(
+    model: str, alias: str = "champion", tracking_uri: str | None = None
+) -> ServeTarget:
+    """Turn the ``kdforge serve`` model argument into a model URI and tracking URI.
+
+    Args:
+        model: ``models:/...`` (or any URI with a scheme), a search folder holding
+            ``summary.json``, or a registered model name.
+        alias: Alias used when ``model`` is a bare name.
+        tracking_uri: Overrides ``MLFLOW_TRACKING_URI`` and the search folder's
+            ``tracking.uri``.
+
+    Raises:
+        ConfigError: a search folder whose search registered no model.
+    """
+    folder = Path(model)
+    if "://" not in model and ":/" not in model and folder.is_dir():
+        summary_file = folder / "summary.json"
+        if not summary_file.exists():
+            raise ConfigError(
+                f"{folder} is a folder without summary.json",
+                hint="pass a finished search folder, a models:/ URI or a registered model name",
+            )
+        summary = json.loads(summary_file.read_text())
+        if "model_uri" not in summary:
+            raise ConfigError(
+                f"the search in {folder} registered no model (export disabled or not ONNX)",
+                hint="set export.enabled: true and export.exporter: onnx, then search again",
+            )
+        return ServeTarget(
+            model_uri=str(summary["model_uri"]),
+            tracking_uri=_tracking_uri(tracking_uri, _search_tracking_uri(folder)),
+        )
+    uri = model if ":/" in model else f"models:/{model}@{alias}"
+    return ServeTarget(model_uri=uri, tracking_uri=_tracking_uri(tracking_uri, None))
+
+
+def _search_tracking_uri(folder: Path) -> str | None:
+    config_file = folder / "config.yaml"
+    if not config_file.exists():
+        return None
+    raw = yaml.safe_load(config_file.read_text()) or {}
+    return (raw.get("tracking") or {}).get("uri")
+
+
+def _tracking_uri(explicit: str | None, from_search: str | None) -> str:
+    chosen = explicit or os.environ.get("MLFLOW_TRACKING_URI") or from_search
+    return resolve_tracking_uri(chosen)
+
+
+def mlflow_serve_command(
+    target: ServeTarget, host: str = "127.0.0.1", port: int = 5000, workers: int = 1
+) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow models serve`` command line and environment for ``target``.
+
+    The venv's ``bin`` folder goes first on ``PATH``: MLflow starts ``uvicorn`` by name.
+    """
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        target.model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = target.tracking_uri
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return argv, env
+
+
+def serve_mlflow(
+    target: ServeTarget,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 1,
+    emit: Any = print,
+) -> int:
+    """Run ``mlflow models serve`` in the foreground until it exits or is stopped.
+
+    SIGINT/SIGTERM are passed on to the server's whole process group (MLflow starts
+    uvicorn as a child), so stopping ``kdforge serve`` leaves nothing running.
+
+    Returns:
+        The server's exit status (0 when stopped by a signal).
+    """
+    argv, env = mlflow_serve_command(target, host, port, workers)
+    emit(f"serving {target.model_uri} (tracking {target.tracking_uri}) on http://{host}:{port}")
+    emit('  POST /invocations {"inputs": [...]}; GET /ping. Stop with Ctrl-C.')
+    process = subprocess.Popen(argv, env=env, start_new_session=True)
+    stopping = threading.Event()
+
+    def _forward(signum: int, _frame: Any) -> None:
+        stopping.set()
+        _kill_group(process, signum)
+
+    previous = {sig: signal.signal(sig, _forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _kill_group(process, signal.SIGTERM)
+        _wait_group_gone(process)
+    return 0 if stopping.is_set() else code
+
+
+def _kill_group(process: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+def _wait_group_gone(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """Wait until no process of the server's group is left (uvicorn outlives mlflow)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)
+    _kill_group(process, signal.SIGKILL)
+
+
+def start_ray_serve(
+    target: ServeTarget,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: RayServeSettings | None = None,
+    address: str | None = None,
+    app_name: str = "kdforge",
+) -> str:
+    """Deploy the Ray Serve application and return its base URL (non-blocking).
+
+    Joins the Ray cluster at ``address`` (or the one already initialised, or a new
+    local one), starts Serve's HTTP proxy on ``host:port`` and waits until the
+    replicas answer.
+
+    Raises:
+        ServeError: Serve could not start (e.g. the port is taken).
+    """
+    from ray import serve
+
+    from kdforge.deploy.ray_serve_app import bind_app
+    from kdforge.tracking.registry import fetch_onnx_model
+
+    model = fetch_onnx_model(target.model_uri, target.tracking_uri)
+    _init_ray(address)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(bind_app(model, settings), name=app_name, route_prefix="/")
+    except Exception as exc:
+        raise ServeError(
+            f"Ray Serve could not start {target.model_uri} on {host}:{port}: {exc}",
+            hint="pick a free --port, or shut down an older Serve instance (serve shutdown)",
+        ) from None
+    url = f"http://{host}:{port}"
+    # serve.start keeps the HTTP options of a Serve instance already running on the
+    # cluster, so check that the app really answers where it was asked to.
+    probe = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ping"
+    if not _answers(probe, timeout_s=60.0):
+        raise ServeError(
+            f"Ray Serve deployed {target.model_uri} but nothing answers {probe}",
+            hint="a Serve instance with other HTTP options may already run on this cluster: "
+            "stop it (serve shutdown) or use its port",
+        )
+    return url
+
+
+def _answers(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def _init_ray(address: str | None) -> None:
+    from kdforge.cluster.ray_init import init_ray
+
+    init_ray(address, log_to_driver=True, error=ServeError)
+
+
+def serve_ray(
+    target: ServeTarget,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: RayServeSettings | None = None,
+    address: str | None = None,
+    emit: Any = print,
+) -> int:
+    """Run the Ray Serve application until SIGINT/SIGTERM, then shut Serve down."""
+    import ray
+    from ray import serve
+
+    stopping = threading.Event()
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    _init_ray(address)
+    # After ray.init, which installs SIGTERM handlers that exit the driver without
+    # shutting Serve down; a signal during start-up stops Serve once it is up.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        url = start_ray_serve(target, host, port, settings, address)
+        emit(f"serving {target.model_uri} with Ray Serve on {url}")
+        emit('  POST /invocations {"inputs": [...]}; GET /ping. Stop with Ctrl-C.')
+        while not stopping.is_set():
+            time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if ray.is_initialized():
+            serve.shutdown()
+    return 0
