@@ -88,9 +88,9 @@ def _build_models(folder: Path, search_dir: Path | None) -> dict[str, tuple[Path
     import torch
     import yaml
 
+    from kdforge import build_checkpoint_model, load_checkpoint
     from kdforge.config import PluginRef
     from kdforge.plugin_host.resolve import instantiate
-    from kdforge.training.checkpoint import build_model, load_checkpoint
     from kdforge.training.trainer import TrainSettings, evaluate, train_model
 
     splits = instantiate("dataset", PluginRef(name="digits"), "dataset").load(0)
@@ -98,9 +98,9 @@ def _build_models(folder: Path, search_dir: Path | None) -> dict[str, tuple[Path
     models: dict[str, torch.nn.Module] = {}
     if search_dir is not None:
         config = yaml.safe_load((search_dir / "config.yaml").read_text())
-        models["student"] = build_model(load_checkpoint(search_dir / "student.pt"))
+        models["student"] = build_checkpoint_model(load_checkpoint(search_dir / "student.pt"))
         teacher_path = Path(config["teacher"]["params"]["path"])
-        models["teacher"] = build_model(load_checkpoint(teacher_path))
+        models["teacher"] = build_checkpoint_model(load_checkpoint(teacher_path))
     else:
         space = instantiate("search_space", PluginRef(name="mlp"), "student")
         for name, arch, epochs in (("student", STUDENT_ARCH, 8), ("teacher", TEACHER_ARCH, 8)):

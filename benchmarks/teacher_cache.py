@@ -28,11 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kdforge.checkpoint import save_checkpoint
 from kdforge.config import SearchConfig
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.search.driver import run_search
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.training.checkpoint import save_checkpoint
 from kdforge.training.trainer import TrainSettings, train_model
 
 

@@ -4,12 +4,42 @@ Bring a teacher and data; kdforge searches the smallest student that keeps the
 teacher's accuracy (Ray Tune + Optuna), tracks everything in MLflow, and exports and
 registers the winner as ONNX. Everything that varies between users is a plugin (see
 ``kdforge.hookspecs``).
+
+This module is the public face: every name a plugin author or a script needs is
+importable from ``kdforge`` itself (``from kdforge import DatasetPlugin, apply_storage``).
+The face modules ``kdforge.errors``, ``kdforge.data``, ``kdforge.interfaces``,
+``kdforge.hookspecs``, ``kdforge.features``, ``kdforge.batching``, ``kdforge.checkpoint``
+and ``kdforge.testing`` may be imported directly too; everything else is internal.
 """
 
 from __future__ import annotations
 
-from kdforge.config import SearchConfig, TeacherConfig, load_search_config, load_teacher_config
-from kdforge.data import UNLABELED, DataInfo, DataSplits, Split
+from kdforge._moved import install_moved_module_finder
+from kdforge._version import __version__
+from kdforge.batching import apply_storage, concat, iter_batches
+from kdforge.checkpoint import checkpoint_info, load_checkpoint, save_checkpoint
+from kdforge.config import (
+    PluginRef,
+    Range,
+    SearchConfig,
+    TeacherConfig,
+    load_search_config,
+    load_teacher_config,
+)
+from kdforge.data import (
+    UNLABELED,
+    DataInfo,
+    DataSplits,
+    ExportResult,
+    HParam,
+    Inputs,
+    LazyInputs,
+    LossNeeds,
+    LossResult,
+    ModelOutput,
+    Split,
+    is_token_dtype,
+)
 from kdforge.errors import (
     CheckpointError,
     ConfigError,
@@ -20,24 +50,21 @@ from kdforge.errors import (
     SearchError,
     TrackingError,
 )
+from kdforge.features import FeatureTap, match_layers, model_feature_names
 from kdforge.hookspecs import Register, hookimpl, hookspec
 from kdforge.interfaces import (
     DatasetPlugin,
     Exporter,
-    ExportResult,
-    HParam,
-    LossNeeds,
-    LossResult,
     LossStrategy,
-    ModelOutput,
     PluginParams,
     SearchSpace,
     Teacher,
 )
-from kdforge.plugin_host.manager import get_registry
-from kdforge.training.checkpoint import load_checkpoint, save_checkpoint
+from kdforge.plugin_host.manager import PluginRecord, get_registry, reset_registry
+from kdforge.plugin_host.resolve import build_checkpoint_model, instantiate, validate_params
+from kdforge.tracking.store import resolve_tracking_uri
 
-__version__ = "0.1.0"
+install_moved_module_finder()
 
 __all__ = [
     "UNLABELED",
@@ -50,14 +77,20 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "Exporter",
+    "FeatureTap",
     "HParam",
+    "Inputs",
     "KDForgeError",
+    "LazyInputs",
     "LossNeeds",
     "LossResult",
     "LossStrategy",
     "ModelOutput",
     "PluginError",
     "PluginParams",
+    "PluginRecord",
+    "PluginRef",
+    "Range",
     "Register",
     "SearchConfig",
     "SearchError",
@@ -67,11 +100,23 @@ __all__ = [
     "TeacherConfig",
     "TrackingError",
     "__version__",
+    "apply_storage",
+    "build_checkpoint_model",
+    "checkpoint_info",
+    "concat",
     "get_registry",
     "hookimpl",
     "hookspec",
+    "instantiate",
+    "is_token_dtype",
+    "iter_batches",
     "load_checkpoint",
     "load_search_config",
     "load_teacher_config",
+    "match_layers",
+    "model_feature_names",
+    "reset_registry",
+    "resolve_tracking_uri",
     "save_checkpoint",
+    "validate_params",
 ]

@@ -30,7 +30,7 @@ import torch
 from typing_extensions import TypeIs
 
 from kdforge.data import DataSplits, Inputs, LazyInputs, Split
-from kdforge.errors import ConfigError
+from kdforge.errors import ConfigError, DataError
 
 __all__ = [
     "STORAGE_MODES",
@@ -162,7 +162,7 @@ class ConcatInputs(LazyInputs):
         self.augmentation = None
         shapes = {p.example_shape for p in self.parts}
         if len(shapes) > 1:
-            raise ValueError(f"cannot concatenate inputs of shapes {sorted(shapes)}")
+            raise DataError(f"cannot concatenate inputs of row shapes {sorted(shapes)}")
 
     @property
     def example_shape(self) -> tuple[int, ...]:

@@ -1,6 +1,6 @@
-"""Data containers shared by dataset plugins, teachers, the trainer and export.
+"""The value types every part of kdforge and every plugin shares.
 
-A dataset plugin returns a :class:`DataSplits`: the train, validation and test splits
+Data: a dataset plugin returns a :class:`DataSplits`: the train, validation and test splits
 (and an optional unlabeled ``transfer`` split), plus a :class:`DataInfo` describing the
 per-example input shape and the number of classes. Labels use ``-1`` for "no label" so
 that a batch can mix labeled and unlabeled rows.
@@ -8,6 +8,11 @@ that a batch can mix labeled and unlabeled rows.
 A split's inputs are either an in-memory tensor (batched by indexing) or, for data too
 big for memory, a :class:`LazyInputs` that reads rows on demand (streamed through a
 DataLoader with workers, see :mod:`kdforge.batching`). Labels are always in memory.
+
+Model and loss values: :class:`ModelOutput` (logits and named features of a batch),
+:class:`LossResult`, :class:`LossNeeds` (what a loss reads), :class:`HParam` (a
+searchable hyperparameter a plugin declares) and :class:`ExportResult`. The plugin
+interfaces in :mod:`kdforge.interfaces` are written in these types.
 """
 
 from __future__ import annotations
@@ -16,12 +21,28 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
 
-__all__ = ["UNLABELED", "DataInfo", "DataSplits", "Inputs", "LazyInputs", "Split"]
+from kdforge.errors import DataError, PluginError
+
+__all__ = [
+    "UNLABELED",
+    "DataInfo",
+    "DataSplits",
+    "ExportResult",
+    "HParam",
+    "Inputs",
+    "LazyInputs",
+    "LossNeeds",
+    "LossResult",
+    "ModelOutput",
+    "Split",
+    "is_token_dtype",
+]
 
 #: Label value meaning "this example has no label" (e.g. rows of a transfer split).
 UNLABELED = -1
@@ -48,6 +69,12 @@ class DataInfo:
     class_names: tuple[str, ...] | None = None
     vocab_size: int | None = None
     pad_token_id: int | None = None
+
+
+def is_token_dtype(dtype: str) -> bool:
+    """True when a ``DataInfo.input_dtype`` name is an integer dtype (token ids)."""
+    value = getattr(torch, dtype.removeprefix("torch."), None)
+    return isinstance(value, torch.dtype) and not value.is_floating_point and not value.is_complex
 
 
 class LazyInputs(ABC):
@@ -158,7 +185,7 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0]:
-            raise ValueError(f"split has {self.x.shape[0]} inputs but {self.y.shape[0]} labels")
+            raise DataError(f"split has {self.x.shape[0]} inputs but {self.y.shape[0]} labels")
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -210,3 +237,94 @@ class DataSplits:
                     digest.update(contiguous.numpy().tobytes())
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
+
+
+@dataclass(frozen=True)
+class HParam:
+    """A searchable hyperparameter that a plugin adds to the search space.
+
+    Attributes:
+        name: Parameter name (unique within the plugin).
+        low: Lower bound (inclusive).
+        high: Upper bound (inclusive).
+        log: Sample on a log scale (requires ``low > 0``).
+        kind: ``"float"`` or ``"int"``.
+        default: Value used when the parameter is not searched (e.g. a baseline run).
+        help: One line for docs and ``kdforge plugins show``.
+    """
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    kind: Literal["float", "int"] = "float"
+    default: float | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise PluginError(f"hyperparameter {self.name!r}: low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise PluginError(f"hyperparameter {self.name!r}: log scale needs low > 0")
+
+
+@dataclass
+class ModelOutput:
+    """What a teacher (or a student) produced for a batch.
+
+    Attributes:
+        logits: Class scores ``(n, num_classes)``, or None for embedding-only teachers.
+        features: Named intermediate features (e.g. ``"block1"``, ``"pooled"``).
+    """
+
+    logits: torch.Tensor | None
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class LossResult:
+    """A loss value plus its named parts for logging.
+
+    Attributes:
+        total: The scalar to back-propagate.
+        parts: Detached float values of the terms (e.g. ``{"kd": .., "ce": ..}``).
+    """
+
+    total: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossNeeds:
+    """What a loss needs from the teacher and the student (decided before training).
+
+    Attributes:
+        logits: The loss reads teacher logits (False for embedding-only losses).
+        features: The loss reads intermediate features (teacher features are then
+            computed once in the driver and the student's are tapped in the trainer).
+        teacher_layers: Teacher feature names the loss reads; None means "every
+            feature the teacher exposes" (automatic layer mapping).
+        student_layers: Student module paths the loss reads besides those the
+            student exposes by default (from an explicit layer mapping).
+    """
+
+    logits: bool = True
+    features: bool = False
+    teacher_layers: tuple[str, ...] | None = None
+    student_layers: tuple[str, ...] = ()
+
+
+@dataclass
+class ExportResult:
+    """Outcome of exporting a student.
+
+    Attributes:
+        path: The written model file.
+        max_abs_diff: Largest absolute difference between the exported model's and
+            PyTorch's outputs on the check inputs.
+        format: Short format name (``"onnx"``).
+    """
+
+    path: Path
+    max_abs_diff: float
+    format: str

@@ -15,18 +15,30 @@ what a teacher layer and a student layer compute. This module
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
 
+from kdforge.data import LossNeeds, ModelOutput
 from kdforge.errors import ConfigError
 
-if TYPE_CHECKING:
-    from kdforge.interfaces import LossNeeds, ModelOutput, Teacher
+
+class TappableTeacher(Protocol):
+    """What :func:`predict_with_taps` needs of a teacher (:class:`kdforge.Teacher` has it)."""
+
+    name: str
+
+    def predict(self, x: torch.Tensor) -> ModelOutput:
+        """The teacher's output for one batch."""
+
+    def torch_module(self) -> nn.Module | None:
+        """The torch model behind ``predict``, or None."""
+
 
 __all__ = [
     "FeatureTap",
+    "TappableTeacher",
     "forward_tapped",
     "match_layers",
     "model_feature_names",
@@ -140,7 +152,7 @@ class FeatureTap:
 
 
 def predict_with_taps(
-    teacher: Teacher, x: torch.Tensor, names: Sequence[str] | None = None
+    teacher: TappableTeacher, x: torch.Tensor, names: Sequence[str] | None = None
 ) -> ModelOutput:
     """Run ``teacher.predict(x)`` and return its output with named features added.
 
@@ -155,8 +167,6 @@ def predict_with_taps(
     Raises:
         ConfigError: a requested feature does not exist (the message lists those that do).
     """
-    from kdforge.interfaces import ModelOutput
-
     module = teacher.torch_module()
     tapped: dict[str, torch.Tensor] = {}
     if module is None:
@@ -274,8 +284,6 @@ def teacher_rows(
     logits: torch.Tensor | None, features: Mapping[str, torch.Tensor] | None, idx: torch.Tensor
 ) -> ModelOutput:
     """The teacher's precomputed outputs for the rows ``idx`` of the training set."""
-    from kdforge.interfaces import ModelOutput
-
     return ModelOutput(
         logits[idx] if logits is not None else None,
         {name: value[idx] for name, value in (features or {}).items()},

@@ -15,14 +15,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from kdforge.data import DataInfo, DataSplits
+from kdforge.data import (
+    DataInfo,
+    DataSplits,
+    ExportResult,
+    HParam,
+    LossNeeds,
+    LossResult,
+    ModelOutput,
+)
+from kdforge.errors import ConfigError
+from kdforge.features import model_feature_names, predict_with_taps
 
 if TYPE_CHECKING:
     import optuna
@@ -46,97 +55,6 @@ class PluginParams(BaseModel):
     """Base of every plugin's ``Params`` model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(frozen=True)
-class HParam:
-    """A searchable hyperparameter that a plugin adds to the search space.
-
-    Attributes:
-        name: Parameter name (unique within the plugin).
-        low: Lower bound (inclusive).
-        high: Upper bound (inclusive).
-        log: Sample on a log scale (requires ``low > 0``).
-        kind: ``"float"`` or ``"int"``.
-        default: Value used when the parameter is not searched (e.g. a baseline run).
-        help: One line for docs and ``kdforge plugins show``.
-    """
-
-    name: str
-    low: float
-    high: float
-    log: bool = False
-    kind: Literal["float", "int"] = "float"
-    default: float | None = None
-    help: str = ""
-
-    def __post_init__(self) -> None:
-        if self.low > self.high:
-            raise ValueError(f"hyperparameter {self.name!r}: low {self.low} > high {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"hyperparameter {self.name!r}: log scale needs low > 0")
-
-
-@dataclass
-class ModelOutput:
-    """What a teacher (or a student) produced for a batch.
-
-    Attributes:
-        logits: Class scores ``(n, num_classes)``, or None for embedding-only teachers.
-        features: Named intermediate features (e.g. ``"block1"``, ``"pooled"``).
-    """
-
-    logits: torch.Tensor | None
-    features: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass
-class LossResult:
-    """A loss value plus its named parts for logging.
-
-    Attributes:
-        total: The scalar to back-propagate.
-        parts: Detached float values of the terms (e.g. ``{"kd": .., "ce": ..}``).
-    """
-
-    total: torch.Tensor
-    parts: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LossNeeds:
-    """What a loss needs from the teacher and the student (decided before training).
-
-    Attributes:
-        logits: The loss reads teacher logits (False for embedding-only losses).
-        features: The loss reads intermediate features (teacher features are then
-            computed once in the driver and the student's are tapped in the trainer).
-        teacher_layers: Teacher feature names the loss reads; None means "every
-            feature the teacher exposes" (automatic layer mapping).
-        student_layers: Student module paths the loss reads besides those the
-            student exposes by default (from an explicit layer mapping).
-    """
-
-    logits: bool = True
-    features: bool = False
-    teacher_layers: tuple[str, ...] | None = None
-    student_layers: tuple[str, ...] = ()
-
-
-@dataclass
-class ExportResult:
-    """Outcome of exporting a student.
-
-    Attributes:
-        path: The written model file.
-        max_abs_diff: Largest absolute difference between the exported model's and
-            PyTorch's outputs on the check inputs.
-        format: Short format name (``"onnx"``).
-    """
-
-    path: Path
-    max_abs_diff: float
-    format: str
 
 
 class _Plugin(ABC):  # noqa: B024 - abstract methods come with each kind's subclass
@@ -222,8 +140,6 @@ class Teacher(_Plugin):
             x: One batch of inputs.
             names: Feature names to return; None returns every exposed feature.
         """
-        from kdforge.features import predict_with_taps
-
         return predict_with_taps(self, x, names)
 
 
@@ -260,8 +176,6 @@ class SearchSpace(_Plugin):
         Feature-based losses read these and map teacher layers to them. The default
         builds the model and asks :func:`kdforge.features.model_feature_names`.
         """
-        from kdforge.features import model_feature_names
-
         return model_feature_names(self.build(arch, info))
 
 
@@ -307,7 +221,10 @@ class LossStrategy(_Plugin):
         values.update(hparams or {})
         missing = [k for k, v in values.items() if v is None]
         if missing:
-            raise ValueError(f"loss {self.name!r} needs values for {missing}")
+            raise ConfigError(
+                f"loss {self.name!r} needs values for {missing}: they have no default",
+                hint=f"give them under loss.hparams ({', '.join(missing)})",
+            )
         self.hparams: dict[str, float] = {k: float(v) for k, v in values.items() if v is not None}
 
     def bind(self, student: ModelOutput, teacher: ModelOutput) -> None:

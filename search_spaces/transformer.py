@@ -30,10 +30,10 @@ from pydantic import Field, model_validator
 from torch import nn
 
 import kdforge
-from kdforge.data import DataInfo
+from kdforge.checkpoint import load_checkpoint
+from kdforge.data import DataInfo, is_token_dtype
 from kdforge.errors import ConfigError
 from kdforge.interfaces import PluginParams, SearchSpace, Teacher
-from kdforge.objectives.costs import is_token_dtype
 from kdforge.search_spaces.transformer_net import TransformerNet, copy_teacher_layers
 
 __all__ = ["TransformerParams", "TransformerSpace"]
@@ -93,8 +93,6 @@ class TransformerParams(PluginParams):
 @lru_cache(maxsize=2)
 def _teacher_state(path: str, mtime: float) -> dict[str, Any]:
     """The teacher checkpoint's state dict (cached per process: trials reuse workers)."""
-    from kdforge.training.checkpoint import load_checkpoint
-
     return dict(load_checkpoint(path)["state_dict"])
 
 
@@ -123,8 +121,6 @@ class TransformerSpace(SearchSpace):
         assert isinstance(p, TransformerParams)
         if not p.init_from_teacher:
             return
-        from kdforge.training.checkpoint import load_checkpoint
-
         path = p.teacher_path or getattr(getattr(teacher, "params", None), "path", None)
         if not path:
             raise ConfigError(

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from kdforge.config.objective_settings import OBJECTIVE_MODES
-from kdforge.data import DataInfo
+from kdforge.data import DataInfo, is_token_dtype
 
 __all__ = [
     "OBJECTIVE_MODES",
@@ -38,7 +38,6 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "example_input",
-    "is_token_dtype",
     "measure_latency",
     "measure_onnx_latency",
     "model_size_bytes",
@@ -47,12 +46,6 @@ __all__ = [
 
 #: Objectives that need an ONNX export to be measured (OBJECTIVE_MODES lists them all).
 LATENCY_OBJECTIVES = ("latency_ms", "latency_batch_ms")
-
-
-def is_token_dtype(dtype: str) -> bool:
-    """True when a ``DataInfo.input_dtype`` name is an integer dtype (token ids)."""
-    value = getattr(torch, dtype.removeprefix("torch."), None)
-    return isinstance(value, torch.dtype) and not value.is_floating_point and not value.is_complex
 
 
 def count_parameters(model: nn.Module) -> int:

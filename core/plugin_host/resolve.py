@@ -9,13 +9,21 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from torch import nn
 
+from kdforge.checkpoint import checkpoint_info
 from kdforge.config import LossConfig, PluginRef, Range, format_validation_error
-from kdforge.errors import ConfigError
+from kdforge.errors import CheckpointError, ConfigError, closest_match, first_line
 from kdforge.interfaces import HParam, LossNeeds, LossStrategy, PluginParams
 from kdforge.plugin_host.manager import PluginRecord, get_registry
 
-__all__ = ["instantiate", "loss_hparams", "loss_needs", "validate_params"]
+__all__ = [
+    "build_checkpoint_model",
+    "instantiate",
+    "loss_hparams",
+    "loss_needs",
+    "validate_params",
+]
 
 _T = TypeVar("_T")
 
@@ -60,8 +68,6 @@ def loss_hparams(config: LossConfig) -> list[tuple[HParam, float | Range]]:
     declared = {hp.name: hp for hp in cls.declared_hyperparameters(params)}
     for name in config.hparams:
         if name not in declared:
-            from kdforge.errors import closest_match
-
             suggestion = closest_match(name, declared)
             hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
             raise ConfigError(
@@ -93,3 +99,28 @@ def loss_needs(config: LossConfig) -> LossNeeds:
     record = get_registry().get("loss", config.name)
     cls: type[LossStrategy] = record.cls
     return cls.needs(validate_params(record, config.params, "loss"))
+
+
+def build_checkpoint_model(payload: dict[str, Any], source: str = "checkpoint") -> nn.Module:
+    """Rebuild the model of a loaded checkpoint through its search-space plugin.
+
+    Args:
+        payload: A checkpoint read by :func:`kdforge.load_checkpoint`.
+        source: Where it came from, for error messages (a file path).
+
+    Raises:
+        CheckpointError: the weights do not fit the architecture.
+        PluginError: the search space is not installed.
+    """
+    record = get_registry().get("search_space", str(payload["space"]))
+    space = record.cls()
+    model = space.build(dict(payload["arch"]), checkpoint_info(payload))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{source}: weights do not fit architecture {payload['space']} {payload['arch']}: "
+            f"{first_line(exc)}"
+        ) from None
+    model.eval()
+    return model

@@ -131,7 +131,7 @@ def finalize(
         "student_size_bytes": best.size_bytes,
         "teacher_forward_calls": outputs.forward_calls,
     }
-    from kdforge.training.checkpoint import save_checkpoint
+    from kdforge.checkpoint import save_checkpoint
 
     save_checkpoint(
         search_dir / "student.pt",

@@ -32,7 +32,7 @@ SPEEDUP_ROWS = 256
 def _student(
     plan: SearchPlan, best: TrialRow, splits: DataSplits, search_dir: Path
 ) -> torch.nn.Module:
-    from kdforge.training.checkpoint import load_checkpoint
+    from kdforge.checkpoint import load_checkpoint
 
     model = plan.space.build(best.arch, splits.info)
     model.load_state_dict(load_checkpoint(search_dir / "student.pt")["state_dict"])

@@ -52,7 +52,8 @@ class TrialPayload:
     precision: str = "fp32"
     # Named teacher features of the training rows, only when the loss needs them.
     teacher_train_features: dict[str, torch.Tensor] = field(default_factory=dict)
-    # kdforge.objectives.constraints.TrialObjectives: limits checked before training, latency settings.
+    # kdforge.objectives.constraints.TrialObjectives: limits checked before training,
+    # latency settings.
     objectives: Any = None
     # kdforge.teacher.online.OnlineTeacher when inputs are augmented: the teacher runs on
     # every training batch instead of the cached logits (which are then empty).

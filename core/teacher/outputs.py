@@ -15,6 +15,7 @@ import torch
 
 from kdforge.batching import concat, iter_batches
 from kdforge.data import DataSplits, Inputs, Split
+from kdforge.errors import PluginError
 from kdforge.interfaces import LossNeeds, Teacher
 from kdforge.training.trainer import accuracy
 
@@ -98,7 +99,10 @@ def compute_teacher_outputs(
             calls += 1
             if output.logits is None:
                 if needs.logits:
-                    raise ValueError(f"teacher {teacher.name!r} returned no logits")
+                    raise PluginError(
+                        f"teacher {teacher.name!r} returned no logits, but the loss reads them",
+                        hint="use a loss that reads features only, or a teacher with logits",
+                    )
                 has_logits = False
                 outs.append(torch.empty(len(batch), 0))
             else:

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
+from kdforge.checkpoint import save_checkpoint
 from kdforge.config import PluginRef, TeacherConfig
 from kdforge.errors import ConfigError
 from kdforge.plugin_host.resolve import instantiate
 from kdforge.search.trial import count_parameters
 from kdforge.tracking.store import check_tracking_uri, resolve_tracking_uri, setup_experiment
-from kdforge.training.checkpoint import save_checkpoint
 from kdforge.training.trainer import TrainSettings, evaluate, train_model
 
 __all__ = ["train_teacher"]

@@ -17,6 +17,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdforge._version import __version__
+
 if TYPE_CHECKING:
     from kdforge.config import SearchConfig
     from kdforge.data import DataSplits
@@ -42,9 +44,7 @@ _CONTEXTS = {"train": "train", "val": "validation", "test": "test", "transfer": 
 
 def kdforge_version() -> str:
     """The installed kdforge version."""
-    from kdforge import __version__
-
-    return str(__version__)
+    return __version__
 
 
 def git_commit(folder: str | Path) -> str | None:

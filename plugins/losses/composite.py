@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 import kdforge
-from kdforge.config import Range
+from kdforge import Range, get_registry, validate_params
 from kdforge.errors import ConfigError
 from kdforge.interfaces import (
     HParam,
@@ -83,9 +83,6 @@ class CompositeParams(PluginParams):
 
 def _term_classes(params: CompositeParams) -> list[tuple[type[LossStrategy], PluginParams]]:
     """Each term's loss class and validated params (errors name the config key)."""
-    from kdforge.plugin_host.manager import get_registry
-    from kdforge.plugin_host.resolve import validate_params
-
     out = []
     for i, term in enumerate(params.terms):
         record = get_registry().get("loss", term.name)

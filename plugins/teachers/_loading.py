@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdforge import get_registry
 from kdforge.data import DataInfo
 from kdforge.errors import CheckpointError, ConfigError, first_line
 
@@ -31,6 +32,7 @@ __all__ = [
     "build_from_factory",
     "directory_sha256",
     "extract_state_dict",
+    "file_sha256",
     "is_torchscript",
     "read_pickled",
 ]
@@ -160,8 +162,6 @@ def build_from_factory(
                 "not a torch.nn.Module"
             )
         return model
-    from kdforge.plugin_host.manager import get_registry
-
     record = get_registry().get("search_space", factory)
     if input_shape is None or num_classes is None:
         raise ConfigError(
@@ -215,4 +215,13 @@ def directory_sha256(folder: Path, skip: tuple[str, ...] = ()) -> str:
         with open(file, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()

@@ -26,6 +26,8 @@ from pydantic import Field
 from torch import nn
 
 import kdforge
+from kdforge import build_checkpoint_model
+from kdforge.checkpoint import FORMAT, checkpoint_info
 from kdforge.data import DataInfo
 from kdforge.errors import CheckpointError
 from kdforge.interfaces import ModelOutput, PluginParams, Teacher
@@ -33,11 +35,11 @@ from kdforge.plugins.teachers._loading import (
     build_from_factory,
     extract_state_dict,
     file_digest,
+    file_sha256,
     is_torchscript,
     load_weights,
     read_pickled,
 )
-from kdforge.training.checkpoint import FORMAT, build_model, checkpoint_info, file_sha256
 
 __all__ = ["CheckpointParams", "CheckpointTeacher"]
 
@@ -122,7 +124,7 @@ class CheckpointTeacher(Teacher):
                     raise CheckpointError(f"{_WHERE}: kdforge checkpoint {path} lacks {key!r}")
             self._info = checkpoint_info(payload)
             self._meta = dict(payload.get("meta", {}))
-            return build_model(payload, source=str(path)), "kdforge"
+            return build_checkpoint_model(payload, source=str(path)), "kdforge"
         if kind == "kdforge":
             raise CheckpointError(
                 f"{_WHERE}: {path} is not a kdforge checkpoint (missing format marker {FORMAT!r})",

@@ -24,7 +24,7 @@ import torch
 from pydantic import Field, model_validator
 
 import kdforge
-from kdforge.config import PluginRef
+from kdforge import PluginRef, instantiate, iter_batches
 from kdforge.data import Split
 from kdforge.errors import ConfigError
 from kdforge.interfaces import ModelOutput, PluginParams, Teacher
@@ -85,8 +85,6 @@ class EnsembleTeacher(Teacher):
         super().__init__(params)
         params = self.params
         assert isinstance(params, EnsembleParams)
-        from kdforge.plugin_host.resolve import instantiate
-
         # Members are resolved now, so a bad member config fails before anything runs.
         self.members: list[Teacher] = [
             instantiate("teacher", ref, f"teacher.params.members.{i}")
@@ -163,8 +161,6 @@ class EnsembleTeacher(Teacher):
         Returns:
             ``{"member0:checkpoint": acc, ..., "ensemble": acc}`` (only labeled rows count).
         """
-        from kdforge.batching import iter_batches
-
         params = self.params
         assert isinstance(params, EnsembleParams)
         keep = split.y >= 0

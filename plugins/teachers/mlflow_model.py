@@ -29,6 +29,7 @@ import torch
 from pydantic import Field, field_validator
 
 import kdforge
+from kdforge import resolve_tracking_uri
 from kdforge.errors import CheckpointError, first_line
 from kdforge.interfaces import ModelOutput, PluginParams, Teacher
 from kdforge.plugins.teachers._loading import directory_sha256
@@ -71,8 +72,6 @@ class MlflowTeacher(Teacher):
         import mlflow
         from mlflow.exceptions import MlflowException
         from mlflow.models import Model
-
-        from kdforge.tracking.store import resolve_tracking_uri
 
         params = self.params
         assert isinstance(params, MlflowParams)

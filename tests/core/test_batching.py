@@ -20,6 +20,7 @@ from kdforge.batching import (
     materialize,
     take,
 )
+from kdforge.checkpoint import save_checkpoint
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
 from kdforge.plugins.datasets.arrays import Arrays, NpyInputs
@@ -28,7 +29,6 @@ from kdforge.plugins.losses.hinton_kd import HintonKD
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.teacher.outputs import compute_teacher_outputs, training_inputs
-from kdforge.training.checkpoint import save_checkpoint
 from kdforge.training.trainer import TrainSettings, evaluate, train_model
 from tests.plugins.datasets.builders import blobs, write_image_folder
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdforge import build_checkpoint_model, load_checkpoint, save_checkpoint
 from kdforge.data import DataInfo
 from kdforge.errors import CheckpointError
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.training.checkpoint import build_model, load_checkpoint, save_checkpoint
 
 INFO = DataInfo(name="t", input_shape=(1, 8, 8), num_classes=10)
 ARCH = {"depth": 1, "width_0": 16}
@@ -26,7 +26,7 @@ def _saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
 
 def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     path, model = _saved(tmp_path)
-    rebuilt = build_model(load_checkpoint(path))
+    rebuilt = build_checkpoint_model(load_checkpoint(path))
     x = torch.randn(5, 1, 8, 8)
     model.eval()
     torch.testing.assert_close(rebuilt(x), model(x))
@@ -82,4 +82,4 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path: Path) -> None:
     payload = load_checkpoint(path)
     payload["arch"] = {"depth": 1, "width_0": 17}
     with pytest.raises(CheckpointError, match="do not fit"):
-        build_model(payload)
+        build_checkpoint_model(payload)

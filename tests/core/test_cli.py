@@ -78,7 +78,7 @@ def test_missing_teacher_file_fails_before_training(tmp_path: Path) -> None:
 
 
 def test_train_teacher_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
-    from kdforge.training.checkpoint import build_model, load_checkpoint
+    from kdforge import build_checkpoint_model, load_checkpoint
 
     config = tmp_path / "t.yaml"
     config.write_text(
@@ -98,7 +98,7 @@ def test_train_teacher_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     assert "teacher saved to" in out.stdout
     payload = load_checkpoint(tmp_path / "out" / "teacher.pt")
     assert payload["meta"]["test_acc"] > 0.5
-    assert build_model(payload)(__import__("torch").zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert build_checkpoint_model(payload)(__import__("torch").zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_bad_architecture_is_a_config_error(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from kdforge.checkpoint import save_checkpoint
 from kdforge.data import DataInfo, DataSplits, Split
-from kdforge.errors import ConfigError
+from kdforge.errors import ConfigError, PluginError
 from kdforge.features import FeatureTap, match_layers, model_feature_names
 from kdforge.interfaces import LossNeeds, ModelOutput, PluginParams, Teacher
 from kdforge.plugins.losses.cosine_embedding import CosineEmbedding
@@ -18,7 +19,6 @@ from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.search_spaces.cnn import CNNSpace
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.teacher.outputs import compute_teacher_outputs
-from kdforge.training.checkpoint import save_checkpoint
 from kdforge.training.trainer import TrainSettings, train_model
 
 INFO = DataInfo(name="toy", input_shape=(1, 8, 8), num_classes=3)
@@ -180,7 +180,7 @@ def test_embedding_only_teacher_distils_with_cosine_embedding() -> None:
     teacher.load()
     splits = _splits()
     loss = CosineEmbedding(CosineEmbedding.Params(ce_weight=0.2), {"cos_weight": 1.0})
-    with pytest.raises(ValueError, match="returned no logits"):
+    with pytest.raises(PluginError, match="returned no logits"):
         compute_teacher_outputs(teacher, splits)
     outputs = compute_teacher_outputs(teacher, splits, needs=loss.needs(loss.params))
     assert not outputs.has_logits and list(outputs.train_features) == ["pooled"]

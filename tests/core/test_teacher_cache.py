@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from kdforge.batching import TensorInputs
+from kdforge.checkpoint import save_checkpoint
 from kdforge.config.teacher_cache_settings import TeacherCacheSettings
 from kdforge.data import DataSplits, Split
 from kdforge.interfaces import ModelOutput
@@ -20,7 +21,6 @@ from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.teacher.cache import prepare_teacher_outputs
 from kdforge.teacher.cached_rows import CachedRows
-from kdforge.training.checkpoint import save_checkpoint
 from kdforge.training.trainer import TrainSettings, train_model
 
 ARCH = {"depth": 1, "width_0": 32, "dropout": 0.0}

@@ -121,11 +121,11 @@ def registered_student(tmp_path_factory: pytest.TempPathFactory) -> RegisteredSt
     """A trained student, exported and registered as a search would (about 10 s)."""
     import mlflow
 
+    from kdforge import build_checkpoint_model, load_checkpoint, save_checkpoint
     from kdforge.config import PluginRef
     from kdforge.plugin_host.resolve import instantiate
     from kdforge.tracking.registry import register_onnx
     from kdforge.tracking.store import setup_experiment
-    from kdforge.training.checkpoint import build_model, load_checkpoint, save_checkpoint
     from kdforge.training.trainer import TrainSettings, train_model
 
     root = tmp_path_factory.mktemp("deploy")
@@ -180,7 +180,7 @@ def registered_student(tmp_path_factory: pytest.TempPathFactory) -> RegisteredSt
     (search_dir / "summary.json").write_text(json.dumps(summary))
 
     # The reference: the PyTorch student as saved in student.pt, not the trained object.
-    student = build_model(load_checkpoint(search_dir / "student.pt"))
+    student = build_checkpoint_model(load_checkpoint(search_dir / "student.pt"))
     test_x = splits.test.x[:16].numpy()
     with torch.no_grad():
         torch_logits = student(torch.from_numpy(test_x)).numpy()

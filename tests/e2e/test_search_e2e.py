@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from kdforge import build_checkpoint_model, load_checkpoint
 from kdforge.config import SearchConfig
 from kdforge.search.driver import run_search
-from kdforge.training.checkpoint import build_model, load_checkpoint
 from tests.conftest import tiny_search_config
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_champion_onnx_matches_pytorch_student(finished_search) -> None:
     assert "teacher_test_acc" in version.tags and "student_test_acc" in version.tags
 
     x = Digits().load(config.seed).test.x[:32].numpy()
-    student = build_model(load_checkpoint(result.search_dir / "student.pt"))
+    student = build_checkpoint_model(load_checkpoint(result.search_dir / "student.pt"))
     with torch.no_grad():
         expected = student(torch.from_numpy(x)).numpy()
 

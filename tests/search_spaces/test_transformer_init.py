@@ -10,6 +10,7 @@ import pytest
 import torch
 from ray.tune.search.optuna.optuna_search import unflatten_dict
 
+from kdforge.checkpoint import save_checkpoint
 from kdforge.config import Range
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
@@ -18,7 +19,6 @@ from kdforge.search.driver import DefineByRun
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.search_spaces.transformer import TransformerSpace
 from kdforge.search_spaces.transformer_net import teacher_layer_map
-from kdforge.training.checkpoint import save_checkpoint
 
 INFO = DataInfo(
     name="tokens",
@@ -96,7 +96,7 @@ def test_scratch_and_rebuild_do_not_copy(teacher_path: Path) -> None:
     torch.manual_seed(5)
     scratch = space.build({**arch, "init_from_teacher": False}, INFO)
     assert not torch.equal(scratch.state_dict()["embed.weight"], teacher_embed)
-    # Rebuilding a saved student (a fresh space, as kdforge.training.checkpoint does) needs no teacher.
+    # Rebuilding a saved student (a fresh space, as kdforge.checkpoint does) needs no teacher.
     rebuilt = TransformerSpace().build(arch, INFO)
     assert not torch.equal(rebuilt.state_dict()["embed.weight"], teacher_embed)
 

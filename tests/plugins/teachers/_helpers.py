@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
+from kdforge.checkpoint import save_checkpoint
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.training.checkpoint import save_checkpoint
 from kdforge.training.trainer import TrainSettings, evaluate, train_model
 
 #: Three different small MLPs: an ensemble of them beats (or ties) its members.

@@ -170,7 +170,8 @@ def test_trust_checkpoint_loads_a_pickled_module_with_a_warning(tmp_path: Path) 
 
 
 def test_kdforge_checkpoints_still_load(tmp_path: Path) -> None:
-    from kdforge.training.checkpoint import file_sha256, save_checkpoint
+    from kdforge.checkpoint import save_checkpoint
+    from kdforge.plugins.teachers._loading import file_sha256
 
     model = _mlp()
     path = save_checkpoint(

@@ -13,7 +13,6 @@ objects is refused and nothing in it runs.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from dataclasses import asdict
@@ -26,7 +25,7 @@ from torch import nn
 from kdforge.data import DataInfo
 from kdforge.errors import CheckpointError, first_line
 
-__all__ = ["FORMAT", "build_model", "file_sha256", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "checkpoint_info", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "kdforge-checkpoint"
 
@@ -113,30 +112,3 @@ def checkpoint_info(payload: dict[str, Any]) -> DataInfo:
     if raw.get("class_names") is not None:
         raw["class_names"] = tuple(raw["class_names"])
     return DataInfo(**raw)
-
-
-def build_model(payload: dict[str, Any], source: str = "checkpoint") -> nn.Module:
-    """Rebuild the model of a loaded checkpoint through its search-space plugin."""
-    from kdforge.plugin_host.manager import get_registry
-
-    record = get_registry().get("search_space", str(payload["space"]))
-    space = record.cls()
-    model = space.build(dict(payload["arch"]), checkpoint_info(payload))
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{source}: weights do not fit architecture {payload['space']} {payload['arch']}: "
-            f"{first_line(exc)}"
-        ) from None
-    model.eval()
-    return model
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
