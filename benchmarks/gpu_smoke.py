@@ -23,7 +23,8 @@ def _time_training(device: str, precision: str, epochs: int) -> tuple[float, flo
 
     from kdforge.plugins.datasets.digits import Digits
     from kdforge.search_spaces.cnn import CNNSpace
-    from kdforge.training.trainer import TrainSettings, evaluate, train_model
+    from kdforge.training.evaluate import evaluate
+    from kdforge.training.trainer import TrainSettings, train_model
 
     splits = Digits().load(0)
     torch.manual_seed(0)

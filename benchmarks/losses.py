@@ -32,7 +32,8 @@ from kdforge.plugin_host.resolve import validate_params
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.search_spaces.cnn import CNNSpace
 from kdforge.teacher.outputs import compute_teacher_outputs, training_inputs
-from kdforge.training.trainer import TrainSettings, evaluate, train_model
+from kdforge.training.evaluate import evaluate
+from kdforge.training.trainer import TrainSettings, train_model
 
 TEACHER_ARCH = {"depth": 2, "channels_0": 32, "channels_1": 64, "kernel": 3}
 

@@ -286,13 +286,11 @@ def search_config(
 def warm_teacher_cache(config_path: Path) -> None:
     """Compute the teacher's outputs into the cache (the issue: 'already available')."""
     from kdforge.config import load_search_config
-    from kdforge.search.driver import plan_search
-    from kdforge.teacher.cache import teacher_outputs_for_search
+    from kdforge.search.plan import plan_search
+    from kdforge.search.run import load_data, prepare_run
 
     plan = plan_search(load_search_config(config_path))
-    splits = plan.dataset.load(plan.config.seed)
-    plan.teacher.load()
-    teacher_outputs_for_search(plan, splits, lambda _: None)
+    prepare_run(plan, load_data(plan), config_path.parent, lambda _: None, resume=False)
 
 
 def trial_results(tracking_uri: str) -> list[dict[str, float]]:

@@ -91,7 +91,8 @@ def _build_models(folder: Path, search_dir: Path | None) -> dict[str, tuple[Path
     from kdforge import build_checkpoint_model, load_checkpoint
     from kdforge.config import PluginRef
     from kdforge.plugin_host.resolve import instantiate
-    from kdforge.training.trainer import TrainSettings, evaluate, train_model
+    from kdforge.training.evaluate import evaluate
+    from kdforge.training.trainer import TrainSettings, train_model
 
     splits = instantiate("dataset", PluginRef(name="digits"), "dataset").load(0)
     exporter = instantiate("exporter", PluginRef(name="onnx"), "export.exporter")

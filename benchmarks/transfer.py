@@ -34,7 +34,8 @@ from kdforge.plugins.datasets.digits import Digits
 from kdforge.plugins.losses.hinton_kd import HintonKD
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.teacher.outputs import training_inputs
-from kdforge.training.trainer import TrainSettings, evaluate, predict_logits, train_model
+from kdforge.training.evaluate import evaluate, predict_logits
+from kdforge.training.trainer import TrainSettings, train_model
 
 TEACHER = {"depth": 2, "width_0": 256, "width_1": 128, "dropout": 0.1}
 STUDENT = {"depth": 1, "width_0": 32, "dropout": 0.0}

@@ -25,6 +25,7 @@ from kdforge.config import (
     TeacherConfig,
     load_search_config,
     load_teacher_config,
+    resolve_tracking_uri,
 )
 from kdforge.data import (
     UNLABELED,
@@ -62,7 +63,6 @@ from kdforge.interfaces import (
 )
 from kdforge.plugin_host.manager import PluginRecord, get_registry, reset_registry
 from kdforge.plugin_host.resolve import build_checkpoint_model, instantiate, validate_params
-from kdforge.tracking.store import resolve_tracking_uri
 
 install_moved_module_finder()
 

@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kdforge.cluster.ray_init import init_ray
+from kdforge.config import resolve_tracking_uri
 from kdforge.errors import ConfigError, KDForgeError
-from kdforge.tracking.store import resolve_tracking_uri
+from kdforge.tracking.registry import fetch_onnx_model
 
 if TYPE_CHECKING:
     from kdforge.deploy.ray_serve_app import RayServeSettings
@@ -212,7 +214,6 @@ def start_ray_serve(
     from ray import serve
 
     from kdforge.deploy.ray_serve_app import bind_app
-    from kdforge.tracking.registry import fetch_onnx_model
 
     model = fetch_onnx_model(target.model_uri, target.tracking_uri)
     _init_ray(address)
@@ -251,8 +252,6 @@ def _answers(url: str, timeout_s: float) -> bool:
 
 
 def _init_ray(address: str | None) -> None:
-    from kdforge.cluster.ray_init import init_ray
-
     init_ray(address, log_to_driver=True, error=ServeError)
 
 

@@ -8,6 +8,7 @@ each; ``docs`` renders ``docs/config.md``.
 from __future__ import annotations
 
 from kdforge.config.schema import (
+    DEFAULT_TRACKING_URI,
     BaselineSettings,
     ExportSettings,
     LossConfig,
@@ -23,10 +24,12 @@ from kdforge.config.schema import (
     load_config,
     load_search_config,
     load_teacher_config,
+    resolve_tracking_uri,
     validate_config,
 )
 
 __all__ = [
+    "DEFAULT_TRACKING_URI",
     "BaselineSettings",
     "ExportSettings",
     "LossConfig",
@@ -42,5 +45,6 @@ __all__ = [
     "load_config",
     "load_search_config",
     "load_teacher_config",
+    "resolve_tracking_uri",
     "validate_config",
 ]

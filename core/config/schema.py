@@ -27,6 +27,7 @@ from kdforge.config.teacher_cache_settings import TeacherCacheSettings
 from kdforge.errors import ConfigError, closest_match
 
 __all__ = [
+    "DEFAULT_TRACKING_URI",
     "BaselineSettings",
     "ExportSettings",
     "LossConfig",
@@ -41,6 +42,7 @@ __all__ = [
     "load_config",
     "load_search_config",
     "load_teacher_config",
+    "resolve_tracking_uri",
 ]
 
 
@@ -135,6 +137,23 @@ class SearchSettings(_Strict):
     address: str | None = Field(
         None, description="Ray cluster address to join (default: start a local Ray)."
     )
+
+
+#: MLflow's own default store: a SQLite file in the working directory.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The tracking URI to use: the given one or the local SQLite default.
+
+    A relative SQLite path is made absolute against the current directory, so every
+    process (and a later ``kdforge resume``) writes to the same file.
+    """
+    chosen = uri or DEFAULT_TRACKING_URI
+    if chosen.startswith("sqlite:///") and not chosen.startswith("sqlite:////"):
+        relative = chosen[len("sqlite:///") :]
+        chosen = "sqlite:///" + str(Path(relative).resolve())
+    return chosen
 
 
 class TrackingSettings(_Strict):

@@ -121,7 +121,7 @@ def quantize_search_dir(
     _print_report(report, emit)
     name = summary.get("registered_model_name")
     if accepted and register and name:
-        from kdforge.tracking.store import resolve_tracking_uri
+        from kdforge.config import resolve_tracking_uri
 
         uri = resolve_tracking_uri(tracking_uri or config.tracking.uri)
         report.update(

@@ -13,15 +13,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
+from kdforge.config import SearchConfig
 from kdforge.config.objective_settings import CONSTRAINT_METRICS, LatencySettings
 from kdforge.data import DataInfo
-
-if TYPE_CHECKING:
-    from kdforge.config import SearchConfig
+from kdforge.errors import ExportError
+from kdforge.interfaces import Exporter
+from kdforge.objectives.costs import (
+    LATENCY_OBJECTIVES,
+    count_macs,
+    example_input,
+    measure_latency_with,
+    model_size_bytes,
+)
+from kdforge.training.evaluate import count_parameters
 
 __all__ = [
     "REJECTED",
@@ -48,21 +56,29 @@ class TrialObjectives:
         limits: Metric name -> largest allowed value (``{"params": 50000}``).
         measure_latency: Export and time every student (an objective or a limit needs it).
         latency: How latency is measured.
+        exporter: The ONNX exporter latency is measured through (needed with
+            ``measure_latency``).
     """
 
     limits: dict[str, float] = field(default_factory=dict)
     measure_latency: bool = False
     latency: LatencySettings = field(default_factory=lambda: LatencySettings())
+    exporter: Exporter | None = None
 
 
-def trial_objectives_for(config: SearchConfig) -> TrialObjectives:
-    """The trial-side objective settings of a search config."""
-    from kdforge.objectives.costs import LATENCY_OBJECTIVES
+def trial_objectives_for(config: SearchConfig, exporter: Exporter | None) -> TrialObjectives:
+    """The trial-side objective settings of a search config.
 
+    Args:
+        config: The search config (objectives, constraints, latency).
+        exporter: The ONNX exporter that latency is measured through.
+    """
     limits = config.constraints.limits()
     names = {o.name for o in config.objectives}
     needs_latency = bool(names & set(LATENCY_OBJECTIVES)) or "latency_ms" in limits
-    return TrialObjectives(limits=limits, measure_latency=needs_latency, latency=config.latency)
+    return TrialObjectives(
+        limits=limits, measure_latency=needs_latency, latency=config.latency, exporter=exporter
+    )
 
 
 def violations(metrics: Mapping[str, Any], limits: Mapping[str, float]) -> list[str]:
@@ -110,14 +126,6 @@ def measure_trial(
         ``(metrics, violation)``: the measured values, and None or a ``"; "``-joined
         description of every exceeded limit.
     """
-    from kdforge.objectives.costs import (
-        count_macs,
-        count_parameters,
-        example_input,
-        measure_latency_with,
-        model_size_bytes,
-    )
-
     metrics: dict[str, float] = {
         "params": float(count_parameters(model)),
         "size_bytes": float(model_size_bytes(model)),
@@ -133,7 +141,9 @@ def measure_trial(
         return metrics, None
     problems = violations(metrics, spec.limits)
     if not problems and spec.measure_latency:
-        result = measure_latency_with(model, info, spec.latency)
+        if spec.exporter is None:
+            raise ExportError("latency is measured, but no ONNX exporter was given")
+        result = measure_latency_with(model, info, spec.latency, spec.exporter)
         metrics.update(result.metrics())
         problems = violations(metrics, spec.limits)
     return metrics, "; ".join(problems) or None

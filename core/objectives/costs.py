@@ -29,14 +29,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdforge.config.objective_settings import OBJECTIVE_MODES
+from kdforge.config.objective_settings import OBJECTIVE_MODES, LatencySettings
 from kdforge.data import DataInfo, is_token_dtype
+from kdforge.errors import ExportError
+from kdforge.interfaces import Exporter
+from kdforge.training.evaluate import count_parameters
 
 __all__ = [
     "OBJECTIVE_MODES",
     "LatencyResult",
     "count_macs",
-    "count_parameters",
     "example_input",
     "measure_latency",
     "measure_onnx_latency",
@@ -46,11 +48,6 @@ __all__ = [
 
 #: Objectives that need an ONNX export to be measured (OBJECTIVE_MODES lists them all).
 LATENCY_OBJECTIVES = ("latency_ms", "latency_batch_ms")
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of ``model`` (trainable and frozen)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def model_size_bytes(model: nn.Module) -> int:
@@ -217,6 +214,7 @@ def measure_onnx_latency(
 def measure_latency(
     model: nn.Module,
     info: DataInfo,
+    exporter: Exporter,
     *,
     batch_size: int = 32,
     repeats: int = 30,
@@ -224,11 +222,12 @@ def measure_latency(
     threads: int = 1,
     folder: str | Path | None = None,
 ) -> LatencyResult:
-    """Export ``model`` with the ``onnx`` exporter and measure it (see above).
+    """Export ``model`` to ONNX with ``exporter`` and measure it (see above).
 
     Args:
         model: The student (weights do not change its latency).
         info: The data description (input shape and dtype).
+        exporter: An exporter that writes ONNX (the ``onnx`` exporter plugin).
         batch_size: The second batch size measured.
         repeats: Timed runs per batch size.
         warmup: Untimed runs per batch size.
@@ -238,13 +237,16 @@ def measure_latency(
     Raises:
         ExportError: the model cannot be exported to ONNX.
     """
-    from kdforge.plugins.exporters.onnx import OnnxExporter
-
     example = example_input(info, max(2, min(batch_size, 8)))
     with tempfile.TemporaryDirectory() as scratch:
         target = Path(folder or scratch) / "latency.onnx"
         # Export a copy so the caller's model keeps its train/eval mode and device.
-        exported = OnnxExporter().export(copy.deepcopy(model).cpu().eval(), example, target)
+        exported = exporter.export(copy.deepcopy(model).cpu().eval(), example, target)
+        if exported.format != "onnx":
+            raise ExportError(
+                f"latency is measured with ONNX Runtime, but exporter {exporter.name!r} "
+                f"wrote {exported.format!r}"
+            )
         return measure_onnx_latency(
             exported.path,
             example,
@@ -255,12 +257,15 @@ def measure_latency(
         )
 
 
-def measure_latency_with(model: nn.Module, info: DataInfo, settings: Any) -> LatencyResult:
+def measure_latency_with(
+    model: nn.Module, info: DataInfo, settings: LatencySettings, exporter: Exporter
+) -> LatencyResult:
     """:func:`measure_latency` with the batch, repeats, warm-up and threads of a
-    ``latency`` config section (:class:`kdforge.config.objective_settings.LatencySettings`)."""
+    ``latency`` config section."""
     return measure_latency(
         model,
         info,
+        exporter,
         batch_size=settings.batch_size,
         repeats=settings.repeats,
         warmup=settings.warmup,

@@ -1,4 +1,4 @@
-"""After the trials: rejected count, latency where needed, Pareto front, MLflow logging.
+"""The objective step after the trials: rejected count, latency where needed, Pareto front.
 
 Runs in the driver between the Ray Tune search and the choice of the student to
 export (:func:`report_objectives`), inside the MLflow parent run:
@@ -17,45 +17,27 @@ export (:func:`report_objectives`), inside the MLflow parent run:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kdforge.config import SearchConfig, SelectionSettings
-from kdforge.data import DataInfo
 from kdforge.errors import ExportError, SearchError
-from kdforge.interfaces import SearchSpace
 from kdforge.objectives.constraints import REJECTED
-from kdforge.report.leaderboard import TrialRow
-from kdforge.report.pareto import format_front, pareto_front, plot_front, write_front_csv
+from kdforge.objectives.costs import LatencyResult
+from kdforge.report.leaderboard import TrialRow, select_best
+from kdforge.report.pareto import format_front, front_objectives, pareto_front, write_front_csv
+from kdforge.report.plots import plot_pareto
 
-__all__ = ["front_objectives", "measure_row_latency", "report_objectives"]
+# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
+# imports it in the background while its data loads (kdforge.search.services).
+__all__ = ["report_objectives"]
 
 _COST_METRICS = ("params", "macs", "size_bytes", "latency_ms", "latency_batch_ms")
 
-
-def front_objectives(config: SearchConfig) -> list[tuple[str, str]]:
-    """The objectives the front is computed on (``val_acc``/``params`` if only one)."""
-    pairs: list[tuple[str, str]] = [(str(o.name), str(o.mode)) for o in config.objectives]
-    return pairs if len(pairs) > 1 else [("val_acc", "max"), ("params", "min")]
-
-
-def measure_row_latency(
-    row: TrialRow, space: SearchSpace, info: DataInfo, config: SearchConfig
-) -> None:
-    """Export ``row``'s student (with its trained weights) and store its latencies."""
-    import torch
-
-    from kdforge.objectives.costs import measure_latency_with
-    from kdforge.search.trial import STATE_FILE
-
-    model = space.build(dict(row.arch), info)
-    if row.checkpoint:
-        state = torch.load(Path(row.checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    result = measure_latency_with(model, info, config.latency)
-    row.latency_ms = result.latency_ms
-    row.latency_batch_ms = result.latency_batch_ms
+#: Measures a finished trial's student (built with its trained weights) in ONNX Runtime.
+MeasureLatency = Callable[[TrialRow], LatencyResult]
 
 
 def _ensure_choice_latency(
@@ -86,8 +68,6 @@ def _ensure_choice_latency(
 
 def _check_choice(rows: list[TrialRow], selection: SelectionSettings) -> None:
     """Raise a clear error when ``most_accurate_under`` leaves no candidate."""
-    from kdforge.report.leaderboard import select_best
-
     if selection.rule != "most_accurate_under" or select_best(rows, selection) is not None:
         return
     finished = [r for r in rows if r.status == "finished" and r.checkpoint]
@@ -107,8 +87,6 @@ def _check_choice(rows: list[TrialRow], selection: SelectionSettings) -> None:
 
 def _log_trials(tracking_uri: str, rows: list[TrialRow]) -> None:
     """Per nested run: cost metrics, status (``rejected`` overrides) and violation."""
-    import time
-
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -133,21 +111,28 @@ def _log_trials(tracking_uri: str, rows: list[TrialRow]) -> None:
 
 def report_objectives(
     config: SearchConfig,
-    space: SearchSpace,
-    info: DataInfo,
     rows: list[TrialRow],
+    measure_latency: MeasureLatency,
     search_dir: Path,
     tracking_uri: str,
     emit: Callable[[str], None],
 ) -> dict[str, Any]:
     """Steps 1-4 of the module docstring; returns entries for ``summary.json``.
 
+    Args:
+        config: The search config (objectives, constraints, selection, latency).
+        rows: The leaderboard rows; measured latencies are stored on them.
+        measure_latency: Measures one finished trial's student.
+        search_dir: Where ``pareto.csv`` and ``pareto.png`` are written.
+        tracking_uri: The MLflow store of the trials' nested runs.
+        emit: Where progress lines go.
+
     Raises:
         SearchError: ``most_accurate_under`` limits that no finished student meets.
     """
     import mlflow
 
-    objectives = front_objectives(config)
+    objectives = front_objectives([o.name for o in config.objectives])
     rejected = [r for r in rows if r.status == REJECTED]
     if rejected:
         limits = ", ".join(f"{k}={v:,.4g}" for k, v in config.constraints.limits().items())
@@ -155,10 +140,13 @@ def report_objectives(
 
     def measure(row: TrialRow) -> None:
         try:
-            measure_row_latency(row, space, info, config)
+            result = measure_latency(row)
         except ExportError as exc:
             # The report must not lose a finished search: the row keeps no latency.
             emit(f"trial {row.number:03d}: latency not measured ({exc})")
+            return
+        row.latency_ms = result.latency_ms
+        row.latency_batch_ms = result.latency_batch_ms
 
     front = pareto_front(rows, objectives)
     measured = 0
@@ -171,11 +159,9 @@ def report_objectives(
     if measured:
         emit(f"measured ONNX latency of {measured} students after the search")
     _check_choice(rows, config.selection)
-    from kdforge.report.leaderboard import select_best
-
     chosen = select_best(rows, config.selection)
     csv_path = write_front_csv(front, objectives, search_dir / "pareto.csv")
-    png_path = plot_front(rows, front, objectives, search_dir / "pareto.png", chosen)
+    png_path = plot_pareto(rows, front, objectives, search_dir / "pareto.png", chosen)
     emit(format_front(front, objectives, chosen))
     mlflow.log_artifact(str(csv_path))
     mlflow.log_artifact(str(png_path))

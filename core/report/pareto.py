@@ -2,10 +2,10 @@
 
 A student *dominates* another when it is at least as good on every objective and
 strictly better on one. The front is computed over finished trials that kept a
-checkpoint (students that can be exported) and have a value for every objective;
-it is written as a table (text and ``pareto.csv``) and a plot (``pareto.png``: the
-accuracy against each other objective, the front highlighted, the chosen student
-starred).
+checkpoint (students that can be exported) and have a value for every objective,
+jointly over all the search's objectives (``val_acc`` and ``params`` for a search with
+one objective). This module is the one place it is computed; it is written as a table
+(text and ``pareto.csv``) here and drawn by :func:`kdforge.report.plots.plot_pareto`.
 """
 
 from __future__ import annotations
@@ -14,19 +14,32 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdforge.config.objective_settings import OBJECTIVE_MODES
 from kdforge.report.leaderboard import TrialRow
 
 __all__ = [
+    "Objectives",
     "dominates",
     "format_front",
     "front_candidates",
+    "front_objectives",
+    "non_dominated",
     "pareto_front",
-    "plot_front",
     "write_front_csv",
 ]
 
 #: ``(objective name, "min" | "max")`` pairs.
 Objectives = Sequence[tuple[str, str]]
+
+
+def front_objectives(names: Sequence[str]) -> list[tuple[str, str]]:
+    """The objectives a front is computed on: the search's, or accuracy vs size for one.
+
+    Args:
+        names: The search's objective names (``config.objectives``), in order.
+    """
+    pairs = [(name, OBJECTIVE_MODES[name]) for name in names if name in OBJECTIVE_MODES]
+    return pairs if len(pairs) > 1 else [("val_acc", "max"), ("params", "min")]
 
 
 def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
@@ -40,6 +53,18 @@ def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> b
         if x < y:
             better = True
     return better
+
+
+def non_dominated(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
+    """Indices of the points no other point dominates, in input order.
+
+    Duplicates of a front point all stay.
+    """
+    return [
+        i
+        for i, point in enumerate(points)
+        if not any(dominates(other, point, modes) for other in points)
+    ]
 
 
 def _values(row: TrialRow, objectives: Objectives) -> list[float] | None:
@@ -63,12 +88,8 @@ def pareto_front(rows: Sequence[TrialRow], objectives: Objectives) -> list[Trial
     """
     candidates = front_candidates(rows, objectives)
     modes = [mode for _, mode in objectives]
-    scored = [(r, _values(r, objectives) or []) for r in candidates]
-    front = [
-        row
-        for row, values in scored
-        if not any(dominates(other, values, modes) for _, other in scored)
-    ]
+    points = [_values(r, objectives) or [] for r in candidates]
+    front = [candidates[i] for i in non_dominated(points, modes)]
     return sorted(front, key=lambda r: (-(r.val_acc or 0.0), r.params or 0, r.number))
 
 
@@ -123,64 +144,4 @@ def write_front_csv(front: Sequence[TrialRow], objectives: Objectives, path: Pat
         for row in front:
             values = [row.number, row.trial_id, *[row.objective(c) for c in columns[2:]]]
             writer.writerow([*values, *(row.arch.get(k) for k in arch_keys)])
-    return path
-
-
-def plot_front(
-    rows: Sequence[TrialRow],
-    front: Sequence[TrialRow],
-    objectives: Objectives,
-    path: Path,
-    chosen: TrialRow | None = None,
-) -> Path:
-    """Save ``pareto.png``: accuracy against each cost objective (matplotlib, Agg).
-
-    Every finished student is a grey dot, the front is a red step line, the chosen
-    student a star. Cost axes use a log scale when the values span over 20x.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    costs = [name for name, _ in objectives if name != "val_acc"] or ["params"]
-    figure, axes = plt.subplots(1, len(costs), figsize=(5 * len(costs), 4), squeeze=False)
-    finished = [r for r in rows if r.status == "finished" and r.val_acc is not None]
-    for axis, cost in zip(axes[0], costs, strict=True):
-        points = [(r.objective(cost), r.val_acc) for r in finished if r.objective(cost) is not None]
-        if points:
-            axis.scatter(*zip(*points, strict=True), color="0.6", s=18, label="finished")
-        line = sorted(
-            (r.objective(cost), r.val_acc) for r in front if r.objective(cost) is not None
-        )
-        if line:
-            axis.step(
-                *zip(*line, strict=True),
-                where="post",
-                color="tab:red",
-                marker="o",
-                label="Pareto front",
-            )
-        if chosen is not None and chosen.objective(cost) is not None:
-            axis.scatter(
-                [chosen.objective(cost)],
-                [chosen.val_acc],
-                marker="*",
-                s=220,
-                color="tab:blue",
-                zorder=5,
-                label="chosen",
-            )
-        values = [p[0] for p in points if p[0] and p[0] > 0]
-        if values and max(values) / min(values) > 20:
-            axis.set_xscale("log")
-        axis.set_xlabel(cost)
-        axis.set_ylabel("val_acc")
-        axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(loc="lower right", fontsize=8)
-    figure.suptitle("Pareto front: validation accuracy vs cost")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path

@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdforge.report.leaderboard import TrialRow
+from kdforge.report.pareto import Objectives, front_objectives, pareto_front
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
-    from kdforge.report.leaderboard import TrialRow
 
 __all__ = [
     "PLOT_FILES",
     "make_plots",
-    "pareto_front",
     "plot_accuracy_vs_size",
     "plot_history",
     "plot_pareto",
@@ -53,28 +53,6 @@ def _value(row: TrialRow, name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(float(value)) else None
-
-
-def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
-    """Indices of the non-dominated points.
-
-    Args:
-        points: One tuple of objective values per point.
-        modes: ``"max"`` or ``"min"`` per objective.
-
-    Returns:
-        Indices of points no other point dominates (at least as good everywhere and
-        better somewhere), in input order. Duplicates of a front point all stay.
-    """
-    signs = [1.0 if m == "max" else -1.0 for m in modes]
-    scored = [[s * v for s, v in zip(signs, p, strict=True)] for p in points]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b, strict=True)) and any(
-            x > y for x, y in zip(a, b, strict=True)
-        )
-
-    return [i for i, p in enumerate(scored) if not any(dominates(q, p) for q in scored)]
 
 
 def _figure(panels: int = 1) -> tuple[Any, list[Axes]]:
@@ -156,49 +134,55 @@ def plot_accuracy_vs_size(
 
 def plot_pareto(
     rows: Sequence[TrialRow],
+    front: Sequence[TrialRow],
+    objectives: Objectives,
     path: Path,
-    *,
-    costs: Sequence[str] = ("params",),
-    best: TrialRow | None = None,
+    chosen: TrialRow | None = None,
 ) -> Path:
-    """Validation accuracy against each cost, with the non-dominated trials joined.
+    """Validation accuracy against each cost objective, the Pareto front joined.
 
-    The front of each panel is computed on accuracy and that panel's cost only.
+    Every finished student is a grey dot; the front (:func:`kdforge.report.pareto.pareto_front`
+    over all ``objectives`` at once) is a green step line with its trial numbers; the
+    chosen student is a star. A cost axis is logarithmic when its values span over 20x.
     """
-    usable = [c for c in costs if c in _COSTS] or ["params"]
-    figure, axes = _figure(len(usable))
-    for ax, cost in zip(axes, usable, strict=True):
+    costs = [name for name, _ in objectives if name != "val_acc" and name in _COSTS]
+    figure, axes = _figure(len(costs or ["params"]))
+    for ax, cost in zip(axes, costs or ["params"], strict=True):
         points = [
-            (x, y, r)
+            (x, y)
             for r in rows
-            if r.status != "failed"
+            if r.status == "finished"
             and (x := _value(r, cost)) is not None
             and (y := _value(r, "val_acc")) is not None
         ]
         if not points:
-            _empty(ax, f"no trial reported {cost}")
+            _empty(ax, f"no finished trial reported {cost}")
             continue
-        front = sorted(
-            (points[i] for i in pareto_front([(y, x) for x, y, _ in points], ["max", "min"])),
-            key=lambda p: p[0],
+        ax.scatter(*zip(*points, strict=True), color="#bbbbbb", label="finished")
+        line = sorted(
+            [
+                (x, y, row)
+                for row in front
+                if (x := _value(row, cost)) is not None
+                and (y := _value(row, "val_acc")) is not None
+            ],
+            key=lambda point: (point[0], point[1]),
         )
-        ax.scatter(
-            [p[0] for p in points], [p[1] for p in points], color="#bbbbbb", label="dominated"
-        )
-        ax.step(
-            [p[0] for p in front],
-            [p[1] for p in front],
-            where="post",
-            color="#2ca02c",
-            marker="o",
-            label=f"Pareto front ({len(front)})",
-        )
-        for x, y, row in front:
+        if line:
+            ax.step(
+                [p[0] for p in line],
+                [p[1] for p in line],
+                where="post",
+                color="#2ca02c",
+                marker="o",
+                label=f"Pareto front ({len(front)})",
+            )
+        for x, y, row in line:
             ax.annotate(
                 f"{row.number:03d}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7
             )
-        bx = _value(best, cost) if best is not None else None
-        by = _value(best, "val_acc") if best is not None else None
+        bx = _value(chosen, cost) if chosen is not None else None
+        by = _value(chosen, "val_acc") if chosen is not None else None
         if bx is not None and by is not None:
             ax.scatter(
                 [bx],
@@ -271,16 +255,17 @@ def make_plots(
         folder: Where the PNG files go (created).
         best: The chosen trial (marked with a star).
         teacher_acc: The teacher's validation accuracy (a dashed line).
-        objectives: The search's objectives; their cost metrics get Pareto panels
-            (``params`` when there are none).
-        pareto_png: The search's own Pareto plot (:mod:`kdforge.report.pareto`), used instead
-            of drawing one when the file exists.
+        objectives: The search's objective names; the front is computed on them
+            (accuracy vs ``params`` for one) and each cost gets a panel.
+        pareto_png: The Pareto plot the objective step drew (``pareto.png``), used
+            instead of drawing it again when the file exists.
     """
-    costs = [o for o in objectives if o in _COSTS] or ["params"]
     if pareto_png is not None and Path(pareto_png).is_file():
         pareto = Path(pareto_png)
     else:
-        pareto = plot_pareto(rows, folder / PLOT_FILES["pareto"], costs=costs, best=best)
+        pairs = front_objectives(objectives)
+        front = pareto_front(rows, pairs)
+        pareto = plot_pareto(rows, front, pairs, folder / PLOT_FILES["pareto"], chosen=best)
     return {
         "accuracy_vs_size": plot_accuracy_vs_size(
             rows, folder / PLOT_FILES["accuracy_vs_size"], best=best, teacher_acc=teacher_acc

@@ -1,68 +1,82 @@
 """The search driver: config in, searched and distilled student out.
 
-``run_search`` resolves the plugins, checks data against the teacher, computes the
-teacher's outputs once, runs Ray Tune (Optuna TPE sampler + ASHA early stopping) over
-the student space, the loss hyperparameters and the learning rate, logs every trial
-to MLflow as a nested run, then hands the winner to :mod:`kdforge.search.finalize` for the
-baseline, the export and the registry.
+The driver alone orders the steps of a search; each step gets the values it needs:
+
+1. :func:`~kdforge.search.plan.plan_search`: plugins resolved, settings checked;
+2. :func:`~kdforge.search.run.load_data`: data and teacher loaded and checked;
+3. Ray and the MLflow experiment start in the background
+   (:class:`~kdforge.search.services.SearchServices`) while
+   :func:`~kdforge.search.run.prepare_run` computes the teacher's outputs;
+4. the MLflow parent run opens (or, on resume, is continued);
+5. :func:`~kdforge.search.tune.run_trials`: Ray Tune trials, one nested run each;
+6. :func:`~kdforge.objectives.report.report_objectives`: rejected students, latency
+   where needed, the Pareto front;
+7. the student to export is chosen and its checkpoint loaded, once;
+8. the distillation gain (:mod:`kdforge.search.baseline`), export, registration and
+   promotion (:mod:`kdforge.search.finalize`), the speed-up and the reports
+   (:mod:`kdforge.search.publish`), optional int8 quantization;
+9. ``summary.json``, built here from what the steps returned.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
+from torch import nn
 
 from kdforge.cluster.ray_init import check_ray_address
-from kdforge.config import Range, SearchConfig
-from kdforge.data import DataSplits
-from kdforge.errors import ConfigError, DataError
-from kdforge.interfaces import DatasetPlugin, Exporter, PluginParams, SearchSpace, Teacher
-from kdforge.plugin_host.manager import get_registry
-from kdforge.plugin_host.resolve import instantiate, loss_hparams
-from kdforge.report.leaderboard import TrialRow
-from kdforge.search.initial_points import check_initial_points, initial_points_for_search
-from kdforge.search.trial import TrialPayload
-from kdforge.teacher.outputs import TeacherOutputs, training_inputs
-from kdforge.tracking.store import check_tracking_uri, resolve_tracking_uri
+from kdforge.config import SearchConfig, load_search_config
+from kdforge.errors import KDForgeError, SearchError, TrackingError
+from kdforge.export.quantize import quantize_after_search
+from kdforge.objectives.costs import LatencyResult, measure_latency_with
+from kdforge.objectives.report import report_objectives
+from kdforge.report.leaderboard import TrialRow, format_table, select_best, write_csv
+from kdforge.search.baseline import measure_distillation_gain
+from kdforge.search.finalize import (
+    export_and_register,
+    print_result,
+    save_student,
+    student_summary,
+)
+from kdforge.search.folder import SearchState, new_search_dir, write_config, write_summary
+from kdforge.search.plan import SearchPlan, plan_search
+from kdforge.search.publish import measure_student_speedup, publish_reports
+from kdforge.search.run import SearchRun, load_data, prepare_run
+from kdforge.search.sampler import DefineByRun, make_searcher
+from kdforge.search.services import SearchServices
+from kdforge.search.trial import load_trial_model
+from kdforge.search.tune import run_trials
+from kdforge.tracking.run_metadata import kdforge_version, log_search_metadata
+from kdforge.tracking.search_runs import (
+    ParentRun,
+    end_parent_run,
+    is_connection_error,
+    log_search_start,
+    open_parent_run,
+    replay_journaled_calls,
+)
+from kdforge.tracking.store import check_tracking_uri, log_numeric_metrics
 
-__all__ = ["SearchPlan", "SearchResult", "plan_search", "resume_search", "run_search"]
+# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
+# imports it in the background while its data loads (kdforge.search.services).
 
-# Ray Tune's automatic CSV/JSON/TensorBoard loggers cost time per result and duplicate
-# what MLflow records; kdforge turns them off unless the user set the variable.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# Save the experiment state (which trials finished) at most 1 s apart instead of Ray's
-# adaptive >= 10 s, so `kdforge resume` after a crash re-runs as little as possible.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+__all__ = ["TUNE_ENVIRONMENT", "SearchResult", "resume_search", "run_search"]
 
-
-@dataclass
-class SearchPlan:
-    """The validated, resolved pieces of a search (nothing has run yet)."""
-
-    config: SearchConfig
-    dataset: DatasetPlugin
-    teacher: Teacher
-    space: SearchSpace
-    exporter: Exporter | None
-    loss_settings: list
-    tracking_uri: str
-    address: str | None
-    loss_params: PluginParams | None = None
-    # The trials' shared data, built once by build_payload (trials and baseline use it).
-    payload: TrialPayload | None = None
-    # search.initial_points checked against the space and flattened to the sampler's
-    # names, once the data info is known (initial_points_for_search).
-    initial_points: list[dict[str, Any]] | None = None
+#: Ray Tune settings kdforge uses unless the environment sets them, applied when a
+#: search starts (not at import).
+TUNE_ENVIRONMENT = {
+    # Tune's CSV/JSON/TensorBoard loggers cost time per result and duplicate MLflow.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # kdforge prints its own progress lines.
+    "RAY_AIR_NEW_OUTPUT": "0",
+    # Save which trials finished at most 1 s apart instead of Ray's adaptive >= 10 s,
+    # so `kdforge resume` after a crash re-runs as little as possible.
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",
+}
 
 
 @dataclass
@@ -74,203 +88,6 @@ class SearchResult:
     best: TrialRow | None
     summary: dict[str, Any] = field(default_factory=dict)
     parent_run_id: str | None = None
-
-
-def plan_search(
-    config: SearchConfig, *, tracking_uri: str | None = None, address: str | None = None
-) -> SearchPlan:
-    """Resolve every plugin and validate every parameter, without running anything.
-
-    Raises:
-        ConfigError / PluginError: naming the key or plugin at fault.
-    """
-    dataset = instantiate("dataset", config.dataset, "dataset")
-    teacher = instantiate("teacher", config.teacher, "teacher")
-    space = instantiate("search_space", config.student, "student")
-    from kdforge.report.best_config import apply_fixed_architecture
-
-    space = apply_fixed_architecture(space, config)  # student.fixed: one architecture
-    loss_record = get_registry().get("loss", config.loss.name)
-    from kdforge.plugin_host.resolve import validate_params
-
-    loss_params = validate_params(loss_record, config.loss.params, "loss")
-    settings = loss_hparams(config.loss)
-    exporter = None
-    if config.export.enabled:
-        from kdforge.config import PluginRef
-
-        exporter = instantiate(
-            "exporter", PluginRef(name=config.export.exporter), "export.exporter"
-        )
-    plan = SearchPlan(
-        config=config,
-        dataset=dataset,
-        teacher=teacher,
-        space=space,
-        exporter=exporter,
-        loss_settings=settings,
-        loss_params=loss_params,
-        tracking_uri=resolve_tracking_uri(tracking_uri or config.tracking.uri),
-        address=address or config.search.address,
-    )
-    # Student values need the data info; they are checked once the data is loaded.
-    check_initial_points(plan)
-    return plan
-
-
-def check_data_against_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> None:
-    """Fail before the search when data and teacher cannot work together.
-
-    Raises:
-        DataError: empty split, non-finite inputs, labels out of range, or a teacher
-            built for another input shape or number of classes (both sides shown).
-    """
-    info = splits.info
-    for name, split in splits.named_splits().items():
-        if len(split) == 0 and name != "transfer":
-            raise DataError(f"dataset {info.name!r}: the {name} split is empty")
-        # Streamed (lazy) inputs are not read here: a full pass would cost an epoch.
-        if (
-            isinstance(split.x, torch.Tensor)
-            and split.x.is_floating_point()
-            and not bool(torch.isfinite(split.x).all())
-        ):
-            bad = int((~torch.isfinite(split.x)).flatten(1).any(1).sum())
-            raise DataError(f"dataset {info.name!r}: {bad} {name} inputs contain NaN or inf")
-        labeled = split.y[split.y >= 0]
-        if bool((split.y < -1).any()):
-            raise DataError(
-                f"dataset {info.name!r}: the {name} split has labels below -1 "
-                f"(lowest {int(split.y.min())}); labels are 0..{info.num_classes - 1}, or -1 "
-                "for an unlabeled training row"
-            )
-        if name in ("val", "test") and len(labeled) != len(split.y):
-            raise DataError(
-                f"dataset {info.name!r}: {len(split.y) - len(labeled)} rows of the {name} split "
-                "have no label (-1); validation and test rows must be labeled"
-            )
-        if len(labeled) and int(labeled.max()) >= info.num_classes:
-            raise DataError(
-                f"dataset {info.name!r}: {name} labels go up to {int(labeled.max())} but the "
-                f"dataset declares {info.num_classes} classes"
-            )
-    expected_shape = teacher.expected_input_shape()
-    if expected_shape is not None and tuple(expected_shape) != tuple(info.input_shape):
-        raise DataError(
-            f"teacher {teacher_name!r} expects inputs of shape {tuple(expected_shape)} but "
-            f"dataset {info.name!r} gives {tuple(info.input_shape)}"
-        )
-    expected_classes = teacher.expected_num_classes()
-    if expected_classes is not None and expected_classes != info.num_classes:
-        raise DataError(
-            f"teacher {teacher_name!r} predicts {expected_classes} classes but dataset "
-            f"{info.name!r} has {info.num_classes}"
-        )
-    _probe_teacher(splits, teacher, teacher_name)
-
-
-def _probe_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> None:
-    """Run the teacher on two validation rows: catches what no declaration says."""
-    from kdforge.batching import iter_batches
-
-    info = splits.info
-    try:
-        _, sample = next(iter_batches(splits.val.x, 2))
-    except Exception:  # an unreadable streamed row is reported by the dataset itself
-        return
-    try:
-        output = teacher.predict(sample)
-    except Exception as exc:
-        raise DataError(
-            f"teacher {teacher_name!r} cannot run on dataset {info.name!r}'s inputs "
-            f"(shape {tuple(sample.shape[1:])}, dtype {sample.dtype}): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-        ) from None
-    logits = output.logits
-    if logits is not None and (logits.ndim != 2 or logits.shape[-1] != info.num_classes):
-        raise DataError(
-            f"teacher {teacher_name!r} returns logits of shape {tuple(logits.shape[1:])} per "
-            f"row but dataset {info.name!r} has {info.num_classes} classes"
-        )
-
-
-class _PrefixedTrial:
-    """Optuna trial proxy that prefixes parameter names (``student/depth``)."""
-
-    def __init__(self, trial: Any, prefix: str):
-        self._trial = trial
-        self._prefix = prefix
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._trial, name)
-        if name.startswith("suggest_"):
-
-            def suggest(param: str, *args: Any, **kwargs: Any) -> Any:
-                return attr(self._prefix + param, *args, **kwargs)
-
-            return suggest
-        return attr
-
-
-class DefineByRun:
-    """The define-by-run function OptunaSearch calls for every new trial.
-
-    A module-level class (not a closure) so Ray can pickle it with the searcher's
-    state for experiment checkpoints and resume.
-    """
-
-    def __init__(self, space: SearchSpace, info: Any, lr: Range, loss_settings: list) -> None:
-        self.space = space
-        self.info = info
-        self.lr = lr
-        self.loss_settings = loss_settings
-
-    def __call__(self, trial: Any) -> dict[str, Any] | None:
-        """Sample the student, the loss hyperparameters and the learning rate."""
-        constants: dict[str, Any] = {}
-        extra = self.space.suggest(_PrefixedTrial(trial, "student/"), self.info)  # type: ignore[arg-type]
-        # Constants are returned with flat "student/<key>" names: a nested "student"
-        # dict would replace the sampled "student/*" values when Ray unflattens them.
-        for key, value in (extra or {}).items():
-            constants[f"student/{key}"] = value
-        fixed: dict[str, float] = {}
-        for hp, setting in self.loss_settings:
-            if isinstance(setting, Range):
-                name = f"loss/{hp.name}"
-                if hp.kind == "int":
-                    trial.suggest_int(name, int(setting.low), int(setting.high), log=setting.log)
-                else:
-                    trial.suggest_float(name, setting.low, setting.high, log=setting.log)
-            else:
-                fixed[hp.name] = float(setting)
-        for key, value in fixed.items():
-            constants[f"loss/{key}"] = value
-        trial.suggest_float("lr", self.lr.low, self.lr.high, log=self.lr.log)
-        return constants or None
-
-
-def make_define_by_run(plan: SearchPlan, info: Any) -> DefineByRun:
-    """The define-by-run sampler function of ``plan``."""
-    return DefineByRun(plan.space, info, plan.config.search.lr, plan.loss_settings)
-
-
-def new_search_dir(config: SearchConfig) -> Path:
-    """Create ``output_dir/name/<timestamp>`` and check it is writable."""
-    root = Path(config.output_dir).resolve() / config.name
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = root / stamp
-    suffix = 1
-    while folder.exists():
-        suffix += 1
-        folder = root / f"{stamp}-{suffix}"
-    try:
-        folder.mkdir(parents=True)
-        probe = folder / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"output_dir: cannot write search folder {folder}: {exc}") from None
-    return folder
 
 
 def run_search(
@@ -289,14 +106,11 @@ def run_search(
         emit: Where progress lines go.
     """
     plan = plan_search(config, tracking_uri=tracking_uri, address=address)
-    check_tracking_uri(plan.tracking_uri)
-    check_ray_address(plan.address)
+    _preflight(plan)
     search_dir = new_search_dir(config)
-    (search_dir / "config.yaml").write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    )
+    write_config(search_dir, config)
     emit(f"kdforge search {config.name!r} -> {search_dir}")
-    return _prepare_and_execute(plan, search_dir, emit, resume=False)
+    return _run(plan, search_dir, emit, state=None)
 
 
 def resume_search(
@@ -318,109 +132,225 @@ def resume_search(
         address: Ray cluster address to join.
         emit: Where progress lines go.
     """
-    from kdforge.config import load_search_config
-    from kdforge.search.state import SearchState
-
     folder = Path(search_dir).resolve()
     state = SearchState.load(folder)
     config = load_search_config(folder / "config.yaml")
     plan = plan_search(config, tracking_uri=tracking_uri or state.tracking_uri, address=address)
+    _preflight(plan)
+    emit(f"kdforge resume {config.name!r} <- {folder} (was {state.phase})")
+    return _run(plan, folder, emit, state=state)
+
+
+def _preflight(plan: SearchPlan) -> None:
+    """Fail before any data loads when the tracking store or the cluster is unusable."""
+    for key, value in TUNE_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     check_tracking_uri(plan.tracking_uri)
     check_ray_address(plan.address)
-    emit(f"kdforge resume {config.name!r} <- {folder} (was {state.phase})")
-    return _prepare_and_execute(plan, folder, emit, resume=True)
 
 
-def _prepare_and_execute(
-    plan: SearchPlan, search_dir: Path, emit: Callable[[str], None], resume: bool
+def _run(
+    plan: SearchPlan, search_dir: Path, emit: Callable[[str], None], state: SearchState | None
 ) -> SearchResult:
-    config = plan.config
-    splits = plan.dataset.load(config.seed)
-    plan.teacher.load()
-    check_data_against_teacher(splits, plan.teacher, config.teacher.name)
-    bind_teacher = getattr(plan.space, "bind_teacher", None)
-    if callable(bind_teacher):
-        # Optional space hook: e.g. `transformer` copies layers of a compatible teacher.
-        bind_teacher(plan.teacher)
-    # Before the teacher outputs, MLflow and Ray: a bad point must not cost any of them
-    # (and the space suggests differently once it is bound to the teacher).
-    initial_points_for_search(plan, splits.info)
-    from kdforge.search.runner import SearchServices, execute_search
-
-    # Ray and the MLflow experiment come up while the teacher's outputs are computed
-    # (started only now, so bad data costs no Ray start).
-    services = SearchServices(
-        plan.tracking_uri, None if resume else config.tracking.experiment, plan.address
-    )
+    data = load_data(plan)
+    # Started only now, so bad data costs no Ray start; they come up while the
+    # teacher's outputs are computed.
+    experiment = None if state else plan.config.tracking.experiment
+    services = SearchServices(plan.tracking_uri, experiment, plan.address)
     try:
-        started = time.perf_counter()
-        from kdforge.teacher.cache import teacher_outputs_for_search
-
-        # Computed once per (teacher, data) and cached on disk; features only when the
-        # loss reads them; the teacher runs online in the trials when inputs are augmented.
-        outputs = teacher_outputs_for_search(plan, splits, emit)
-        teacher_acc = outputs.accuracy(splits)
-        emit(
-            f"teacher {config.teacher.name}: {plan.teacher.num_parameters():,} params, "
-            f"val_acc={teacher_acc['val']:.4f} test_acc={teacher_acc['test']:.4f} "
-            f"(outputs ready in {time.perf_counter() - started:.1f}s)"
-        )
-        return execute_search(
-            plan, splits, outputs, teacher_acc, search_dir, emit, services, resume=resume
-        )
+        run = prepare_run(plan, data, search_dir, emit, resume=state is not None)
+        experiment_id, _ = services.wait()
+        return _execute(run, services, state, experiment_id)
     finally:
         services.close()
 
 
-def write_summary(search_dir: Path, summary: dict[str, Any]) -> Path:
-    """Write ``summary.json`` in the search folder."""
-    path = search_dir / "summary.json"
-    path.write_text(json.dumps(summary, indent=2, default=str))
-    return path
+def _execute(
+    run: SearchRun, services: SearchServices, state: SearchState | None, experiment_id: str | None
+) -> SearchResult:
+    plan, config, emit = run.plan, run.plan.config, run.emit
+    if state is None:
+        assert experiment_id is not None  # the services of a new search set it up
+        parent = open_parent_run(
+            plan.tracking_uri, experiment_id, f"{config.name}-{run.search_dir.name}"
+        )
+        state = SearchState(parent.run_id, parent.experiment_id, plan.tracking_uri)
+        state.save(run.search_dir)
+    else:
+        parent = open_parent_run(
+            plan.tracking_uri, state.experiment_id, "", run_id=state.parent_run_id
+        )
+    status = "FAILED"
+    try:
+        _log_start(run, parent)
+        searcher = make_searcher(
+            config,
+            DefineByRun(plan.space, run.splits.info, config.search.lr, plan.loss_settings),
+            run.initial_points,
+        )
+        rows = run_trials(
+            config, searcher, run.payload, run.search_dir, parent, emit, resume=run.resume
+        )
+        if not config.baseline.enabled:
+            services.release()  # only the baseline's retraining runs on Ray after the trials
+        state.phase = "finalizing"
+        state.save(run.search_dir)
+        objectives = report_objectives(
+            config, rows, _latency_of(run), run.search_dir, plan.tracking_uri, emit
+        )
+        best = _choose(config, rows, run.search_dir, emit)
+        summary = _finish(run, rows, best, services, parent, objectives)
+        state.phase = "done"
+        state.save(run.search_dir)
+        status = "FINISHED"
+        return SearchResult(run.search_dir, rows, best, summary, parent.run_id)
+    except KDForgeError:
+        raise
+    except Exception as exc:
+        if is_connection_error(plan.tracking_uri, exc):
+            raise TrackingError(
+                f"MLflow tracking at {plan.tracking_uri} stopped answering after the trials "
+                f"({type(exc).__name__}); the trial results are kept in {run.search_dir}",
+                hint=f"when the server is back, run `kdforge resume {run.search_dir}`",
+            ) from exc
+        raise
+    finally:
+        end_parent_run(status)
 
 
-def build_payload(plan: SearchPlan, splits: DataSplits, outputs: TeacherOutputs) -> TrialPayload:
-    """The data every trial shares, as one object for Ray's object store.
-
-    Built once per search and kept on ``plan.payload`` for the baseline runs.
-    """
-    if plan.payload is not None:
-        return plan.payload
-    loss_record = get_registry().get("loss", plan.config.loss.name)
-    from kdforge.objectives.constraints import trial_objectives_for
-    from kdforge.plugin_host.resolve import validate_params
-
-    loss_params = plan.loss_params or validate_params(loss_record, plan.config.loss.params, "loss")
-    train = training_inputs(splits)
-    plan.payload = TrialPayload(
-        info=splits.info,
-        train_x=train.x,
-        train_y=train.y,
-        teacher_train_logits=outputs.train if outputs.has_logits else None,
-        val_x=splits.val.x,
-        val_y=splits.val.y,
-        test_x=splits.test.x,
-        test_y=splits.test.y,
-        space=plan.space,
-        loss_cls=loss_record.cls,
-        loss_params=loss_params,
-        epochs=plan.config.search.epochs,
-        batch_size=plan.config.search.batch_size,
-        weight_decay=plan.config.search.weight_decay,
-        seed=plan.config.seed,
-        threads=max(1, int(plan.config.search.cpus_per_trial)),
-        gpus=plan.config.search.gpus_per_trial,
-        precision=plan.config.search.precision,
-        teacher_train_features=outputs.train_features,
-        objectives=trial_objectives_for(plan.config),
-        online_teacher=outputs.online_teacher,
+def _log_start(run: SearchRun, parent: ParentRun) -> None:
+    """A new search describes itself on its parent run; a resumed one sends its journal."""
+    if run.resume:
+        replayed = replay_journaled_calls(run.search_dir, parent.tracking_uri)
+        if replayed:
+            run.emit(f"logged {replayed} tracking calls kept while MLflow was unreachable")
+        return
+    teacher = run.plan.teacher
+    log_search_start(
+        run.plan.config,
+        run.search_dir,
+        teacher.num_parameters(),
+        run.teacher_acc,
+        run.outputs.teacher_report,
     )
-    return plan.payload
+    log_search_metadata(run.plan.config, teacher, run.splits)  # tags + dataset input
 
 
-__all__ += [
-    "build_payload",
-    "check_data_against_teacher",
-    "make_define_by_run",
-    "write_summary",
-]
+def _latency_of(run: SearchRun) -> Callable[[TrialRow], LatencyResult]:
+    """Measures a finished trial's student, with its trained weights, in ONNX Runtime."""
+    plan, info = run.plan, run.splits.info
+
+    def measure(row: TrialRow) -> LatencyResult:
+        if row.checkpoint:
+            model = load_trial_model(plan.space, row.arch, info, row.checkpoint)
+        else:  # weights do not change latency
+            model = plan.space.build(dict(row.arch), info)
+        return measure_latency_with(model, info, plan.config.latency, plan.latency_exporter)
+
+    return measure
+
+
+def _choose(
+    config: SearchConfig, rows: list[TrialRow], search_dir: Path, emit: Callable[[str], None]
+) -> TrialRow:
+    """The student to export by ``selection``; the leaderboard written and printed.
+
+    Raises:
+        SearchError: no trial finished all its epochs.
+    """
+    import mlflow
+
+    best = select_best(rows, config.selection)
+    write_csv(rows, search_dir / "leaderboard.csv")
+    mlflow.log_artifact(str(search_dir / "leaderboard.csv"))
+    emit("")
+    emit(format_table(rows, best))
+    emit("")
+    if best is None:
+        failed = sum(r.status == "failed" for r in rows)
+        raise SearchError(
+            f"no trial finished all {config.search.epochs} epochs "
+            f"({len(rows)} trials, {failed} failed); see {search_dir / 'leaderboard.csv'}",
+            hint="raise search.num_trials or time_budget_s, or lower search.epochs",
+        )
+    return best
+
+
+def _finish(
+    run: SearchRun,
+    rows: list[TrialRow],
+    best: TrialRow,
+    services: SearchServices,
+    parent: ParentRun,
+    objectives: dict[str, Any],
+) -> dict[str, Any]:
+    """The steps after the choice; returns the summary, built from their results."""
+    plan, config, emit, search_dir = run.plan, run.plan.config, run.emit, run.search_dir
+    assert best.checkpoint is not None  # select_best only picks trials that kept one
+    student: nn.Module = load_trial_model(plan.space, best.arch, run.splits.info, best.checkpoint)
+    result = student_summary(
+        config,
+        search_dir,
+        best,
+        student,
+        run.splits.test,
+        plan.teacher.num_parameters(),
+        run.teacher_acc,
+        run.outputs.forward_calls,
+    )
+    save_student(
+        search_dir,
+        config.student.name,
+        best,
+        run.splits.info,
+        student,
+        result["student_test_acc"],
+    )
+    gain: dict[str, Any] = {}
+    if config.baseline.enabled:
+        emit(
+            f"distillation gain: training trial {best.number:03d}'s architecture with "
+            f"{config.baseline.seeds} seeds, distilled and from scratch ..."
+        )
+        gain = measure_distillation_gain(
+            run.payload, best, config.baseline.seeds, config.search.cpus_per_trial
+        )
+    log_numeric_metrics({**result, **gain})
+    exported: dict[str, Any] = {}
+    if plan.exporter is not None:
+        exported = export_and_register(
+            config, plan.exporter, student, run.splits.test, {**result, **gain}, search_dir, emit
+        )
+    print_result({**result, **gain}, emit)
+    services.release()
+    speed = measure_student_speedup(plan.teacher, student, run.splits.test.x, emit)
+    summary = {
+        **result,
+        **gain,
+        **exported,
+        "num_trials": len(rows),
+        **objectives,
+        "parent_run_id": parent.run_id,
+        "kdforge_version": kdforge_version(),
+        "tracking_uri": plan.tracking_uri,
+        "teacher": config.teacher.name,
+        "dataset": config.dataset.name,
+        **speed,
+    }
+    # Registry description, plots, best_config.yaml, report.md/.html.
+    publish_reports(config, rows, best, summary, search_dir, emit)
+    _write_summary(search_dir, summary)
+    quantized = quantize_after_search(
+        search_dir, config.quantize, tracking_uri=plan.tracking_uri, emit=emit
+    )
+    if quantized is not None:
+        summary = {**summary, "quantize": quantized}
+        write_summary(search_dir, summary)
+    return summary
+
+
+def _write_summary(search_dir: Path, summary: dict[str, Any]) -> None:
+    """Write ``summary.json`` and log it to the parent run."""
+    import mlflow
+
+    mlflow.log_artifact(str(write_summary(search_dir, summary)))

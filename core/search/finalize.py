@@ -1,118 +1,55 @@
-"""After the trials: distillation gain, export, parity check, registry.
+"""After the trials: the chosen student, its export, its registration and the result block.
 
-The distillation gain trains the chosen architecture again with ``baseline.seeds``
-seeds twice, once distilled with the chosen hyperparameters and once from scratch
-(labels only, same epochs, learning rate and batch size), as Ray tasks, and reports
-the difference of mean test accuracies.
+The driver (:mod:`kdforge.search.driver`) loads the chosen trial's student once and
+hands it to these steps:
+
+* :func:`student_summary` and :func:`save_student`: its accuracy and size against the
+  teacher's, and ``student.pt`` (a kdforge checkpoint);
+* :func:`export_and_register`: the exporter plugin writes it (parity-checked against
+  PyTorch), its ONNX Runtime latency is measured, it becomes a new version of the
+  registered model, and ``export.promote`` decides whether the alias moves to it;
+* :func:`print_result`: the ``== result ==`` block.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from kdforge.data import DataSplits
-from kdforge.errors import ExportError
+from kdforge.checkpoint import save_checkpoint
+from kdforge.config import SearchConfig
+from kdforge.data import DataInfo, Split
+from kdforge.export.student import check_inputs, export_student, weight_files
+from kdforge.interfaces import Exporter
+from kdforge.objectives.costs import measure_onnx_latency
 from kdforge.report.leaderboard import TrialRow
-from kdforge.search.driver import SearchPlan, build_payload
-from kdforge.search.trial import STATE_FILE, TrialPayload, count_parameters, trial_device
-from kdforge.teacher.outputs import TeacherOutputs
-from kdforge.training.trainer import TrainSettings, evaluate, train_model
+from kdforge.tracking.promote import promote_version
+from kdforge.tracking.registry import register_onnx
+from kdforge.training.evaluate import count_parameters, evaluate
 
-__all__ = ["check_parity", "finalize", "train_fixed"]
-
-
-def train_fixed(
-    payload: TrialPayload,
-    arch: dict[str, Any],
-    loss_hparams: dict[str, float],
-    lr: float,
-    seed: int,
-    distill: bool,
-) -> float:
-    """Train one fixed architecture and return its test accuracy."""
-    torch.set_num_threads(max(1, payload.threads))
-    torch.manual_seed(seed)
-    if not distill:
-        # From scratch means no teacher knowledge at all, teacher-layer init included.
-        arch = {**arch, "init_from_teacher": False}
-    model = payload.space.build(arch, payload.info)
-    loss = payload.loss_cls(payload.loss_params, loss_hparams) if distill else None
-    train_model(
-        model,
-        x=payload.train_x,
-        y=payload.train_y,
-        val_x=payload.val_x,
-        val_y=payload.val_y,
-        settings=TrainSettings(
-            epochs=payload.epochs,
-            lr=lr,
-            batch_size=payload.batch_size,
-            weight_decay=payload.weight_decay,
-            seed=seed,
-            device=trial_device(payload.gpus),
-            precision=payload.precision,
-        ),
-        loss=loss,
-        teacher_logits=payload.teacher_train_logits if distill else None,
-        teacher_features=payload.teacher_train_features if distill else None,
-        online_teacher=payload.online_teacher if distill else None,
-    )
-    acc, _ = evaluate(model, payload.test_x, payload.test_y)
-    return acc
+# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
+# imports it in the background while its data loads (kdforge.search.services).
+__all__ = ["export_and_register", "print_result", "save_student", "student_summary"]
 
 
-def _baseline(
-    payload: TrialPayload, best: TrialRow, seeds: int, cpus: float
-) -> dict[str, list[float]]:
-    import ray
-
-    remote = ray.remote(num_cpus=cpus, num_gpus=payload.gpus)(train_fixed)
-    ref = ray.put(payload)
-    assert best.lr is not None
-    futures = {
-        kind: [
-            remote.remote(ref, best.arch, best.loss_hparams, best.lr, 1000 + s, kind == "distilled")
-            for s in range(seeds)
-        ]
-        for kind in ("distilled", "scratch")
-    }
-    return {kind: [float(v) for v in ray.get(refs)] for kind, refs in futures.items()}
-
-
-def _stats(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean, spread
-
-
-def finalize(
-    plan: SearchPlan,
-    splits: DataSplits,
-    outputs: TeacherOutputs,
-    teacher_acc: dict[str, float],
-    best: TrialRow,
-    rows: list[TrialRow],
+def student_summary(
+    config: SearchConfig,
     search_dir: Path,
-    emit: Callable[[str], None],
+    best: TrialRow,
+    student: nn.Module,
+    test: Split,
+    teacher_params: int,
+    teacher_acc: Mapping[str, float],
+    teacher_forward_calls: int,
 ) -> dict[str, Any]:
-    """Baseline, export and registration of ``best``; returns the summary dict."""
-    import mlflow
-
-    config = plan.config
-    model = plan.space.build(best.arch, splits.info)
-    assert best.checkpoint is not None
-    state = torch.load(Path(best.checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    model.eval()
-    student_params = count_parameters(model)
-    teacher_params = plan.teacher.num_parameters()
-    student_test, _ = evaluate(model, splits.test.x, splits.test.y)
-    summary: dict[str, Any] = {
+    """The chosen student against the teacher: accuracy, size, compression."""
+    student_params = count_parameters(student)
+    student_test, _ = evaluate(student, test.x, test.y)
+    return {
         "search": config.name,
         "search_dir": str(search_dir),
         "teacher_test_acc": teacher_acc["test"],
@@ -129,119 +66,80 @@ def finalize(
         "selection_rule": config.selection.rule,
         "student_macs": best.macs,
         "student_size_bytes": best.size_bytes,
-        "teacher_forward_calls": outputs.forward_calls,
+        "teacher_forward_calls": teacher_forward_calls,
     }
-    from kdforge.checkpoint import save_checkpoint
 
-    save_checkpoint(
+
+def save_student(
+    search_dir: Path,
+    space_name: str,
+    best: TrialRow,
+    info: DataInfo,
+    student: nn.Module,
+    test_acc: float,
+) -> Path:
+    """Write ``student.pt``, a kdforge checkpoint that rebuilds the student by name."""
+    return save_checkpoint(
         search_dir / "student.pt",
-        space=config.student.name,
+        space=space_name,
         arch=best.arch,
-        info=splits.info,
-        model=model,
-        meta={"test_acc": student_test, "trial": best.number},
+        info=info,
+        model=student,
+        meta={"test_acc": test_acc, "trial": best.number},
     )
-    if config.baseline.enabled:
-        emit(
-            f"distillation gain: training trial {best.number:03d}'s architecture with "
-            f"{config.baseline.seeds} seeds, distilled and from scratch ..."
-        )
-        payload = build_payload(plan, splits, outputs)
-        runs = _baseline(payload, best, config.baseline.seeds, config.search.cpus_per_trial)
-        distilled_mean, distilled_sd = _stats(runs["distilled"])
-        scratch_mean, scratch_sd = _stats(runs["scratch"])
-        summary.update(
-            {
-                "distilled_test_acc_runs": runs["distilled"],
-                "scratch_test_acc_runs": runs["scratch"],
-                "distilled_test_acc_mean": distilled_mean,
-                "distilled_test_acc_std": distilled_sd,
-                "scratch_test_acc_mean": scratch_mean,
-                "scratch_test_acc_std": scratch_sd,
-                "distillation_gain": distilled_mean - scratch_mean,
-            }
-        )
-    mlflow.log_metrics(
-        {
-            k: float(v)
-            for k, v in summary.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-    )
-    if plan.exporter is not None:
-        summary.update(_export_and_register(plan, model, splits, summary, search_dir, emit))
-    _print_summary(summary, emit)
-    return summary
 
 
-def _export_and_register(
-    plan: SearchPlan,
-    model: torch.nn.Module,
-    splits: DataSplits,
-    summary: dict[str, Any],
+def export_and_register(
+    config: SearchConfig,
+    exporter: Exporter,
+    student: nn.Module,
+    test: Split,
+    summary: Mapping[str, Any],
     search_dir: Path,
     emit: Callable[[str], None],
 ) -> dict[str, Any]:
+    """Export, check, time, register and offer the student to the alias.
+
+    Args:
+        config: The search config (``export``, ``latency`` and the registered name).
+        exporter: The exporter plugin.
+        student: The chosen student (eval mode, CPU).
+        test: The test split (check inputs, and the ``if_better`` comparison).
+        summary: The result so far (its accuracies become model-version tags).
+        search_dir: The search folder.
+        emit: Where progress lines go.
+
+    Returns:
+        Entries for ``summary.json`` (export path and parity; with ONNX also latency,
+        the registered version, the alias and the promotion).
+    """
     import mlflow
-    import onnx
-    from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    config = plan.config
-    assert plan.exporter is not None
-    target = search_dir / f"student{plan.exporter.suffix}"
-    check_inputs = splits.test.x[:256]
-    if check_inputs.is_floating_point():  # token ids stay integers
-        check_inputs = check_inputs.float()
-    result = plan.exporter.export(model, check_inputs, target)
-    emit(f"exported {target.name}: max |onnxruntime - torch| = {result.max_abs_diff:.2e}")
-    check_parity(result.max_abs_diff, config.export.tolerance, target)
+    inputs = check_inputs(test.x)
+    result = export_student(exporter, student, inputs, search_dir, config.export.tolerance, emit)
     mlflow.log_metric("export_max_abs_diff", result.max_abs_diff)
-    mlflow.log_artifact(str(target))
-    external = target.with_name(target.name + ".data")  # weights the exporter kept apart
-    if external.exists():
-        mlflow.log_artifact(str(external))
-    out: dict[str, Any] = {"export_path": str(target), "export_max_abs_diff": result.max_abs_diff}
-    if result.format != "onnx":
-        return out
-    out.update(_student_latency(target, check_inputs, config, emit))
-    example = check_inputs[:4].numpy()
-    with torch.no_grad():
-        prediction = model(torch.from_numpy(example)).numpy()
-    signature = infer_signature(example, prediction)
-    name = config.registered_model_name
-    info = mlflow.onnx.log_model(
-        onnx.load(str(target)),
-        name="student",
-        signature=signature,
-        input_example=example,
-        registered_model_name=name,
-        onnx_execution_providers=["CPUExecutionProvider"],
-        save_as_external_data=False,
-    )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    tags = {
-        "teacher_test_acc": f"{summary['teacher_test_acc']:.4f}",
-        "student_test_acc": f"{summary['student_test_acc']:.4f}",
-        "compression_ratio": f"{summary['compression_ratio']:.2f}",
-        "student_params": str(summary["student_params"]),
-        "teacher_params": str(summary["teacher_params"]),
+    for path in weight_files(result.path):
+        mlflow.log_artifact(str(path))
+    out: dict[str, Any] = {
+        "export_path": str(result.path),
+        "export_max_abs_diff": result.max_abs_diff,
     }
-    if "distillation_gain" in summary:
-        tags["distillation_gain"] = f"{summary['distillation_gain']:.4f}"
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    from kdforge.tracking.promote import promote_version
-
+    if result.format != "onnx":
+        return out  # other formats are run artifacts; the registry holds ONNX models
+    out.update(_student_latency(result.path, inputs, config, emit))
+    name = config.registered_model_name
+    version = register_onnx(
+        result.path, name=name, example=inputs[:4].numpy(), tags=_version_tags(summary)
+    )
     # export.promote: 'always' moves the alias; 'if_better' compares on the test split.
     promotion = promote_version(
         name,
         version,
         alias=config.export.alias,
         policy=config.export.promote,
-        test=splits.test,
-        client=client,
+        test=test,
+        client=MlflowClient(),
     )
     emit(promotion.line())
     out.update(
@@ -258,13 +156,25 @@ def _export_and_register(
     return out
 
 
+def _version_tags(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The model-version tags that say what the registered student achieved."""
+    tags = {
+        "teacher_test_acc": f"{summary['teacher_test_acc']:.4f}",
+        "student_test_acc": f"{summary['student_test_acc']:.4f}",
+        "compression_ratio": f"{summary['compression_ratio']:.2f}",
+        "student_params": str(summary["student_params"]),
+        "teacher_params": str(summary["teacher_params"]),
+    }
+    if "distillation_gain" in summary:
+        tags["distillation_gain"] = f"{summary['distillation_gain']:.4f}"
+    return tags
+
+
 def _student_latency(
-    path: Path, inputs: torch.Tensor, config: Any, emit: Callable[[str], None]
+    path: Path, inputs: torch.Tensor, config: SearchConfig, emit: Callable[[str], None]
 ) -> dict[str, float]:
     """onnxruntime CPU latency of the exported student (``latency`` settings)."""
     import mlflow
-
-    from kdforge.objectives.costs import measure_onnx_latency
 
     settings = config.latency
     result = measure_onnx_latency(
@@ -289,17 +199,8 @@ def _student_latency(
     return values
 
 
-def check_parity(max_abs_diff: float, tolerance: float, path: Path) -> None:
-    """Raise ExportError when the exported model strays from PyTorch beyond tolerance."""
-    if not max_abs_diff <= tolerance:  # also catches NaN
-        raise ExportError(
-            f"exported model {path.name} disagrees with PyTorch: max abs difference "
-            f"{max_abs_diff:.3g} > export.tolerance {tolerance:g}",
-            hint="raise export.tolerance if this precision is acceptable",
-        )
-
-
-def _print_summary(summary: dict[str, Any], emit: Callable[[str], None]) -> None:
+def print_result(summary: Mapping[str, Any], emit: Callable[[str], None]) -> None:
+    """Print the ``== result ==`` block: teacher, student, compression, gain."""
     emit("")
     emit("== result ==")
     emit(

@@ -2,7 +2,7 @@
 
 Points are written the user's way (``{student: {depth: 2}, loss: {alpha: 0.5}, lr:
 0.003}``), checked against the student space, the loss's searched hyperparameters and
-``search.lr``, and flattened to the names :class:`kdforge.search.driver.DefineByRun`
+``search.lr``, and flattened to the names :class:`kdforge.search.sampler.DefineByRun`
 suggests, so Optuna hands the enqueued values back to it (``points_to_evaluate``).
 """
 
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kdforge.config import Range
-from kdforge.data import DataInfo
+from kdforge.config import Range, SearchConfig
+from kdforge.data import DataInfo, HParam
 from kdforge.errors import ConfigError, KDForgeError, closest_match
+from kdforge.interfaces import SearchSpace
 
-if TYPE_CHECKING:
-    from kdforge.search.driver import SearchPlan
+#: The loss's declared hyperparameters with their fixed values or searched ranges.
+LossSettings = list[tuple[HParam, float | Range]]
 
 __all__ = ["check_initial_points", "flatten_initial_point", "initial_points_for_search"]
 
@@ -44,7 +45,7 @@ def flatten_initial_point(point: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def check_initial_points(plan: SearchPlan) -> None:
+def check_initial_points(config: SearchConfig, loss_settings: LossSettings) -> None:
     """Check what of ``search.initial_points`` the data does not decide.
 
     The point's keys, its loss hyperparameters, its learning rate and the number of
@@ -53,10 +54,10 @@ def check_initial_points(plan: SearchPlan) -> None:
     Raises:
         ConfigError: naming the point and key (``search.initial_points[1].loss.alpha``).
     """
-    for index, point in enumerate(plan.config.search.initial_points):
-        _checked_point_settings(plan, point, f"search.initial_points[{index}]")
-    points = len(plan.config.search.initial_points)
-    trials = plan.config.search.num_trials
+    for index, point in enumerate(config.search.initial_points):
+        _checked_point_settings(config, loss_settings, point, f"search.initial_points[{index}]")
+    points = len(config.search.initial_points)
+    trials = config.search.num_trials
     if points > trials:
         raise ConfigError(
             f"search.initial_points: {points} points but search.num_trials is {trials}; "
@@ -65,17 +66,21 @@ def check_initial_points(plan: SearchPlan) -> None:
         )
 
 
-def initial_points_for_search(plan: SearchPlan, info: DataInfo) -> list[dict[str, Any]]:
+def initial_points_for_search(
+    config: SearchConfig, space: SearchSpace, loss_settings: LossSettings, info: DataInfo
+) -> list[dict[str, Any]]:
     """``search.initial_points`` checked against the student space, flattened for Optuna.
 
     Each point's student values are run through the space's own ``suggest`` (with a
     stand-in trial that answers with the point's values), so a key is accepted only if
     the space suggests it for that point (``width_1`` needs ``depth >= 2``) and a value
     only if it lies in the suggested range or choices. Values come back with the type
-    the space asks for (``64.0`` for an int becomes ``64``). Computed once per plan.
+    the space asks for (``64.0`` for an int becomes ``64``).
 
     Args:
-        plan: The search plan (its space already bound to the teacher, if it binds).
+        config: The search config (``search.initial_points``, ``search.lr``, ...).
+        space: The student space, already bound to the teacher if it binds.
+        loss_settings: The loss's hyperparameters, fixed or searched.
         info: The loaded data's info, as the space's ``suggest`` receives it.
 
     Returns:
@@ -86,17 +91,16 @@ def initial_points_for_search(plan: SearchPlan, info: DataInfo) -> list[dict[str
             ``search.initial_points[1].student.widht_0: not a parameter of student
             space 'mlp'; did you mean 'width_0'?``.
     """
-    if plan.initial_points is not None:
-        return plan.initial_points
     points: list[dict[str, Any]] = []
-    for index, point in enumerate(plan.config.search.initial_points):
+    for index, point in enumerate(config.search.initial_points):
         where = f"search.initial_points[{index}]"
-        checked = _checked_point_settings(plan, point, where)
+        checked = _checked_point_settings(config, loss_settings, point, where)
         student = point.get("student")
         if student:
-            checked["student"] = _checked_student(plan, student, info, f"{where}.student")
+            checked["student"] = _checked_student(
+                config.student.name, space, student, info, f"{where}.student"
+            )
         points.append(flatten_initial_point(checked))
-    plan.initial_points = points
     return points
 
 
@@ -105,7 +109,9 @@ def _require_mapping(value: Any, where: str, what: str) -> None:
         raise ConfigError(f"{where}: expected a mapping of {what}, got {value!r}")
 
 
-def _checked_point_settings(plan: SearchPlan, point: Any, where: str) -> dict[str, Any]:
+def _checked_point_settings(
+    config: SearchConfig, loss_settings: LossSettings, point: Any, where: str
+) -> dict[str, Any]:
     """The point's keys, loss hyperparameters and lr checked (student values as given)."""
     if not isinstance(point, Mapping):
         raise ConfigError(
@@ -121,7 +127,7 @@ def _checked_point_settings(plan: SearchPlan, point: Any, where: str) -> dict[st
     student = point.get("student")
     if student is not None:
         _require_mapping(student, f"{where}.student", "the space's values (e.g. {depth: 2})")
-        if student and plan.config.student.fixed is not None:
+        if student and config.student.fixed is not None:
             raise ConfigError(
                 f"{where}.student: student.fixed is set, so no student value is searched",
                 hint="leave student out of the points, or remove student.fixed",
@@ -131,12 +137,12 @@ def _checked_point_settings(plan: SearchPlan, point: Any, where: str) -> dict[st
     if loss is not None:
         _require_mapping(loss, f"{where}.loss", "searched loss hyperparameters (e.g. {alpha: 0.5})")
         checked["loss"] = {
-            key: _checked_loss_value(plan, str(key), value, f"{where}.loss.{key}")
+            key: _checked_loss_value(config, loss_settings, str(key), value, f"{where}.loss.{key}")
             for key, value in loss.items()
         }
     lr = point.get("lr")
     if lr is not None:
-        bounds = plan.config.search.lr
+        bounds = config.search.lr
         value = _number(lr)
         if value is None:
             raise ConfigError(f"{where}.lr: expected a number, got {lr!r}")
@@ -148,10 +154,12 @@ def _checked_point_settings(plan: SearchPlan, point: Any, where: str) -> dict[st
     return checked
 
 
-def _checked_loss_value(plan: SearchPlan, name: str, value: Any, where: str) -> float | int:
+def _checked_loss_value(
+    config: SearchConfig, loss_settings: LossSettings, name: str, value: Any, where: str
+) -> float | int:
     """A loss hyperparameter of a point: searched (a Range) and inside that range."""
-    settings = {hp.name: (hp, setting) for hp, setting in plan.loss_settings}
-    loss_name = plan.config.loss.name
+    settings = {hp.name: (hp, setting) for hp, setting in loss_settings}
+    loss_name = config.loss.name
     searched = [n for n, (_, setting) in settings.items() if isinstance(setting, Range)]
     if name not in settings:
         suggestion = closest_match(name, settings)
@@ -167,7 +175,7 @@ def _checked_loss_value(plan: SearchPlan, name: str, value: Any, where: str) -> 
         # silently ignore an enqueued value for them.
         origin = (
             f"loss.hparams.{name}"
-            if name in plan.config.loss.hparams
+            if name in config.loss.hparams
             else f"loss {loss_name!r} (its declared range is that single value)"
         )
         raise ConfigError(
@@ -192,13 +200,12 @@ def _checked_loss_value(plan: SearchPlan, name: str, value: Any, where: str) -> 
 
 
 def _checked_student(
-    plan: SearchPlan, values: Mapping[str, Any], info: DataInfo, where: str
+    space_name: str, space: SearchSpace, values: Mapping[str, Any], info: DataInfo, where: str
 ) -> dict[str, Any]:
     """A point's student values, checked by running the space's ``suggest`` on them."""
-    space_name = plan.config.student.name
     trial = _PointTrial(values, f"student space {space_name!r}")
     try:
-        plan.space.suggest(trial, info)  # type: ignore[arg-type]
+        space.suggest(trial, info)  # type: ignore[arg-type]
     except KDForgeError:
         raise
     except Exception as exc:
@@ -213,7 +220,7 @@ def _checked_student(
     if unknown:
         key = str(unknown[0])
         names = ", ".join(trial.suggested) or "none"
-        every = _space_parameter_names(plan, info)
+        every = _space_parameter_names(space, info)
         if key in every:
             # Conditional (width_1 needs depth >= 2): judged on the point's own values,
             # a left-out one counting as its lowest choice; say which were left out.
@@ -234,7 +241,7 @@ def _checked_student(
     return {key: trial.params[key] for key in values}
 
 
-def _space_parameter_names(plan: SearchPlan, info: DataInfo) -> list[str]:
+def _space_parameter_names(space: SearchSpace, info: DataInfo) -> list[str]:
     """The names the space suggests at its smallest and at its largest (best effort).
 
     Tells a misspelt key from a conditional one that this point's values leave out.
@@ -243,7 +250,7 @@ def _space_parameter_names(plan: SearchPlan, info: DataInfo) -> list[str]:
     for highest in (False, True):
         probe = _PointTrial({}, "", highest=highest)
         try:
-            plan.space.suggest(probe, info)  # type: ignore[arg-type]
+            space.suggest(probe, info)  # type: ignore[arg-type]
         except Exception:  # a probe only improves the message; the point's run decides
             continue
         names.update(dict.fromkeys(probe.suggested))

@@ -1,74 +1,72 @@
-"""The last step of a search: speed-up, registry description, plots, reports, artifacts.
+"""The last steps of a search: the measured speed-up, then the reports and their artifacts.
 
-Runs inside the MLflow parent run after :func:`kdforge.search.finalize.finalize` (which
-exported, registered and offered the student to the alias). It adds to the summary
-and to the parent run:
+Run inside the MLflow parent run after the student was exported and registered:
 
-* the measured speed-up of the student over the teacher (metrics ``speedup``, ...);
-* the registered version's description (:mod:`kdforge.tracking.model_card`);
-* ``plots/`` (accuracy vs size, Pareto front, optimisation history), ``best_config.yaml``,
-  ``report.md`` and ``report.html`` as artifacts.
+* :func:`measure_student_speedup`: the student against the teacher, timed side by side
+  on test rows (metrics ``speedup``, ...);
+* :func:`publish_reports`: the registered version's description
+  (:mod:`kdforge.tracking.model_card`), ``plots/`` (accuracy vs size, Pareto front,
+  optimisation history), ``best_config.yaml``, ``report.md`` and ``report.html``, logged
+  as artifacts of the parent run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
+from torch import nn
 
-if TYPE_CHECKING:
-    from kdforge.data import DataSplits
-    from kdforge.report.leaderboard import TrialRow
-    from kdforge.search.driver import SearchPlan
+from kdforge.config import SearchConfig
+from kdforge.data import Inputs
+from kdforge.interfaces import Teacher
+from kdforge.objectives.speedup import measure_speedup
+from kdforge.report.best_config import write_best_config
+from kdforge.report.leaderboard import TrialRow
+from kdforge.report.plots import make_plots
+from kdforge.report.render import ReportData, render_html, render_markdown
+from kdforge.tracking.model_card import describe_registered_version
+from kdforge.tracking.store import log_numeric_metrics
 
-__all__ = ["SPEEDUP_ROWS", "publish_search"]
+# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
+# imports it in the background while its data loads (kdforge.search.services).
+
+__all__ = ["SPEEDUP_ROWS", "measure_student_speedup", "publish_reports"]
 
 #: Test rows in the batch the speed-up is measured on.
 SPEEDUP_ROWS = 256
 
 
-def _student(
-    plan: SearchPlan, best: TrialRow, splits: DataSplits, search_dir: Path
-) -> torch.nn.Module:
-    from kdforge.checkpoint import load_checkpoint
-
-    model = plan.space.build(best.arch, splits.info)
-    model.load_state_dict(load_checkpoint(search_dir / "student.pt")["state_dict"])
-    return model.eval()
-
-
-def _speedup(
-    plan: SearchPlan, best: TrialRow, splits: DataSplits, search_dir: Path
+def measure_student_speedup(
+    teacher: Teacher, student: nn.Module, test_x: Inputs, emit: Callable[[str], None]
 ) -> dict[str, float]:
-    from kdforge.objectives.speedup import measure_speedup
-
-    test_x = splits.test.x
-    rows = min(SPEEDUP_ROWS, len(test_x))
-    inputs = (
-        test_x[:rows] if isinstance(test_x, torch.Tensor) else test_x.read_rows(list(range(rows)))
+    """Time teacher and student side by side on test rows; log and print the speed-up."""
+    inputs = test_x[: min(SPEEDUP_ROWS, len(test_x))]  # a tensor for streamed inputs too
+    speed = measure_speedup(teacher, student, inputs)
+    log_numeric_metrics(speed)
+    emit(
+        f"speed-up: {speed['speedup']:.2f}x (teacher {speed['teacher_batch_ms']:.3f} ms, student "
+        f"{speed['student_batch_ms']:.3f} ms per batch of {int(speed['speedup_batch_size'])})"
     )
-    return measure_speedup(plan.teacher, _student(plan, best, splits, search_dir), inputs)
+    return speed
 
 
-def publish_search(
-    plan: SearchPlan,
-    splits: DataSplits,
+def publish_reports(
+    config: SearchConfig,
     rows: list[TrialRow],
     best: TrialRow,
-    summary: dict[str, Any],
+    summary: Mapping[str, Any],
     search_dir: Path,
     emit: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Complete ``summary`` and log the reports of a finished search to the active run.
+    """Describe the registered version, write the reports and log them to the active run.
 
     Args:
-        plan: The search plan (config, teacher, space).
-        splits: The data (the test split times the speed-up).
+        config: The search config.
         rows: The leaderboard rows.
         best: The chosen trial.
-        summary: The summary so far; updated in place.
+        summary: The search's summary (read, not changed).
         search_dir: The search folder (files are written there).
         emit: Where progress lines go.
 
@@ -77,36 +75,13 @@ def publish_search(
     """
     import mlflow
 
-    from kdforge.report.best_config import write_best_config
-    from kdforge.report.plots import make_plots
-    from kdforge.report.render import ReportData, render_html, render_markdown
-    from kdforge.tracking.model_card import describe_registered_version
-    from kdforge.tracking.run_metadata import kdforge_version
-
-    config = plan.config
-    summary.update(
-        {
-            "kdforge_version": kdforge_version(),
-            "tracking_uri": plan.tracking_uri,
-            "teacher": config.teacher.name,
-            "dataset": config.dataset.name,
-        }
-    )
-    speed = _speedup(plan, best, splits, search_dir)
-    summary.update(speed)
-    mlflow.log_metrics(speed)
-    emit(
-        f"speed-up: {speed['speedup']:.2f}x (teacher {speed['teacher_batch_ms']:.3f} ms, student "
-        f"{speed['student_batch_ms']:.3f} ms per batch of {int(speed['speedup_batch_size'])})"
-    )
     name, version = summary.get("registered_model_name"), summary.get("registered_model_version")
     if name and version:
         promotion = summary.get("promotion") or {}
         alias = promotion.get("alias") if promotion.get("promoted", True) else None
-        describe_registered_version(str(name), str(version), summary, alias=alias)
-    files: dict[str, Path] = {}
-    objectives = [o.name for o in getattr(config, "objectives", [])]
-    pareto_png = summary.get("pareto_png")  # drawn by the objectives step, if it ran
+        describe_registered_version(str(name), str(version), dict(summary), alias=alias)
+    objectives = [o.name for o in config.objectives]
+    pareto_png = summary.get("pareto_png")  # drawn by the objective step, if it ran
     try:
         plots = make_plots(
             rows,
@@ -119,11 +94,11 @@ def publish_search(
     except Exception as exc:  # matplotlib's errors vary; a plot must not lose the search
         emit(f"plots not drawn: {type(exc).__name__}: {exc}")
         plots = {}
-    files.update(plots)
+    files: dict[str, Path] = dict(plots)
     files["best_config"] = write_best_config(
         config, best, search_dir / "best_config.yaml", search_dir=search_dir
     )
-    data = ReportData(search_dir, rows, summary, objectives)
+    data = ReportData(search_dir, rows, dict(summary), objectives)
     files["report_md"] = search_dir / "report.md"
     files["report_md"].write_text(render_markdown(data, plots), encoding="utf-8")
     files["report_html"] = search_dir / "report.html"

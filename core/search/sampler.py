@@ -1,4 +1,8 @@
-"""The Optuna searcher of a search: one or several objectives, constraints, sampler.
+"""The Optuna searcher of a search: the define-by-run space, objectives, constraints, sampler.
+
+:class:`DefineByRun` is the function Optuna calls for every new trial: it samples the
+student (through the space's ``suggest``, names prefixed ``student/``), the loss's
+searched hyperparameters (``loss/<name>``) and the learning rate (``lr``).
 
 With one objective (``val_acc``) the searcher maximises it with TPE. With several,
 ``OptunaSearch`` gets metric and mode *lists* and Optuna's NSGA-II sampler (or TPE,
@@ -10,28 +14,29 @@ accuracy is among the worst at that epoch.
 Constraint values reach Optuna through ``Trial.set_constraint`` (value / limit - 1,
 <= 0 feasible) when a trial completes, so TPE and NSGA-II prefer feasible students.
 
-Like :mod:`kdforge.search.callbacks`, this module imports Ray at the top (its searcher class
-must be importable by name for Tune's experiment checkpoints): import it lazily.
+Like :mod:`kdforge.search.callbacks`, this module imports Ray at the top: its searcher
+class must be importable by name for Tune's experiment checkpoints.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from kdforge.config import Range, SearchConfig
+from kdforge.data import DataInfo
+from kdforge.interfaces import SearchSpace
 from kdforge.objectives.constraints import constraint_excess
-
-if TYPE_CHECKING:
-    import optuna
-
-    from kdforge.config import SearchConfig
+from kdforge.search.initial_points import LossSettings
 
 __all__ = [
     "SCHEDULER_METRIC",
     "ConstrainedOptunaSearch",
+    "DefineByRun",
     "make_sampler",
     "make_searcher",
     "searcher_metric_mode",
@@ -39,6 +44,69 @@ __all__ = [
 
 #: The single metric the early-stopping scheduler and Tune's result grid use.
 SCHEDULER_METRIC = "val_acc"
+
+
+class _PrefixedTrial:
+    """Optuna trial proxy that prefixes parameter names (``student/depth``)."""
+
+    def __init__(self, trial: Any, prefix: str):
+        self._trial = trial
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._trial, name)
+        if name.startswith("suggest_"):
+
+            def suggest(param: str, *args: Any, **kwargs: Any) -> Any:
+                return attr(self._prefix + param, *args, **kwargs)
+
+            return suggest
+        return attr
+
+
+class DefineByRun:
+    """The define-by-run function OptunaSearch calls for every new trial.
+
+    A module-level class (not a closure) so Ray can pickle it with the searcher's
+    state for experiment checkpoints and resume.
+
+    Args:
+        space: The student search space.
+        info: The data description its ``suggest`` receives.
+        lr: The learning-rate range (``search.lr``).
+        loss_settings: The loss's hyperparameters, fixed or searched.
+    """
+
+    def __init__(
+        self, space: SearchSpace, info: DataInfo, lr: Range, loss_settings: LossSettings
+    ) -> None:
+        self.space = space
+        self.info = info
+        self.lr = lr
+        self.loss_settings = loss_settings
+
+    def __call__(self, trial: Any) -> dict[str, Any] | None:
+        """Sample the student, the loss hyperparameters and the learning rate."""
+        constants: dict[str, Any] = {}
+        extra = self.space.suggest(_PrefixedTrial(trial, "student/"), self.info)  # type: ignore[arg-type]
+        # Constants are returned with flat "student/<key>" names: a nested "student"
+        # dict would replace the sampled "student/*" values when Ray unflattens them.
+        for key, value in (extra or {}).items():
+            constants[f"student/{key}"] = value
+        fixed: dict[str, float] = {}
+        for hp, setting in self.loss_settings:
+            if isinstance(setting, Range):
+                name = f"loss/{hp.name}"
+                if hp.kind == "int":
+                    trial.suggest_int(name, int(setting.low), int(setting.high), log=setting.log)
+                else:
+                    trial.suggest_float(name, setting.low, setting.high, log=setting.log)
+            else:
+                fixed[hp.name] = float(setting)
+        for key, value in fixed.items():
+            constants[f"loss/{key}"] = value
+        trial.suggest_float("lr", self.lr.low, self.lr.high, log=self.lr.log)
+        return constants or None
 
 
 def searcher_metric_mode(config: SearchConfig) -> tuple[str | list[str], str | list[str]]:
@@ -56,8 +124,6 @@ def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
     NSGA-II's population is ``num_trials // 2`` clipped to [4, 50], so small searches
     still see more than one generation.
     """
-    import optuna
-
     settings = config.search
     several = len(config.objectives) > 1
     choice = settings.sampler
@@ -90,6 +156,8 @@ class ConstrainedOptunaSearch(OptunaSearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         """Set ``value / limit - 1`` per limit on the Optuna trial, then tell Optuna."""
+        # Ray's OptunaSearch offers no public way to reach the Optuna trial it made for a
+        # Tune trial; tests/test_private_apis.py fails if this attribute goes away.
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and self._kdforge_limits and result:
             for name, value in constraint_excess(result, self._kdforge_limits).items():
@@ -106,7 +174,7 @@ def make_searcher(
 
     Args:
         config: The search config (objectives, sampler, constraints).
-        space: The define-by-run function (:class:`kdforge.search.driver.DefineByRun`).
+        space: The define-by-run function (:class:`DefineByRun`).
         points_to_evaluate: ``search.initial_points`` under the sampler's flat names
             (``student/depth``, ``loss/alpha``, ``lr``): Ray enqueues them in the Optuna
             study, so the first trials get their values and the sampler fills the rest.

@@ -1,7 +1,9 @@
 """One Ray Tune trial: build the sampled student, distill it, report every epoch.
 
-This module runs inside Ray workers; it must stay cheap to import and never touch
-the teacher (its outputs arrive precomputed in :class:`TrialPayload`).
+This module runs inside Ray workers, so it imports only what a trial needs. The
+teacher's outputs usually arrive precomputed in :class:`TrialPayload` (cached logits
+and features); only when the training inputs are randomly augmented does the trial
+run the teacher itself, on every batch, through ``payload.online_teacher``.
 """
 
 from __future__ import annotations
@@ -15,13 +17,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
+from ray import tune
+from torch import nn
 
 from kdforge.data import DataInfo, Inputs
 from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace
-from kdforge.training.trainer import EpochReport, TrainSettings, evaluate, train_model
+from kdforge.objectives.constraints import TrialObjectives, measure_trial, rejected_result
+from kdforge.teacher.online import OnlineTeacher
+from kdforge.training.evaluate import count_parameters, evaluate
+from kdforge.training.trainer import EpochReport, TrainSettings, train_model
 
-__all__ = ["TrialPayload", "count_parameters", "run_trial", "split_config"]
+__all__ = [
+    "STATE_FILE",
+    "TrialPayload",
+    "load_trial_model",
+    "run_trial",
+    "split_config",
+    "trial_device",
+    "trial_seed",
+]
 
 STATE_FILE = "student.pt"
 
@@ -52,17 +68,11 @@ class TrialPayload:
     precision: str = "fp32"
     # Named teacher features of the training rows, only when the loss needs them.
     teacher_train_features: dict[str, torch.Tensor] = field(default_factory=dict)
-    # kdforge.objectives.constraints.TrialObjectives: limits checked before training,
-    # latency settings.
-    objectives: Any = None
-    # kdforge.teacher.online.OnlineTeacher when inputs are augmented: the teacher runs on
-    # every training batch instead of the cached logits (which are then empty).
-    online_teacher: Any = None
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Number of trainable and frozen parameters of a model."""
-    return sum(p.numel() for p in model.parameters())
+    # Limits checked before training, and how latency is measured.
+    objectives: TrialObjectives | None = None
+    # When inputs are augmented: the teacher runs on every training batch instead of
+    # the cached logits (which are then empty).
+    online_teacher: OnlineTeacher | None = None
 
 
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float], float]:
@@ -83,6 +93,23 @@ def trial_seed(base_seed: int, config: dict[str, Any]) -> int:
     return digest % (2**31 - 1)
 
 
+def load_trial_model(
+    space: SearchSpace, arch: dict[str, Any], info: DataInfo, checkpoint: str | Path
+) -> nn.Module:
+    """A finished trial's student with its best-validation weights, in eval mode.
+
+    Args:
+        space: The search space that built it.
+        arch: Its sampled architecture.
+        info: The data description.
+        checkpoint: The trial's checkpoint folder (holding :data:`STATE_FILE`).
+    """
+    model = space.build(dict(arch), info)
+    state = torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def trial_device(gpus: float) -> str:
     """``cuda`` when the trial was given a GPU (whole or fractional) and one is visible."""
     return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
@@ -96,11 +123,7 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     ``params`` and ``epoch`` after each epoch; the last epoch carries a checkpoint
     with the best-validation weights.
     """
-    from ray import tune
-
     torch.set_num_threads(max(1, payload.threads))
-    import ray
-
     node_id = ray.get_runtime_context().get_node_id()
     seed = trial_seed(payload.seed, config)
     torch.manual_seed(seed)
@@ -108,8 +131,6 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     arch, loss_hparams, lr = split_config(config)
     model = payload.space.build(arch, payload.info)
     n_params = count_parameters(model)
-    from kdforge.objectives.constraints import measure_trial, rejected_result
-
     # Costs (params, MACs, size; latency if needed) are measured before training, and a
     # student over a configured limit is reported as rejected without being trained.
     costs, violation = measure_trial(model, payload.info, payload.objectives)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 
@@ -43,16 +43,14 @@ from kdforge.teacher.cached_rows import CachedRows, save_rows
 from kdforge.teacher.online import OnlineTeacher
 from kdforge.teacher.outputs import TeacherOutputs, compute_teacher_outputs, training_inputs
 
-if TYPE_CHECKING:
-    from kdforge.search.driver import SearchPlan
-
 __all__ = [
     "CACHE_FORMAT",
     "CacheEntry",
+    "cache_dir_for",
     "cache_key",
     "default_cache_dir",
     "prepare_teacher_outputs",
-    "teacher_outputs_for_search",
+    "share_mode",
 ]
 
 logger = logging.getLogger("kdforge.teacher_cache")
@@ -308,28 +306,17 @@ def _cached(
     return outputs, report
 
 
-def teacher_outputs_for_search(
-    plan: SearchPlan, splits: DataSplits, emit: Callable[[str], None] = print
-) -> TeacherOutputs:
-    """:func:`prepare_teacher_outputs` with the search config's settings (``run_search``)."""
-    from kdforge.plugin_host.resolve import loss_needs
+def cache_dir_for(settings: TeacherCacheSettings, output_dir: str | Path) -> Path:
+    """The cache folder: ``teacher_cache.dir``, or ``<output_dir>/.teacher-cache``."""
+    return Path(settings.dir).expanduser() if settings.dir else default_cache_dir(output_dir)
 
-    config = plan.config
-    settings: TeacherCacheSettings = getattr(
-        config, "teacher_cache", TeacherCacheSettings.model_validate({})
-    )
-    folder = (
-        Path(settings.dir).expanduser() if settings.dir else default_cache_dir(config.output_dir)
-    )
-    share = settings.share
-    if share == "auto":
-        share = "object_store" if plan.address or os.environ.get("RAY_ADDRESS") else "memmap"
-    return prepare_teacher_outputs(
-        plan.teacher,
-        splits,
-        settings,
-        cache_dir=folder,
-        needs=loss_needs(config.loss),
-        share=share,
-        emit=emit,
-    )
+
+def share_mode(settings: TeacherCacheSettings, *, on_cluster: bool) -> str:
+    """How trials get the outputs: ``teacher_cache.share``, with ``auto`` decided.
+
+    ``auto`` is ``memmap`` on one machine and ``object_store`` on a cluster, where the
+    cache folder may not be on every node.
+    """
+    if settings.share != "auto":
+        return settings.share
+    return "object_store" if on_cluster else "memmap"

@@ -17,7 +17,7 @@ from kdforge.batching import concat, iter_batches
 from kdforge.data import DataSplits, Inputs, Split
 from kdforge.errors import PluginError
 from kdforge.interfaces import LossNeeds, Teacher
-from kdforge.training.trainer import accuracy
+from kdforge.training.evaluate import accuracy
 
 __all__ = ["TeacherOutputs", "compute_teacher_outputs"]
 

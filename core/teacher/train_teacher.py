@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from kdforge.checkpoint import save_checkpoint
-from kdforge.config import PluginRef, TeacherConfig
+from kdforge.config import PluginRef, TeacherConfig, resolve_tracking_uri
 from kdforge.errors import ConfigError
 from kdforge.plugin_host.resolve import instantiate
-from kdforge.search.trial import count_parameters
-from kdforge.tracking.store import check_tracking_uri, resolve_tracking_uri, setup_experiment
-from kdforge.training.trainer import TrainSettings, evaluate, train_model
+from kdforge.tracking.store import check_tracking_uri, setup_experiment
+from kdforge.training.evaluate import count_parameters, evaluate
+from kdforge.training.trainer import TrainSettings, train_model
 
 __all__ = ["train_teacher"]
 
@@ -123,7 +123,7 @@ def train_teacher(
         run_id = run.info.run_id
         registered: dict[str, Any] = {}
         if config.registered_model_name:
-            from kdforge.tracking.teacher_registry import log_registered_teacher
+            from kdforge.tracking.registry import log_registered_teacher
 
             registered = log_registered_teacher(
                 model,

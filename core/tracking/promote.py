@@ -11,23 +11,35 @@ the reason says so. The outcome is a :class:`Promotion`, which the search report
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from kdforge.batching import iter_batches
+from kdforge.config import load_search_config, resolve_tracking_uri
+from kdforge.data import Split
 from kdforge.errors import ConfigError, TrackingError
+from kdforge.plugin_host.resolve import instantiate
+from kdforge.tracking.registry import fetch_onnx_model
+from kdforge.tracking.store import check_tracking_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from kdforge.data import Split
+# MLflow (~1.5 s to import) and onnxruntime are imported inside the functions that use
+# them: a search imports this module before it needs either.
 
 __all__ = [
     "Promotion",
     "alias_version",
     "latest_version",
     "onnx_test_accuracy",
+    "promote_target",
     "promote_version",
 ]
 
@@ -131,8 +143,6 @@ def onnx_test_accuracy(model_uri: str, test: Split, batch_size: int = 512) -> fl
     """
     import onnxruntime as ort
 
-    from kdforge.batching import iter_batches
-
     model = _quiet_fetch(model_uri)
     session = ort.InferenceSession(model.onnx_bytes, providers=["CPUExecutionProvider"])
     dtype = np.dtype(model.input_dtype)
@@ -159,10 +169,6 @@ def onnx_test_accuracy(model_uri: str, test: Split, batch_size: int = 512) -> fl
 
 def _quiet_fetch(model_uri: str) -> Any:
     """``fetch_onnx_model`` without MLflow's download progress bars in the search output."""
-    import os
-
-    from kdforge.tracking.registry import fetch_onnx_model
-
     key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
     before = os.environ.get(key)
     os.environ[key] = "false"
@@ -254,3 +260,74 @@ def _compare(result: Promotion, test: Split) -> None:
         f"test accuracy {candidate:.4f} (v{result.candidate_version}) {relation} {current:.4f} "
         f"(v{result.previous_version}) on the same {len(test)} test rows: {outcome}"
     )
+
+
+def promote_target(
+    target: str,
+    *,
+    version: str | None = None,
+    alias: str = "champion",
+    if_better: bool = False,
+    config_path: str | None = None,
+    tracking_uri: str | None = None,
+    emit: Callable[[str], None] = print,
+) -> Promotion:
+    """``kdforge promote``: move ``alias`` of a registered student.
+
+    Given a search folder, the version that search registered is offered; given a
+    registered model name, ``version`` or the latest one. With ``if_better`` the alias
+    moves only if the version beats the alias's current one on the test split of the
+    search's dataset (``config_path``, or the folder's ``config.yaml``).
+
+    Returns:
+        The :class:`Promotion`.
+
+    Raises:
+        ConfigError: a folder without ``summary.json``, or ``--if-better`` without a
+            config to take the test split from.
+        TrackingError: the registry or the model cannot be reached.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    folder = Path(target)
+    summary: dict[str, Any] = {}
+    if folder.is_dir():
+        summary_file = folder / "summary.json"
+        if not summary_file.is_file():
+            raise ConfigError(
+                f"{folder} has no summary.json: the search did not register a student",
+                hint="pass a finished search folder, or a registered model name with --version",
+            )
+        summary = json.loads(summary_file.read_text())
+        if not summary.get("registered_model_name"):
+            raise ConfigError(f"{summary_file} names no registered model (export was disabled?)")
+        name = str(summary["registered_model_name"])
+        version = version or str(summary.get("registered_model_version") or "") or None
+        config_path = config_path or str(folder / "config.yaml")
+    else:
+        name = target
+    config = load_search_config(config_path) if config_path else None
+    uri = resolve_tracking_uri(
+        tracking_uri or summary.get("tracking_uri") or (config.tracking.uri if config else None)
+    )
+    check_tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    test = None
+    if if_better:
+        if config is None:
+            raise ConfigError(
+                "--if-better needs the search config whose test split both versions run on",
+                hint="pass --config SEARCH.yaml, or give a search folder instead of a model name",
+            )
+        test = instantiate("dataset", config.dataset, "dataset").load(config.seed).test
+    chosen = str(version) if version else latest_version(name)
+    result = promote_version(
+        name, chosen, alias=alias, policy="if_better" if if_better else "always", test=test
+    )
+    if result.promoted:
+        client = MlflowClient()
+        text = client.get_model_version(name, chosen).description or ""
+        client.update_registered_model(name, description=f"@{alias}: version {chosen}.\n\n{text}")
+    emit(result.line())
+    return result

@@ -12,48 +12,49 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kdforge.errors import TrackingError
 
 __all__ = [
-    "DEFAULT_TRACKING_URI",
+    "HTTP_RETRY_DEFAULTS",
+    "cap_http_retries",
     "check_tracking_uri",
+    "finite_metrics",
     "flatten_params",
-    "resolve_tracking_uri",
+    "log_numeric_metrics",
     "setup_experiment",
 ]
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: MLflow's HTTP retry settings kdforge uses unless the environment sets them: MLflow
+#: retries a failed call 7 times with exponential backoff (minutes in all), and a search
+#: would hang that long on a dead server before keeping its results locally.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
-# MLflow retries a failed HTTP call 7 times with exponential backoff (minutes in all);
-# a search would hang that long on a dead server before keeping results locally.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """The tracking URI to use: the given one or the local SQLite default.
-
-    A relative SQLite path is made absolute against the current directory, so every
-    process (and a later ``kdforge resume``) writes to the same file.
-    """
-    chosen = uri or DEFAULT_TRACKING_URI
-    if chosen.startswith("sqlite:///") and not chosen.startswith("sqlite:////"):
-        relative = chosen[len("sqlite:///") :]
-        chosen = "sqlite:///" + str(Path(relative).resolve())
-    return chosen
+def cap_http_retries() -> None:
+    """Set :data:`HTTP_RETRY_DEFAULTS` where the environment does not set them already."""
+    for key, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, before any training, when the tracking store cannot be used.
 
+    Every command that tracks calls this first, so it also caps MLflow's HTTP retries
+    (:func:`cap_http_retries`) for the rest of the process.
+
     Raises:
         TrackingError: an HTTP server that does not answer, or a SQLite/file location
             that cannot be written.
     """
+    cap_http_retries()
     if uri.startswith(("http://", "https://")):
         url = uri.rstrip("/") + "/health"
         try:
@@ -124,3 +125,16 @@ def finite_metrics(values: dict[str, Any]) -> dict[str, float]:
         if math.isfinite(float(value)):
             out[key] = float(value)
     return out
+
+
+def log_numeric_metrics(values: Mapping[str, Any]) -> None:
+    """Log the numeric entries of ``values`` (not booleans, not None) to the active run."""
+    import mlflow  # lazy: this module is imported by every command, MLflow only by some
+
+    mlflow.log_metrics(
+        {
+            k: float(v)
+            for k, v in values.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+    )

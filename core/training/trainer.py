@@ -1,10 +1,11 @@
-"""Training and evaluation of one student on in-memory tensors.
+"""The training loop of one model (a student, or a teacher being trained).
 
-Batches are drawn by indexing tensors with a seeded permutation (no DataLoader: on
-small in-memory data that is several times faster on CPU). AdamW with a cosine
-learning-rate schedule over the full epoch budget; the weights of the best
-validation epoch are kept. A non-finite loss stops training with
-:class:`TrainingDiverged`.
+Batches come from :func:`kdforge.batching.iter_batches`: in-memory inputs are indexed
+with a seeded permutation, streamed inputs (:class:`~kdforge.data.LazyInputs`) go
+through a DataLoader whose workers read the rows; both give the same batches for the
+same seed. AdamW (fused where torch has the kernel) with a cosine learning-rate
+schedule over the full epoch budget; the weights of the best validation epoch are
+kept. A non-finite loss stops training with :class:`TrainingDiverged`.
 """
 
 from __future__ import annotations
@@ -23,16 +24,14 @@ from kdforge.batching import iter_batches, take, to_device
 from kdforge.data import UNLABELED, Inputs
 from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
 from kdforge.interfaces import LossStrategy, ModelOutput
+from kdforge.training.evaluate import evaluate
 
 __all__ = [
     "EpochReport",
     "TrainResult",
     "TrainSettings",
     "TrainingDiverged",
-    "accuracy",
-    "evaluate",
     "make_optimizer",
-    "predict_logits",
     "train_model",
 ]
 
@@ -76,32 +75,6 @@ class TrainResult:
     history: list[EpochReport]
 
 
-def predict_logits(model: nn.Module, x: Inputs, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode, batched, on ``x``'s device.
-
-    Lazy (streamed) inputs are read batch by batch and moved to the model's device.
-    """
-    was_training = model.training
-    model.eval()
-    outs = []
-    device = _model_device(model)
-    with torch.no_grad():
-        for _, batch in iter_batches(x, batch_size):
-            # .to() is a no-op when the batch already is on the model's device.
-            outs.append(model(batch.to(device)))
-    model.train(was_training)
-    if not outs:
-        return torch.empty(0)
-    return torch.cat(outs)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Share of rows whose arg-max matches the label."""
-    if len(labels) == 0:
-        return float("nan")
-    return float((logits.argmax(dim=-1) == labels.to(logits.device)).float().mean())
-
-
 def _autocast_dtype(precision: str, device: torch.device) -> tuple[torch.dtype, bool]:
     """The autocast dtype for ``precision`` and whether autocast is on.
 
@@ -129,18 +102,6 @@ def make_optimizer(
         p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
     )
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fusable or None)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
-def evaluate(model: nn.Module, x: Inputs, y: torch.Tensor) -> tuple[float, float]:
-    """Return ``(accuracy, cross-entropy)`` of ``model`` on a labeled split."""
-    logits = predict_logits(model, x)
-    y = y.to(logits.device)
-    return accuracy(logits, y), float(F.cross_entropy(logits, y))
 
 
 def train_model(

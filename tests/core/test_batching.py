@@ -29,7 +29,8 @@ from kdforge.plugins.losses.hinton_kd import HintonKD
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.teacher.outputs import compute_teacher_outputs, training_inputs
-from kdforge.training.trainer import TrainSettings, evaluate, train_model
+from kdforge.training.evaluate import evaluate
+from kdforge.training.trainer import TrainSettings, train_model
 from tests.plugins.datasets.builders import blobs, write_image_folder
 
 

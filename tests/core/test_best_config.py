@@ -50,10 +50,12 @@ def _best() -> TrialRow:
 
 def _sample(config: SearchConfig) -> tuple[dict, dict]:
     """One define-by-run call on a fresh Optuna trial: (constants, sampled params)."""
-    from kdforge.search.driver import make_define_by_run, plan_search
+    from kdforge.search.sampler import DefineByRun
+    from kdforge.search.plan import plan_search
 
     trial = optuna.create_study().ask()
-    constants = make_define_by_run(plan_search(config), INFO)(trial)
+    plan = plan_search(config)
+    constants = DefineByRun(plan.space, INFO, config.search.lr, plan.loss_settings)(trial)
     return constants or {}, dict(trial.params)
 
 
@@ -92,7 +94,7 @@ def test_a_fixed_architecture_the_space_cannot_build_is_a_config_error() -> None
 
 
 def test_an_empty_fixed_architecture_is_rejected() -> None:
-    from kdforge.search.driver import plan_search
+    from kdforge.search.plan import plan_search
 
     with pytest.raises(ConfigError, match=r"student\.fixed: empty"):
         plan_search(_config(fixed={}))
@@ -109,7 +111,7 @@ def test_fixed_is_documented_and_dumped_as_yaml() -> None:
 
 def test_initial_points_are_dropped_so_the_file_runs_as_is() -> None:
     from kdforge.report.best_config import best_search_config
-    from kdforge.search.driver import plan_search
+    from kdforge.search.plan import plan_search
 
     config = SearchConfig.model_validate(
         {

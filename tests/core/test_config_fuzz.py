@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from kdforge.config import SearchConfig, validate_config
 from kdforge.errors import KDForgeError
-from kdforge.search.driver import plan_search
+from kdforge.search.plan import plan_search
 
 BASE: dict[str, Any] = {
     "name": "fuzz",

@@ -269,7 +269,7 @@ def test_trainer_binds_feature_losses_itself_and_requires_teacher_features(
 
 
 def test_distilled_baseline_gets_teacher_features(checkpoint_teacher: CheckpointTeacher) -> None:
-    from kdforge.search.finalize import train_fixed
+    from kdforge.search.baseline import train_fixed
     from kdforge.search.trial import TrialPayload
 
     splits = _splits()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kdforge.errors import ExportError
-from kdforge.search.finalize import check_parity
+from kdforge.export.student import check_parity
 
 
 def test_parity_within_tolerance_passes() -> None:

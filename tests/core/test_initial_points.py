@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from kdforge.config import SearchConfig
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
-from kdforge.search.driver import SearchPlan, make_define_by_run, plan_search
+from kdforge.search.plan import SearchPlan, plan_search
 from kdforge.search.initial_points import flatten_initial_point, initial_points_for_search
 from tests.conftest import tiny_search_config
 
@@ -46,7 +46,8 @@ def _plan(points: list[Any], **overrides: Any) -> SearchPlan:
 
 
 def _points(points: list[Any], **overrides: Any) -> list[dict[str, Any]]:
-    return initial_points_for_search(_plan(points, **overrides), INFO)
+    plan = _plan(points, **overrides)
+    return initial_points_for_search(plan.config, plan.space, plan.loss_settings, INFO)
 
 
 # ---- flattening --------------------------------------------------------------------
@@ -277,7 +278,9 @@ def test_the_searcher_hands_out_the_points_first(objectives: list | None) -> Non
     ]
     plan = _plan(points, **extra)
     searcher = make_searcher(
-        plan.config, make_define_by_run(plan, INFO), initial_points_for_search(plan, INFO)
+        plan.config,
+        _define_by_run(plan),
+        initial_points_for_search(plan.config, plan.space, plan.loss_settings, INFO),
     )
     first, second, third = (searcher.suggest(f"t{i}") for i in range(3))
     assert first is not None and second is not None and third is not None
@@ -292,7 +295,7 @@ def test_no_points_no_points_to_evaluate() -> None:
     from kdforge.search.sampler import make_searcher
 
     plan = _plan([])
-    searcher = make_searcher(plan.config, make_define_by_run(plan, INFO), [])
+    searcher = make_searcher(plan.config, _define_by_run(plan), [])
     assert not searcher._points_to_evaluate
 
 
@@ -390,3 +393,9 @@ def test_any_point_is_accepted_or_a_config_error(points: list[dict[str, Any]]) -
         return
     assert len(flat) == len(points)
     assert all(key.startswith(("student/", "loss/")) or key == "lr" for p in flat for key in p)
+
+
+def _define_by_run(plan: Any) -> Any:
+    from kdforge.search.sampler import DefineByRun
+
+    return DefineByRun(plan.space, INFO, plan.config.search.lr, plan.loss_settings)

@@ -27,15 +27,17 @@ from kdforge.objectives.constraints import (
 from kdforge.objectives.costs import (
     _median_ms,
     count_macs,
-    count_parameters,
     example_input,
     measure_latency,
     model_size_bytes,
 )
+from kdforge.plugins.exporters.onnx import OnnxExporter
 from kdforge.report.leaderboard import TrialRow, select_best
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.search_spaces.transformer_net import EncoderLayer
+from kdforge.training.evaluate import count_parameters
 
+ONNX = OnnxExporter()
 FLAT = DataInfo(name="flat", input_shape=(64,), num_classes=32)
 FAST = LatencySettings(repeats=5, warmup=1, batch_size=8)
 
@@ -116,8 +118,8 @@ def test_median_excludes_warmup() -> None:
 def test_onnx_latency_is_measured_and_ranks_models() -> None:
     small = nn.Sequential(nn.Linear(64, 32))
     big = nn.Sequential(nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.Linear(1024, 32))
-    fast = measure_latency(small, FLAT, batch_size=8, repeats=7, warmup=2)
-    slow = measure_latency(big, FLAT, batch_size=8, repeats=7, warmup=2)
+    fast = measure_latency(small, FLAT, ONNX, batch_size=8, repeats=7, warmup=2)
+    slow = measure_latency(big, FLAT, ONNX, batch_size=8, repeats=7, warmup=2)
     assert 0 < fast.latency_ms < 1000 and 0 < fast.latency_batch_ms < 1000
     assert fast.onnx_bytes > 64 * 32 * 4 and fast.batch_size == 8
     # ~1.1M vs 2K MACs at batch 8: the big model is slower even on a busy machine.
@@ -130,7 +132,7 @@ def test_token_models_are_timed_with_integer_inputs() -> None:
 
     info = DataInfo(name="t", input_shape=(6,), num_classes=3, input_dtype="int64", vocab_size=9)
     model = TransformerSpace().build({"layers": 1, "hidden": 8, "heads": 2, "ffn": 8}, info)
-    result = measure_latency(model, info, batch_size=4, repeats=3, warmup=1)
+    result = measure_latency(model, info, ONNX, batch_size=4, repeats=3, warmup=1)
     assert math.isfinite(result.latency_ms) and result.latency_ms > 0
 
 
@@ -167,11 +169,15 @@ def test_constraints_reject_exactly_the_violating_points() -> None:
 
 def test_latency_limit_is_checked_after_the_cheap_ones() -> None:
     model = nn.Sequential(nn.Linear(64, 32))
-    cheap_fail = TrialObjectives(limits={"params": 10, "latency_ms": 1e6}, latency=FAST)
+    cheap_fail = TrialObjectives(
+        limits={"params": 10, "latency_ms": 1e6}, latency=FAST, exporter=ONNX
+    )
     metrics, violation = measure_trial(model, FLAT, cheap_fail)
     assert violation == "params 2,080 > max_params 10"
     assert "latency_ms" not in metrics  # rejected without an export
-    too_slow = TrialObjectives(limits={"latency_ms": 1e-9}, measure_latency=True, latency=FAST)
+    too_slow = TrialObjectives(
+        limits={"latency_ms": 1e-9}, measure_latency=True, latency=FAST, exporter=ONNX
+    )
     metrics, violation = measure_trial(model, FLAT, too_slow)
     assert violation is not None and violation.startswith("latency_ms ")
     assert metrics["latency_ms"] > 0 and metrics["latency_batch_ms"] > 0
@@ -203,10 +209,10 @@ def test_config_sections_and_trial_settings() -> None:
         constraints={"max_params": 1000},
         latency={"repeats": 3},
     )
-    spec = trial_objectives_for(config)
+    spec = trial_objectives_for(config, ONNX)
     assert spec.limits == {"params": 1000.0} and spec.measure_latency and spec.latency.repeats == 3
-    assert not trial_objectives_for(_config(constraints={"max_macs": 5})).measure_latency
-    assert trial_objectives_for(_config(constraints={"max_latency_ms": 5})).measure_latency
+    assert not trial_objectives_for(_config(constraints={"max_macs": 5}), ONNX).measure_latency
+    assert trial_objectives_for(_config(constraints={"max_latency_ms": 5}), ONNX).measure_latency
     for bad, where in (
         ({"objectives": [{"name": "params"}]}, "must include val_acc"),
         ({"objectives": [{"name": "val_acc"}, {"name": "val_acc"}]}, "twice"),
@@ -247,7 +253,8 @@ def test_most_accurate_under_chooser() -> None:
 
 
 def test_cli_flags_set_the_chooser() -> None:
-    from kdforge.cli import _selection_overrides, build_parser
+    from kdforge.cli import build_parser
+    from kdforge.cli.search import selection_overrides as _selection_overrides
 
     args = build_parser().parse_args(["search", "c.yaml", "--max-latency-ms", "5"])
     assert _selection_overrides(args) == {

@@ -10,7 +10,8 @@ import pytest
 
 from kdforge.config import SearchConfig
 from kdforge.report.leaderboard import TrialRow
-from kdforge.report.pareto import dominates, format_front, pareto_front, plot_front, write_front_csv
+from kdforge.report.pareto import dominates, format_front, pareto_front, write_front_csv
+from kdforge.report.plots import plot_pareto as plot_front
 from tests.conftest import tiny_search_config
 
 ACC_PARAMS = [("val_acc", "max"), ("params", "min")]

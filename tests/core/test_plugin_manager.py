@@ -251,7 +251,7 @@ def test_import_failure_warns_and_config_asking_for_it_gets_a_clear_error(
     assert registry.get("loss", "fake_loss")  # every other plugin still works
 
     from kdforge.config import SearchConfig
-    from kdforge.search.driver import plan_search
+    from kdforge.search.plan import plan_search
 
     config = SearchConfig.model_validate(
         {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kdforge.errors import TrackingError
-from kdforge.search.runner import SearchServices
+from kdforge.search.services import SearchServices
 
 
 def test_sets_up_the_experiment_and_reuses_a_running_ray(

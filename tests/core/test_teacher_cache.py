@@ -226,7 +226,7 @@ def test_augmented_inputs_run_the_teacher_online(tmp_path: Path, splits) -> None
 
 def test_baseline_runs_of_an_online_teacher_use_it(tmp_path: Path, splits) -> None:
     """finalize's train_fixed (the distilled baseline) gets the online teacher too."""
-    from kdforge.search.finalize import train_fixed
+    from kdforge.search.baseline import train_fixed
     from kdforge.search.trial import TrialPayload
 
     path = _save_teacher(tmp_path / "t.pt", 0, splits)

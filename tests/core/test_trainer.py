@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from kdforge.plugins.losses.hinton_kd import HintonKD
-from kdforge.training.trainer import TrainingDiverged, TrainSettings, evaluate, train_model
+from kdforge.training.evaluate import evaluate
+from kdforge.training.trainer import TrainingDiverged, TrainSettings, train_model
 
 
 def _blobs(n: int = 200, seed: int = 0):

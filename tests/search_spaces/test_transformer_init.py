@@ -15,7 +15,7 @@ from kdforge.config import Range
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
-from kdforge.search.driver import DefineByRun
+from kdforge.search.sampler import DefineByRun
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.search_spaces.transformer import TransformerSpace
 from kdforge.search_spaces.transformer_net import teacher_layer_map

@@ -99,7 +99,8 @@ def test_tokens_need_a_tokenizer_folder(corpus, tmp_path: Path) -> None:
 def test_bag_of_words_trains_the_builtin_mlp(tmp_path: Path) -> None:
     """Without an embedding-based student, bag of words lets ``mlp`` learn the texts."""
     from kdforge.search_spaces.mlp import MLPSpace
-    from kdforge.training.trainer import TrainSettings, evaluate, train_model
+    from kdforge.training.evaluate import evaluate
+    from kdforge.training.trainer import TrainSettings, train_model
 
     path = write_jsonl(tmp_path / "t.jsonl", text_rows(150))
     splits = _plugin(path, representation="bag_of_words").load(0)

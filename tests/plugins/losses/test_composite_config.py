@@ -10,7 +10,7 @@ from kdforge.data import DataInfo
 from kdforge.errors import ConfigError, PluginError
 from kdforge.plugin_host.resolve import loss_hparams, loss_needs, validate_params
 from kdforge.plugins.losses.composite import Composite
-from kdforge.search.driver import DefineByRun
+from kdforge.search.sampler import DefineByRun
 from kdforge.search.trial import split_config
 from kdforge.search_spaces.mlp import MLPSpace
 

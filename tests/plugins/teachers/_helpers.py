@@ -9,7 +9,8 @@ import torch
 from kdforge.checkpoint import save_checkpoint
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.search_spaces.mlp import MLPSpace
-from kdforge.training.trainer import TrainSettings, evaluate, train_model
+from kdforge.training.evaluate import evaluate
+from kdforge.training.trainer import TrainSettings, train_model
 
 #: Three different small MLPs: an ensemble of them beats (or ties) its members.
 ARCHS = (

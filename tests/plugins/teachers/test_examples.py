@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kdforge.config import load_search_config, load_teacher_config
-from kdforge.search.driver import plan_search
+from kdforge.search.plan import plan_search
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "teachers"
 

@@ -1,0 +1,82 @@
+"""``kdforge serve MODEL`` and ``kdforge quantize SEARCH_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from kdforge.config import validate_config
+from kdforge.config.quantize_settings import QuantizeSettings
+
+__all__ = ["add_commands"]
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from kdforge.deploy.serve import resolve_target, serve_mlflow, serve_ray
+
+    target = resolve_target(args.model, alias=args.alias, tracking_uri=args.tracking_uri)
+    if not args.ray:
+        return serve_mlflow(target, host=args.host, port=args.port or 5000, workers=args.workers)
+    # The optional [serve] extra (Ray Serve, starlette): imported only with --ray.
+    from kdforge.deploy.ray_serve_app import RayServeSettings
+
+    settings = RayServeSettings(
+        max_batch_size=args.max_batch_size,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        num_cpus=args.replica_cpus,
+    )
+    port = args.port or 8000
+    return serve_ray(target, host=args.host, port=port, settings=settings, address=args.address)
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    settings = None
+    if args.mode is not None:
+        raw = {
+            "mode": args.mode,
+            "max_accuracy_drop": args.max_accuracy_drop,
+            "calibration_samples": args.calibration_samples,
+            "alias": args.alias or None,
+        }
+        settings = validate_config(raw, QuantizeSettings, source="kdforge quantize options")
+    from kdforge.export.quantize import quantize_search_dir  # imports onnxruntime: only now
+
+    quantize_search_dir(
+        args.search_dir, settings, tracking_uri=args.tracking_uri, register=not args.no_register
+    )
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``serve`` and ``quantize`` to the CLI's subcommands."""
+    serve = sub.add_parser("serve", help="serve a registered student over HTTP (MLflow/Ray Serve)")
+    serve.add_argument(
+        "model", help="models:/NAME@ALIAS (or another model URI), a registered name or a search dir"
+    )
+    serve.add_argument("--alias", default="champion", help="alias served for a bare NAME")
+    serve.add_argument("--tracking-uri", help="MLflow tracking URI holding the registry")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: all)")
+    serve.add_argument("--port", type=int, help="port (default 5000, or 8000 with --ray)")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn workers (MLflow server)")
+    serve.add_argument("--ray", action="store_true", help="serve with Ray Serve (autoscaling)")
+    serve.add_argument("--address", help="Ray cluster address to join (--ray; default: local Ray)")
+    serve.add_argument(
+        "--max-batch-size", type=int, default=1024, help="--ray: rows per request; more -> 413"
+    )
+    serve.add_argument("--min-replicas", type=int, default=1, help="--ray: autoscaling minimum")
+    serve.add_argument("--max-replicas", type=int, default=4, help="--ray: autoscaling maximum")
+    serve.add_argument("--replica-cpus", type=float, default=1.0, help="--ray: CPUs per replica")
+    serve.set_defaults(func=_cmd_serve)
+
+    quantize = sub.add_parser("quantize", help="int8-quantize a search's ONNX student")
+    quantize.add_argument("search_dir", help="a finished search folder")
+    quantize.add_argument(
+        "--mode", choices=["dynamic", "static"], help="overrides the config's quantize.mode"
+    )
+    quantize.add_argument("--max-accuracy-drop", type=float, default=0.01, help="with --mode")
+    quantize.add_argument("--calibration-samples", type=int, default=256, help="with --mode static")
+    quantize.add_argument("--alias", default="int8", help="with --mode: alias of the new version")
+    quantize.add_argument("--tracking-uri", help="MLflow tracking URI (overrides tracking.uri)")
+    quantize.add_argument("--no-register", action="store_true", help="measure and report only")
+    quantize.set_defaults(func=_cmd_quantize)

@@ -1,0 +1,63 @@
+"""``kdforge plugins [list|show NAME]`` and ``kdforge new-plugin KIND NAME [DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from kdforge.errors import ConfigError
+from kdforge.hookspecs import HOOK_KINDS
+from kdforge.plugin_host.info import describe_plugin
+from kdforge.plugin_host.manager import get_registry
+from kdforge.plugin_host.scaffold import new_plugin
+
+__all__ = ["add_commands"]
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    if args.action == "show":
+        if not args.name:
+            raise ConfigError("kdforge plugins show needs a plugin NAME")
+        print(describe_plugin(args.name, args.kind))
+        return 0
+    records = registry.list(args.kind)
+    rows = [("KIND", "NAME", "SOURCE", "DESCRIPTION")]
+    rows += [(r.kind, r.name, r.source, r.description) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=False)) + "  " + row[3])
+    for failure in registry.failures:
+        print(f"(failed) {failure.entry_point} from {failure.source}: {failure.error}")
+    for (kind, name), clash in sorted(registry.conflicts.items()):
+        print(f"(clash) {kind} {name!r} from " + " and ".join(r.source for r in clash))
+    return 0
+
+
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    result = new_plugin(args.kind, args.name, args.dir)
+    print(f"wrote {result.distribution} in {result.root}:")
+    for file in result.files:
+        print(f"  {file}")
+    print(
+        f"next: pip install -e {result.root} && kdforge plugins show {args.name} "
+        f"&& pytest {result.root}"
+    )
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``plugins`` and ``new-plugin`` to the CLI's subcommands."""
+    plugins = sub.add_parser("plugins", help="list plugins, or show one")
+    plugins.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    plugins.add_argument("name", nargs="?", help="plugin name (with 'show')")
+    plugins.add_argument("--kind", choices=list(HOOK_KINDS), help="only this kind")
+    plugins.set_defaults(func=_cmd_plugins)
+
+    new = sub.add_parser("new-plugin", help="write a pip-installable plugin package")
+    new.add_argument("kind", metavar="KIND", help=f"plugin kind: {', '.join(HOOK_KINDS)}")
+    new.add_argument("name", metavar="NAME", help="plugin name used in configs (e.g. my_loss)")
+    new.add_argument(
+        "dir", metavar="DIR", nargs="?", help="package folder (default ./kdforge-NAME)"
+    )
+    new.set_defaults(func=_cmd_new_plugin)

@@ -1,0 +1,103 @@
+"""The search folder ``output_dir/NAME/TIMESTAMP`` and the files that describe the search.
+
+``config.yaml`` (the config as run), ``summary.json`` (the result) and ``state.json``
+(:class:`SearchState`: the MLflow parent run and how far the search got, which
+``kdforge resume`` reads). The other files are written by the steps that make them
+(``tune/``, ``leaderboard.csv``, ``student.pt``, ``student.onnx``, reports).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdforge.config import SearchConfig
+from kdforge.errors import ConfigError, SearchError
+
+__all__ = ["STATE_NAME", "SearchState", "new_search_dir", "write_config", "write_summary"]
+
+STATE_NAME = "state.json"
+
+
+@dataclass
+class SearchState:
+    """Where a search stands.
+
+    Attributes:
+        parent_run_id: The MLflow parent run of the search.
+        experiment_id: Its MLflow experiment.
+        tracking_uri: The tracking URI it logged to.
+        phase: ``tuning``, ``finalizing`` or ``done``.
+    """
+
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    phase: str = "tuning"
+
+    def save(self, search_dir: Path) -> None:
+        """Write ``state.json`` atomically."""
+        target = Path(search_dir) / STATE_NAME
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(target)
+
+    @classmethod
+    def load(cls, search_dir: Path) -> SearchState:
+        """Read ``state.json`` of a search folder.
+
+        Raises:
+            SearchError: the folder is not a kdforge search folder.
+        """
+        path = Path(search_dir) / STATE_NAME
+        if not path.exists():
+            raise SearchError(
+                f"{search_dir} is not a resumable kdforge search folder (no {STATE_NAME})",
+                hint="pass the folder printed by `kdforge search` (output_dir/NAME/TIMESTAMP)",
+            )
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise SearchError(f"{path} is corrupt: {exc}") from None
+
+
+def new_search_dir(config: SearchConfig) -> Path:
+    """Create ``output_dir/name/<timestamp>`` and check it is writable.
+
+    Raises:
+        ConfigError: the folder cannot be created or written.
+    """
+    root = Path(config.output_dir).resolve() / config.name
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = root / stamp
+    suffix = 1
+    while folder.exists():
+        suffix += 1
+        folder = root / f"{stamp}-{suffix}"
+    try:
+        folder.mkdir(parents=True)
+        probe = folder / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot write search folder {folder}: {exc}") from None
+    return folder
+
+
+def write_config(search_dir: Path, config: SearchConfig) -> Path:
+    """Write ``config.yaml``: the config as run (``kdforge resume`` reads it back)."""
+    path = search_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def write_summary(search_dir: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary.json`` in the search folder."""
+    path = search_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    return path

@@ -1,0 +1,156 @@
+"""A search under way: what its steps share once the data and the teacher are ready.
+
+:class:`SearchRun` is built once per search by :func:`prepare_run` (data loaded and
+checked against the teacher, the space bound to the teacher, initial points checked,
+teacher outputs computed or read from the cache, the trial payload built). The driver
+(:mod:`kdforge.search.driver`) holds it and hands each step the fields it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdforge.data import DataSplits
+from kdforge.objectives.constraints import trial_objectives_for
+from kdforge.search.checks import check_data_against_teacher
+from kdforge.search.initial_points import initial_points_for_search
+from kdforge.search.plan import SearchPlan
+from kdforge.search.trial import TrialPayload
+from kdforge.teacher.cache import cache_dir_for, prepare_teacher_outputs, share_mode
+from kdforge.teacher.outputs import TeacherOutputs, training_inputs
+
+__all__ = ["LoadedData", "SearchRun", "build_payload", "load_data", "prepare_run"]
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """The loaded, checked data of a search and its flattened initial points."""
+
+    splits: DataSplits
+    initial_points: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """What the steps of one search share.
+
+    Attributes:
+        plan: The resolved plugins and settings.
+        search_dir: The search folder.
+        splits: The data.
+        outputs: The teacher's outputs (cached, or an online teacher).
+        teacher_acc: The teacher's ``val`` and ``test`` accuracy.
+        initial_points: ``search.initial_points`` under the sampler's names.
+        payload: What every trial (and the baseline) shares, built once.
+        resume: True for ``kdforge resume``.
+        emit: Where progress lines go.
+    """
+
+    plan: SearchPlan
+    search_dir: Path
+    splits: DataSplits
+    outputs: TeacherOutputs
+    teacher_acc: dict[str, float]
+    initial_points: list[dict[str, Any]]
+    payload: TrialPayload
+    resume: bool
+    emit: Callable[[str], None]
+
+
+def load_data(plan: SearchPlan) -> LoadedData:
+    """Load the data and the teacher and check them together, before anything costly.
+
+    The space is bound to the teacher (a space may copy its layers) and the initial
+    points are checked against the bound space, so a bad point costs no teacher
+    outputs, no Ray and no MLflow.
+
+    Raises:
+        DataError, ConfigError: naming the split, key or plugin at fault.
+    """
+    config = plan.config
+    splits = plan.dataset.load(config.seed)
+    plan.teacher.load()
+    check_data_against_teacher(splits, plan.teacher, config.teacher.name)
+    # The space suggests differently once it is bound (e.g. transformer copies layers).
+    plan.space.bind_teacher(plan.teacher)
+    points = initial_points_for_search(config, plan.space, plan.loss_settings, splits.info)
+    return LoadedData(splits, points)
+
+
+def prepare_run(
+    plan: SearchPlan,
+    data: LoadedData,
+    search_dir: Path,
+    emit: Callable[[str], None],
+    *,
+    resume: bool,
+) -> SearchRun:
+    """Compute (or read) the teacher's outputs and build the trial payload.
+
+    Teacher outputs are computed once per (teacher, data) and cached on disk, with
+    features only when the loss reads them; the teacher runs online in the trials
+    when training inputs are augmented.
+    """
+    config = plan.config
+    started = time.perf_counter()
+    settings = config.teacher_cache
+    outputs = prepare_teacher_outputs(
+        plan.teacher,
+        data.splits,
+        settings,
+        cache_dir=cache_dir_for(settings, config.output_dir),
+        needs=plan.loss_needs,
+        share=share_mode(settings, on_cluster=bool(plan.address or os.environ.get("RAY_ADDRESS"))),
+        emit=emit,
+    )
+    teacher_acc = outputs.accuracy(data.splits)
+    emit(
+        f"teacher {config.teacher.name}: {plan.teacher.num_parameters():,} params, "
+        f"val_acc={teacher_acc['val']:.4f} test_acc={teacher_acc['test']:.4f} "
+        f"(outputs ready in {time.perf_counter() - started:.1f}s)"
+    )
+    return SearchRun(
+        plan=plan,
+        search_dir=search_dir,
+        splits=data.splits,
+        outputs=outputs,
+        teacher_acc=teacher_acc,
+        initial_points=data.initial_points,
+        payload=build_payload(plan, data.splits, outputs),
+        resume=resume,
+        emit=emit,
+    )
+
+
+def build_payload(plan: SearchPlan, splits: DataSplits, outputs: TeacherOutputs) -> TrialPayload:
+    """The data every trial shares, as one object for Ray's object store."""
+    settings = plan.config.search
+    train = training_inputs(splits)
+    return TrialPayload(
+        info=splits.info,
+        train_x=train.x,
+        train_y=train.y,
+        teacher_train_logits=outputs.train if outputs.has_logits else None,
+        val_x=splits.val.x,
+        val_y=splits.val.y,
+        test_x=splits.test.x,
+        test_y=splits.test.y,
+        space=plan.space,
+        loss_cls=plan.loss_cls,
+        loss_params=plan.loss_params,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        weight_decay=settings.weight_decay,
+        seed=plan.config.seed,
+        threads=max(1, int(settings.cpus_per_trial)),
+        gpus=settings.gpus_per_trial,
+        precision=settings.precision,
+        teacher_train_features=outputs.train_features,
+        objectives=trial_objectives_for(plan.config, plan.latency_exporter),
+        online_teacher=outputs.online_teacher,
+    )

@@ -1,0 +1,248 @@
+"""The trials of a search: a Ray Tune run (Optuna sampler + ASHA early stopping).
+
+:func:`run_trials` runs (or, for ``kdforge resume``, restores) the Tune experiment in
+``SEARCH_DIR/tune`` with the search's searcher and the shared trial payload, logs
+every trial as a nested MLflow run from the driver (:mod:`kdforge.search.callbacks`)
+and turns Tune's results into leaderboard rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from kdforge.config import SearchConfig
+from kdforge.errors import SearchError, TrackingError
+from kdforge.report.leaderboard import TrialRow, write_csv
+from kdforge.search.callbacks import (
+    FailureBudget,
+    MlflowTrialLogger,
+    ProgressPrinter,
+    trial_status,
+)
+from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
+from kdforge.search.trial import TrialPayload, run_trial, split_config
+from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
+from kdforge.tracking.search_runs import ParentRun, existing_trial_runs, retire_lost_trials
+
+__all__ = ["TUNE_DIR", "rows_from_results", "run_trials"]
+
+#: The Tune experiment's folder inside the search folder.
+TUNE_DIR = "tune"
+
+
+def run_trials(
+    config: SearchConfig,
+    searcher: ConstrainedOptunaSearch,
+    payload: TrialPayload,
+    search_dir: Path,
+    parent: ParentRun,
+    emit: Callable[[str], None],
+    resume: bool = False,
+) -> list[TrialRow]:
+    """Run the search's trials; return one leaderboard row per trial.
+
+    Args:
+        config: The search config (``search`` settings, failure budget).
+        searcher: The Optuna searcher (:func:`kdforge.search.sampler.make_searcher`).
+        payload: What every trial shares, stored once in Ray's object store.
+        search_dir: The search folder (``tune/``, ``leaderboard.csv``, the journal).
+        parent: The MLflow parent run the trials' runs nest under.
+        emit: Where progress lines go.
+        resume: Restore ``search_dir/tune``: finished trials are kept, unfinished ones
+            run again, and their existing MLflow runs are continued.
+
+    Raises:
+        SearchError: the failure budget (``search.max_failures``) was spent.
+        TrackingError: the tracking server went away (every result is kept locally).
+    """
+    settings = config.search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    known_runs, known_numbers = (
+        existing_trial_runs(parent.tracking_uri, parent.run_id) if resume else ({}, {})
+    )
+    writer = TrackingWriter(parent.tracking_uri, search_dir / JOURNAL_NAME, known_runs)
+    logger = MlflowTrialLogger(
+        writer, parent.experiment_id, parent.run_id, settings.epochs, trial_numbers=known_numbers
+    )
+    budget = FailureBudget(config.failure_budget)
+    callbacks = [logger, ProgressPrinter(settings.num_trials, settings.epochs, emit), budget]
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
+    concurrent = _max_concurrent(config)
+    emit(
+        f"searching {settings.num_trials} students ({config.student.name}), "
+        f"{concurrent} at a time, up to {settings.epochs} epochs each"
+    )
+    tune_dir = search_dir / TUNE_DIR
+    if resume and tune.Tuner.can_restore(str(tune_dir)):
+        tuner = _restore(tune_dir, trainable, callbacks, budget)
+        emit(f"resuming the search in {tune_dir}")
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=SCHEDULER_METRIC,
+                mode="max",
+                search_alg=searcher,
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration",
+                    max_t=settings.epochs,
+                    grace_period=settings.grace_period,
+                    reduction_factor=settings.reduction_factor,
+                ),
+                num_samples=settings.num_trials,
+                max_concurrent_trials=concurrent,
+                time_budget_s=settings.time_budget_s,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=str(search_dir),
+                verbose=0,
+                callbacks=callbacks,
+                stop=budget.stopper(),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    started = time.perf_counter()
+    grid = tuner.fit()
+    writer.flush()  # the last epochs' metrics, queued by the trial logger
+    emit(f"search finished in {time.perf_counter() - started:.1f}s")
+    rows = rows_from_results(grid, logger.trial_numbers, settings.epochs)
+    run_ids = logger.run_ids()
+    for row in rows:
+        row.run_id = run_ids.get(row.trial_id, "")
+    if resume:
+        retire_lost_trials(writer, {row.trial_id for row in rows}, emit)
+    # Kept in the search folder whatever happens next (lost server, failure budget).
+    write_csv(rows, search_dir / "leaderboard.csv")
+    if budget.exhausted:
+        raise SearchError(
+            f"stopped the search: {len(budget.failures)} trials failed (search.max_failures "
+            f"= {budget.budget}); last reason: {budget.failures[-1]}",
+            hint=f"see {search_dir / 'leaderboard.csv'}; fix the cause or raise "
+            "search.max_failures",
+        )
+    if writer.offline:
+        raise TrackingError(
+            f"MLflow tracking at {parent.tracking_uri} went away during the search "
+            f"({writer.error}); all {len(rows)} trial results are kept in {search_dir}",
+            hint=f"when the server is back, run `kdforge resume {search_dir}` to log them "
+            "and finish the export",
+        )
+    return rows
+
+
+def _restore(
+    tune_dir: Path, trainable: Any, callbacks: list[Any], budget: FailureBudget
+) -> tune.Tuner:
+    """The Tune experiment in ``tune_dir``, restored with this driver's callbacks."""
+    tuner = tune.Tuner.restore(
+        str(tune_dir),
+        trainable=trainable,
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+    )
+    # The pickled run config holds the killed driver's callbacks, which know neither
+    # this process's MLflow runs nor its output. Ray has no public way to replace them
+    # on restore, so the run config is reached through the private local tuner;
+    # tests/test_private_apis.py fails loudly if Ray changes it.
+    internal = tuner._local_tuner
+    assert internal is not None  # a local (not Ray client) Tuner
+    restored = internal.get_run_config()
+    restored.callbacks = callbacks
+    restored.stop = budget.stopper()
+    return tuner
+
+
+def _max_concurrent(config: SearchConfig) -> int:
+    """``search.max_concurrent``, or as many trials as the cluster's CPUs hold."""
+    if config.search.max_concurrent:
+        return config.search.max_concurrent
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    return max(1, int(cpus // config.search.cpus_per_trial))
+
+
+def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[TrialRow]:
+    """Leaderboard rows from a Ray Tune ResultGrid.
+
+    Args:
+        grid: The ResultGrid.
+        numbers: Trial id -> trial number (creation order).
+        epochs: The epoch budget (a trial that ran all of them finished).
+    """
+    rows: list[TrialRow] = []
+    for result in grid:
+        metrics = result.metrics or {}
+        config = result.config or {}
+        trial_id = str(metrics.get("trial_id") or _trial_id_from_path(result.path))
+        error = result.error
+        arch: dict[str, Any] = {}
+        hparams: dict[str, float] = {}
+        lr: float | None = None
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            arch, hparams, lr = split_config(config)
+        last_epoch = metrics.get("epoch")
+        status = trial_status(last_epoch, epochs, error=error is not None)
+        if metrics.get("kdforge_status") == "rejected" and error is None:
+            status = "rejected"
+        checkpoint = None
+        if result.checkpoint is not None and status == "finished":
+            checkpoint = result.checkpoint.path
+        rows.append(
+            TrialRow(
+                number=numbers.get(trial_id, len(rows)),
+                trial_id=trial_id,
+                status=status,
+                params=int(metrics["params"]) if "params" in metrics else None,
+                val_acc=_num(metrics.get("val_acc")),
+                test_acc=_num(metrics.get("test_acc")),
+                epochs=int(last_epoch or 0),
+                lr=lr,
+                loss_hparams=hparams,
+                arch=arch,
+                error=_error_line(error) if error is not None else "",
+                checkpoint=checkpoint,
+                node_id=str(metrics.get("node_id", "")),
+                device=str(metrics.get("device", "")),
+                macs=int(v) if (v := _num(metrics.get("macs"))) is not None else None,
+                size_bytes=int(v) if (v := _num(metrics.get("size_bytes"))) is not None else None,
+                latency_ms=_num(metrics.get("latency_ms")),
+                latency_batch_ms=_num(metrics.get("latency_batch_ms")),
+                constraint_violation=str(metrics.get("constraint_violation") or ""),
+            )
+        )
+    rows.sort(key=lambda r: r.number)
+    return rows
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, int | float) and math.isfinite(float(value)):
+        return float(value)
+    return None
+
+
+def _trial_id_from_path(path: str) -> str:
+    name = Path(path).name
+    parts = name.split("_")
+    return parts[1] if len(parts) > 1 else name
+
+
+def _error_line(error: BaseException) -> str:
+    text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line:
+            return line[:300]
+    return (lines[-1] if lines else type(error).__name__)[:300]
