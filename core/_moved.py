@@ -51,7 +51,7 @@ MOVED_MODULES: dict[str, str] = {
     "kdforge.initial_points": "kdforge.search.initial_points",
     "kdforge.trial": "kdforge.search.trial",
     "kdforge.callbacks": "kdforge.search.callbacks",
-    "kdforge.search_state": "kdforge.search.state",
+    "kdforge.search_state": "kdforge.search.folder",
     "kdforge.ray_init": "kdforge.cluster.ray_init",
     "kdforge.serve": "kdforge.deploy.serve",
 }

@@ -27,7 +27,9 @@ from kdforge.errors import ConfigError
 class TappableTeacher(Protocol):
     """What :func:`predict_with_taps` needs of a teacher (:class:`kdforge.Teacher` has it)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The teacher's plugin name, for messages."""
 
     def predict(self, x: torch.Tensor) -> ModelOutput:
         """The teacher's output for one batch."""

@@ -11,7 +11,7 @@ and refuses bad requests with a 4xx and an MLflow-style JSON error (see
 :mod:`kdforge.deploy.validation`); unlike ``mlflow models serve`` it also refuses
 batches over ``max_batch_size`` with 413.
 
-Start it with ``kdforge serve --ray`` or Ray's own CLI::
+Start it with ``kdforge serve --ray`` (:func:`serve_ray`) or Ray's own CLI::
 
     serve run kdforge.deploy.ray_serve_app:build_app model_uri=models:/NAME@champion
 """
@@ -19,20 +19,35 @@ Start it with ``kdforge serve --ray`` or Ray's own CLI::
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
+import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
+import ray
 from ray import serve
 from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from kdforge.cluster.ray_init import init_ray
+from kdforge.deploy.serve import ServeError, ServeTarget
 from kdforge.deploy.validation import BadRequest, parse_request
 from kdforge.errors import ConfigError
 from kdforge.tracking.registry import OnnxModelFile, fetch_onnx_model
 
-__all__ = ["OnnxClassifier", "RayServeSettings", "bind_app", "build_app"]
+__all__ = [
+    "OnnxClassifier",
+    "RayServeSettings",
+    "bind_app",
+    "build_app",
+    "serve_ray",
+    "start_ray_serve",
+]
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,6 @@ class OnnxClassifier:
     """One replica: an onnxruntime session behind MLflow's scoring protocol."""
 
     def __init__(self, model: dict[str, Any], max_batch_size: int, threads: int) -> None:
-        import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -167,3 +181,92 @@ def build_app(args: dict[str, str]) -> Application:
     defaults = RayServeSettings()
     values = {key: type(getattr(defaults, key))(value) for key, value in args.items()}
     return bind_app(fetch_onnx_model(model_uri, tracking_uri), RayServeSettings(**values))
+
+
+def start_ray_serve(
+    target: ServeTarget,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: RayServeSettings | None = None,
+    address: str | None = None,
+    app_name: str = "kdforge",
+) -> str:
+    """Deploy the Ray Serve application and return its base URL (non-blocking).
+
+    Joins the Ray cluster at ``address`` (or the one already initialised, or a new
+    local one), starts Serve's HTTP proxy on ``host:port`` and waits until the
+    replicas answer.
+
+    Raises:
+        ServeError: Serve could not start (e.g. the port is taken).
+    """
+    model = fetch_onnx_model(target.model_uri, target.tracking_uri)
+    _init_ray(address)
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(bind_app(model, settings), name=app_name, route_prefix="/")
+    except Exception as exc:
+        raise ServeError(
+            f"Ray Serve could not start {target.model_uri} on {host}:{port}: {exc}",
+            hint="pick a free --port, or shut down an older Serve instance (serve shutdown)",
+        ) from None
+    url = f"http://{host}:{port}"
+    # serve.start keeps the HTTP options of a Serve instance already running on the
+    # cluster, so check that the app really answers where it was asked to.
+    probe = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ping"
+    if not _answers(probe, timeout_s=60.0):
+        raise ServeError(
+            f"Ray Serve deployed {target.model_uri} but nothing answers {probe}",
+            hint="a Serve instance with other HTTP options may already run on this cluster: "
+            "stop it (serve shutdown) or use its port",
+        )
+    return url
+
+
+def _answers(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def _init_ray(address: str | None) -> None:
+    init_ray(address, log_to_driver=True, error=ServeError)
+
+
+def serve_ray(
+    target: ServeTarget,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: RayServeSettings | None = None,
+    address: str | None = None,
+    emit: Any = print,
+) -> int:
+    """Run the Ray Serve application until SIGINT/SIGTERM, then shut Serve down."""
+    stopping = threading.Event()
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    _init_ray(address)
+    # After ray.init, which installs SIGTERM handlers that exit the driver without
+    # shutting Serve down; a signal during start-up stops Serve once it is up.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        url = start_ray_serve(target, host, port, settings, address)
+        emit(f"serving {target.model_uri} with Ray Serve on {url}")
+        emit('  POST /invocations {"inputs": [...]}; GET /ping. Stop with Ctrl-C.')
+        while not stopping.is_set():
+            time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if ray.is_initialized():
+            serve.shutdown()
+    return 0

@@ -5,8 +5,9 @@ Two servers, one protocol (MLflow's ``POST /invocations``):
 * default: ``mlflow models serve -m models:/NAME@champion --env-manager local`` — no
   kdforge code runs in the server; the signature logged with the model checks shapes
   and types. It has no batch-size limit.
-* ``--ray``: the Ray Serve application of :mod:`kdforge.deploy.ray_serve_app`, as
-  autoscaling replicas, which also refuses batches over ``--max-batch-size`` (413).
+* ``--ray``: the Ray Serve application of :mod:`kdforge.deploy.ray_serve_app`
+  (started by its :func:`~kdforge.deploy.ray_serve_app.serve_ray`), as autoscaling
+  replicas, which also refuses batches over ``--max-batch-size`` (413).
 
 The model argument is a model URI, a registered model name (``models:/NAME@ALIAS``
 is served), or a search folder (its ``summary.json`` names the registered version).
@@ -22,20 +23,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from kdforge.cluster.ray_init import init_ray
 from kdforge.config import resolve_tracking_uri
 from kdforge.errors import ConfigError, KDForgeError
-from kdforge.tracking.registry import fetch_onnx_model
-
-if TYPE_CHECKING:
-    from kdforge.deploy.ray_serve_app import RayServeSettings
 
 __all__ = [
     "ServeError",
@@ -43,8 +38,6 @@ __all__ = [
     "mlflow_serve_command",
     "resolve_target",
     "serve_mlflow",
-    "serve_ray",
-    "start_ray_serve",
 ]
 
 
@@ -192,99 +185,3 @@ def _wait_group_gone(process: subprocess.Popen, timeout_s: float = 15.0) -> None
             return
         time.sleep(0.1)
     _kill_group(process, signal.SIGKILL)
-
-
-def start_ray_serve(
-    target: ServeTarget,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    settings: RayServeSettings | None = None,
-    address: str | None = None,
-    app_name: str = "kdforge",
-) -> str:
-    """Deploy the Ray Serve application and return its base URL (non-blocking).
-
-    Joins the Ray cluster at ``address`` (or the one already initialised, or a new
-    local one), starts Serve's HTTP proxy on ``host:port`` and waits until the
-    replicas answer.
-
-    Raises:
-        ServeError: Serve could not start (e.g. the port is taken).
-    """
-    from ray import serve
-
-    from kdforge.deploy.ray_serve_app import bind_app
-
-    model = fetch_onnx_model(target.model_uri, target.tracking_uri)
-    _init_ray(address)
-    try:
-        serve.start(http_options={"host": host, "port": port})
-        serve.run(bind_app(model, settings), name=app_name, route_prefix="/")
-    except Exception as exc:
-        raise ServeError(
-            f"Ray Serve could not start {target.model_uri} on {host}:{port}: {exc}",
-            hint="pick a free --port, or shut down an older Serve instance (serve shutdown)",
-        ) from None
-    url = f"http://{host}:{port}"
-    # serve.start keeps the HTTP options of a Serve instance already running on the
-    # cluster, so check that the app really answers where it was asked to.
-    probe = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ping"
-    if not _answers(probe, timeout_s=60.0):
-        raise ServeError(
-            f"Ray Serve deployed {target.model_uri} but nothing answers {probe}",
-            hint="a Serve instance with other HTTP options may already run on this cluster: "
-            "stop it (serve shutdown) or use its port",
-        )
-    return url
-
-
-def _answers(url: str, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.25)
-    return False
-
-
-def _init_ray(address: str | None) -> None:
-    init_ray(address, log_to_driver=True, error=ServeError)
-
-
-def serve_ray(
-    target: ServeTarget,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    settings: RayServeSettings | None = None,
-    address: str | None = None,
-    emit: Any = print,
-) -> int:
-    """Run the Ray Serve application until SIGINT/SIGTERM, then shut Serve down."""
-    import ray
-    from ray import serve
-
-    stopping = threading.Event()
-
-    def _stop(_signum: int, _frame: Any) -> None:
-        stopping.set()
-
-    _init_ray(address)
-    # After ray.init, which installs SIGTERM handlers that exit the driver without
-    # shutting Serve down; a signal during start-up stops Serve once it is up.
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        url = start_ray_serve(target, host, port, settings, address)
-        emit(f"serving {target.model_uri} with Ray Serve on {url}")
-        emit('  POST /invocations {"inputs": [...]}; GET /ping. Stop with Ctrl-C.')
-        while not stopping.is_set():
-            time.sleep(0.2)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if ray.is_initialized():
-            serve.shutdown()
-    return 0

@@ -12,13 +12,13 @@ __all__ = ["add_commands"]
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from kdforge.deploy.serve import resolve_target, serve_mlflow, serve_ray
+    from kdforge.deploy.serve import resolve_target, serve_mlflow
 
     target = resolve_target(args.model, alias=args.alias, tracking_uri=args.tracking_uri)
     if not args.ray:
         return serve_mlflow(target, host=args.host, port=args.port or 5000, workers=args.workers)
     # The optional [serve] extra (Ray Serve, starlette): imported only with --ray.
-    from kdforge.deploy.ray_serve_app import RayServeSettings
+    from kdforge.deploy.ray_serve_app import RayServeSettings, serve_ray
 
     settings = RayServeSettings(
         max_batch_size=args.max_batch_size,

@@ -13,6 +13,9 @@ from typing import Any
 
 from kdforge.errors import KDForgeError, SearchError
 
+# Ray is imported inside the functions that start or join it: the address check and
+# the commands that never start Ray (plugins, report, serve without --ray) skip it.
+
 __all__ = ["RayStartup", "check_ray_address", "init_ray"]
 
 

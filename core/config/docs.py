@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from kdforge.config import SearchConfig, TeacherConfig
+from kdforge.config import LossConfig, PluginRef, Range, SearchConfig, TeacherConfig
 
 __all__ = ["render_config_docs"]
 
@@ -84,7 +84,6 @@ def _section(model: type[BaseModel], prefix: str, out: list[str], seen: set[str]
 
 def render_config_docs() -> str:
     """The Markdown reference of the search and teacher config files."""
-    from kdforge.config import LossConfig, PluginRef, Range
 
     out = [_INTRO]
     out.append("## Search config (`kdforge search CONFIG`)\n")

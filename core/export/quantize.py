@@ -27,8 +27,16 @@ from typing import Any
 import numpy as np
 import yaml
 
+from kdforge.config import SearchConfig, resolve_tracking_uri, validate_config
 from kdforge.config.quantize_settings import QuantizeSettings
 from kdforge.errors import ConfigError, ExportError
+from kdforge.plugin_host.resolve import instantiate
+from kdforge.tracking.registry import register_onnx
+from kdforge.tracking.store import setup_experiment
+
+# onnx, onnxruntime's quantization tools and MLflow are imported inside the functions
+# that quantize or register: a search imports this module, but quantizes only when
+# quantize.mode asks for it.
 
 __all__ = [
     "QUANTIZED_FILE",
@@ -91,7 +99,6 @@ def quantize_search_dir(
             f"{folder} has no ONNX student ({source})",
             hint="quantization needs export.exporter: onnx",
         )
-    from kdforge.plugin_host.resolve import instantiate
 
     splits = instantiate("dataset", config.dataset, "dataset").load(config.seed)
     test_x = splits.test.x.numpy().astype(np.float32)
@@ -121,8 +128,6 @@ def quantize_search_dir(
     _print_report(report, emit)
     name = summary.get("registered_model_name")
     if accepted and register and name:
-        from kdforge.config import resolve_tracking_uri
-
         uri = resolve_tracking_uri(tracking_uri or config.tracking.uri)
         report.update(
             _register(target, report, summary, settings, uri, config.tracking.experiment, test_x)
@@ -167,7 +172,6 @@ def quantize_after_search(
 
 
 def _read_search(folder: Path) -> tuple[Any, QuantizeSettings, dict[str, Any]]:
-    from kdforge.config import SearchConfig, validate_config
 
     config_file, summary_file = folder / "config.yaml", folder / "summary.json"
     for needed in (config_file, summary_file):
@@ -334,9 +338,6 @@ def _register(
     test_x: np.ndarray,
 ) -> dict[str, Any]:
     import mlflow
-
-    from kdforge.tracking.registry import register_onnx
-    from kdforge.tracking.store import setup_experiment
 
     name = str(summary["registered_model_name"])
     tags = {

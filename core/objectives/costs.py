@@ -28,12 +28,16 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop
 
 from kdforge.config.objective_settings import OBJECTIVE_MODES, LatencySettings
 from kdforge.data import DataInfo, is_token_dtype
 from kdforge.errors import ExportError
 from kdforge.interfaces import Exporter
 from kdforge.training.evaluate import count_parameters
+
+# onnxruntime is imported inside measure_onnx_latency: this module runs in every Ray
+# trial, and only trials that measure latency need it.
 
 __all__ = [
     "OBJECTIVE_MODES",
@@ -74,7 +78,6 @@ def example_input(info: DataInfo, batch: int = 1, seed: int = 0) -> torch.Tensor
 def _cpu_sdpa_flops(
     query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any
 ) -> int:
-    from torch.utils.flop_counter import sdpa_flop
 
     return int(sdpa_flop(query_shape, key_shape, value_shape))
 
@@ -94,7 +97,6 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     Returns:
         MACs, i.e. counted FLOPs // 2 (a Linear(64, 32) at batch 1 is 2,048).
     """
-    from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
     mapping = {}

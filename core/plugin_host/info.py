@@ -14,7 +14,11 @@ from typing import Any
 
 from kdforge.data import DataInfo
 from kdforge.errors import PluginError, closest_match
+from kdforge.interfaces import LossStrategy
 from kdforge.plugin_host.manager import PluginRecord, PluginRegistry, get_registry
+
+# Optuna is imported inside the functions that sample a space: `kdforge plugins show`
+# needs it only for search spaces.
 
 __all__ = [
     "ParamInfo",
@@ -156,7 +160,6 @@ def describe_plugin(
 
 
 def _overrides_declared(cls: Any) -> bool:
-    from kdforge.interfaces import LossStrategy
 
     own = getattr(cls.declared_hyperparameters, "__func__", None)
     return own is not getattr(LossStrategy.declared_hyperparameters, "__func__", None)

@@ -15,6 +15,7 @@ from pathlib import Path
 from kdforge.errors import ConfigError, PluginError, closest_match
 from kdforge.hookspecs import HOOK_KINDS
 from kdforge.plugin_host import _templates as templates
+from kdforge.plugin_host.manager import get_registry
 
 __all__ = ["ScaffoldResult", "new_plugin", "package_names"]
 
@@ -130,7 +131,6 @@ def _fill(template: str, fields: dict[str, str]) -> str:
 
 
 def _refuse_taken(kind: str, name: str) -> None:
-    from kdforge.plugin_host.manager import get_registry
 
     record = get_registry().records[kind].get(name)
     if record is not None:

@@ -38,7 +38,7 @@ def front_objectives(names: Sequence[str]) -> list[tuple[str, str]]:
     Args:
         names: The search's objective names (``config.objectives``), in order.
     """
-    pairs = [(name, OBJECTIVE_MODES[name]) for name in names if name in OBJECTIVE_MODES]
+    pairs = [(name, str(OBJECTIVE_MODES[name])) for name in names if name in OBJECTIVE_MODES]
     return pairs if len(pairs) > 1 else [("val_acc", "max"), ("params", "min")]
 
 

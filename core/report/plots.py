@@ -18,6 +18,9 @@ from kdforge.report.pareto import Objectives, front_objectives, pareto_front
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+# matplotlib is imported inside the functions that draw: the search driver imports this
+# module at start, but draws only after the trials.
+
 __all__ = [
     "PLOT_FILES",
     "make_plots",

@@ -22,6 +22,7 @@ import yaml
 
 from kdforge.errors import ConfigError
 from kdforge.report.leaderboard import TrialRow, format_table
+from kdforge.report.plots import make_plots
 
 __all__ = [
     "ReportData",
@@ -315,7 +316,6 @@ def report_search_dir(search_dir: str | Path, emit: Callable[[str], None] = prin
     Returns:
         The path of ``report.html``.
     """
-    from kdforge.report.plots import make_plots
 
     data = load_report_data(search_dir)
     plots = make_plots(

@@ -13,6 +13,7 @@ from typing import Any
 from ray.tune import Callback, Stopper
 
 from kdforge.tracking.journal import TrackingWriter
+from kdforge.tracking.run_metadata import status_reason
 from kdforge.tracking.store import finite_metrics, flatten_params
 
 __all__ = ["FailureBudget", "MlflowTrialLogger", "ProgressPrinter", "trial_status"]
@@ -119,7 +120,6 @@ class MlflowTrialLogger(Callback):
         key = self._run_for(trial)
         status = trial_status(self._last_epoch.get(key), self._epochs, error=False)
         self.writer.set_tag(key, "kdforge.status", status)
-        from kdforge.tracking.run_metadata import status_reason
 
         last = getattr(trial, "last_result", None) or {}
         reason = status_reason(status, self._last_epoch.get(key), self._epochs, last)

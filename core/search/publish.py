@@ -80,7 +80,7 @@ def publish_reports(
         promotion = summary.get("promotion") or {}
         alias = promotion.get("alias") if promotion.get("promoted", True) else None
         describe_registered_version(str(name), str(version), dict(summary), alias=alias)
-    objectives = [o.name for o in config.objectives]
+    objectives: list[str] = [o.name for o in config.objectives]
     pareto_png = summary.get("pareto_png")  # drawn by the objective step, if it ran
     try:
         plots = make_plots(

@@ -12,12 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import torch
 
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import PluginRef, TeacherConfig, resolve_tracking_uri
 from kdforge.errors import ConfigError
 from kdforge.plugin_host.resolve import instantiate
+from kdforge.tracking.registry import log_registered_teacher
 from kdforge.tracking.store import check_tracking_uri, setup_experiment
 from kdforge.training.evaluate import count_parameters, evaluate
 from kdforge.training.trainer import TrainSettings, train_model
@@ -45,7 +47,6 @@ def train_teacher(
     emit: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train, evaluate, save and log a teacher; return its metrics and path."""
-    import mlflow
 
     dataset = instantiate("dataset", config.dataset, "dataset")
     space = instantiate("search_space", PluginRef(name=config.architecture.name), "architecture")
@@ -123,8 +124,6 @@ def train_teacher(
         run_id = run.info.run_id
         registered: dict[str, Any] = {}
         if config.registered_model_name:
-            from kdforge.tracking.registry import log_registered_teacher
-
             registered = log_registered_teacher(
                 model,
                 splits.train.x,

@@ -8,22 +8,20 @@ import math
 import pickle
 from typing import Any, ClassVar
 
+import cloudpickle
 import pytest
 import torch
 from pydantic import ValidationError
 
 from kdforge.data import DataInfo
 from kdforge.interfaces import HParam, ModelOutput, PluginParams
+from kdforge.plugin_host.manager import get_registry
 
 __all__ = ["PluginContract"]
 
 
 def dumps(obj: Any) -> bytes:
-    """Serialise like Ray does (cloudpickle), falling back to pickle."""
-    try:
-        import cloudpickle
-    except ImportError:  # pragma: no cover - cloudpickle ships with ray
-        return pickle.dumps(obj)
+    """Serialise like Ray does (cloudpickle, which ships with Ray)."""
     return cloudpickle.dumps(obj)
 
 
@@ -68,7 +66,6 @@ class PluginContract:
     def test_registered_under_its_name(self, plugin: Any) -> None:
         if self.registered_name is None:
             pytest.skip("registered_name not set")
-        from kdforge.plugin_host.manager import get_registry
 
         record = get_registry().get(self.kind, self.registered_name)
         assert record.cls is type(plugin), f"registry maps it to {record.cls!r}"

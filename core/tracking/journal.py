@@ -17,6 +17,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
+# imports it in the background while its data loads (kdforge.search.services).
+
 __all__ = ["JOURNAL_NAME", "TrackingWriter", "replay_journal"]
 
 JOURNAL_NAME = "tracking-journal.jsonl"

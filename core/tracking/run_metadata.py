@@ -17,12 +17,17 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from kdforge._version import __version__
 
 if TYPE_CHECKING:
     from kdforge.config import SearchConfig
     from kdforge.data import DataSplits
     from kdforge.interfaces import Teacher
+
+# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
+# imports it in the background while its data loads (kdforge.search.services).
 
 __all__ = [
     "dataset_inputs",
@@ -159,7 +164,6 @@ def dataset_inputs(splits: DataSplits, name: str) -> list[tuple[Any, str, dict[s
     ``kdforge.sampled_rows``), their size is in the tag ``kdforge.rows``.
     """
     import mlflow.data.numpy_dataset
-    import torch
 
     fingerprint = splits.fingerprint()
     out = []

@@ -18,6 +18,9 @@ from typing import Any
 
 from kdforge.errors import TrackingError
 
+# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
+# imports it in the background while its data loads (kdforge.search.services).
+
 __all__ = [
     "HTTP_RETRY_DEFAULTS",
     "cap_http_retries",

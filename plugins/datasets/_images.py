@@ -24,6 +24,8 @@ from kdforge.data import LazyInputs
 from kdforge.errors import DataError
 from kdforge.interfaces import PluginParams
 
+# Pillow is imported when an image is read: it is needed only by image datasets.
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "AugmentParams",

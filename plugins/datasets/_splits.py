@@ -34,6 +34,9 @@ from kdforge.data import UNLABELED, DataInfo, DataSplits, Inputs, Split
 from kdforge.errors import DataError
 from kdforge.interfaces import PluginParams
 
+# scikit-learn (~1 s to import) is imported when a split is stratified: plugins load at
+# every registry build, most of them never split.
+
 __all__ = [
     "SPLIT_NAMES",
     "FileDatasetParams",

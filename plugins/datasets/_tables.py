@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdforge.errors import DataError
+from kdforge.errors import DataError, closest_match
 from kdforge.plugins.datasets._splits import expand_split_paths, normalize_split_name
+
+# pandas (~0.5 s to import) is imported when a table is read: plugins load at every
+# registry build, most of them never read one.
 
 __all__ = ["is_blank", "load_frame", "read_table", "require_columns"]
 
@@ -118,7 +121,6 @@ def is_blank(value: Any) -> bool:
 
 def require_columns(frame: Any, names: list[str], where: str, key: str) -> None:
     """Raise a DataError naming ``key`` when a column in ``names`` is missing."""
-    from kdforge.errors import closest_match
 
     columns = [str(c) for c in frame.columns]
     for name in names:

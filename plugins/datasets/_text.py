@@ -30,6 +30,8 @@ from pydantic import Field, model_validator
 from kdforge.errors import DataError
 from kdforge.interfaces import PluginParams
 
+# transformers belongs to the optional [hf] extra: imported only when text is tokenised.
+
 __all__ = ["TextEncoder", "TextParams", "load_tokenizer"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)

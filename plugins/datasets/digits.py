@@ -15,6 +15,9 @@ import kdforge
 from kdforge.data import UNLABELED, DataInfo, DataSplits, Split
 from kdforge.interfaces import DatasetPlugin, PluginParams
 
+# scikit-learn (~1 s to import) is imported by load(): plugins load at every registry
+# build, and digits is only one of them.
+
 
 class DigitsParams(PluginParams):
     """Parameters of the ``digits`` dataset."""

@@ -44,6 +44,8 @@ from kdforge.plugins.datasets._splits import (
 )
 from kdforge.plugins.datasets._text import TextEncoder, TextParams
 
+# datasets belongs to the optional [hf] extra: imported only when one is read.
+
 
 class HFDiskParams(FileDatasetParams):
     """Parameters of the ``hf_disk`` dataset."""

@@ -33,6 +33,9 @@ from kdforge.plugins.datasets._splits import (
 )
 from kdforge.plugins.datasets._tables import is_blank, load_frame, require_columns
 
+# pandas (~0.5 s to import) is imported when a table is read: plugins load at every
+# registry build, most of them never read one.
+
 
 class TabularParams(FileDatasetParams):
     """Parameters of the ``tabular`` dataset."""

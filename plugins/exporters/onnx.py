@@ -22,6 +22,10 @@ import kdforge
 from kdforge.errors import ExportError
 from kdforge.interfaces import Exporter, ExportResult, PluginParams
 
+# onnx and onnxruntime are imported by export(): plugins load at every registry build,
+# and the exporter runs once per search.
+
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 

@@ -37,6 +37,8 @@ from kdforge.errors import CheckpointError
 from kdforge.interfaces import ModelOutput, PluginParams, Teacher
 from kdforge.plugins.teachers._loading import directory_sha256
 
+# transformers belongs to the optional [hf] extra: imported only when a model loads.
+
 __all__ = ["HuggingFaceParams", "HuggingFaceTeacher", "offline_hub"]
 
 _WHERE = "teacher 'huggingface'"

@@ -34,6 +34,9 @@ from kdforge.errors import CheckpointError, first_line
 from kdforge.interfaces import ModelOutput, PluginParams, Teacher
 from kdforge.plugins.teachers._loading import directory_sha256
 
+# MLflow (~1.5 s to import), onnx and onnxruntime are imported when the teacher loads:
+# plugins load at every registry build, most searches use another teacher.
+
 __all__ = ["MlflowParams", "MlflowTeacher"]
 
 _WHERE = "teacher 'mlflow'"

@@ -13,9 +13,9 @@ from kdforge.config import SearchConfig
 from kdforge.data import DataInfo, DataSplits, Split
 from kdforge.errors import ConfigError, DataError, PluginError, TrackingError
 from kdforge.interfaces import ModelOutput, Teacher
+from kdforge.search.checks import check_data_against_teacher
 from kdforge.search.driver import run_search
 from kdforge.search.plan import plan_search
-from kdforge.search.checks import check_data_against_teacher
 from kdforge.tracking.store import check_tracking_uri
 from tests.conftest import tiny_search_config
 

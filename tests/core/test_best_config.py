@@ -50,8 +50,8 @@ def _best() -> TrialRow:
 
 def _sample(config: SearchConfig) -> tuple[dict, dict]:
     """One define-by-run call on a fresh Optuna trial: (constants, sampled params)."""
-    from kdforge.search.sampler import DefineByRun
     from kdforge.search.plan import plan_search
+    from kdforge.search.sampler import DefineByRun
 
     trial = optuna.create_study().ask()
     plan = plan_search(config)

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from kdforge.config import SearchConfig
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
-from kdforge.search.plan import SearchPlan, plan_search
 from kdforge.search.initial_points import flatten_initial_point, initial_points_for_search
+from kdforge.search.plan import SearchPlan, plan_search
 from tests.conftest import tiny_search_config
 
 INFO = DataInfo(name="digits", input_shape=(1, 8, 8), num_classes=10)
