@@ -1,9 +1,9 @@
 """Old import paths of modules that moved into concept packages (kept for one release).
 
-Before 0.2, ``core/`` was one flat folder: ``kdforge.plugin_manager``,
+Before the concept packages, ``core/`` was one flat folder: ``kdforge.plugin_manager``,
 ``kdforge.trainer``, ``kdforge.teacher_cache`` and so on. Importing such a path still
 works and gives the module at its new place, with a :class:`DeprecationWarning` that
-names the new path. Remove this module (and its finder) in the release after 0.2.
+names the new path. Remove this module (and its finder) in the next release.
 """
 
 from __future__ import annotations

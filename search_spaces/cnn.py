@@ -16,6 +16,7 @@ from torch import nn
 
 import kdforge
 from kdforge.data import DataInfo
+from kdforge.errors import ConfigError
 from kdforge.interfaces import PluginParams, SearchSpace
 
 
@@ -63,7 +64,7 @@ class CNNNet(nn.Module):
             self.unsqueeze = False
             in_channels, spatial = input_shape[0], list(input_shape[1:])
         else:
-            raise ValueError(f"cnn supports 1-D or 2-D inputs, got input shape {input_shape}")
+            raise ConfigError(f"cnn supports 1-D or 2-D inputs, got input shape {input_shape}")
         two_d = len(spatial) == 2
         conv = nn.Conv2d if two_d else nn.Conv1d
         norm = nn.BatchNorm2d if two_d else nn.BatchNorm1d

@@ -20,6 +20,7 @@ from torch import nn
 
 import kdforge
 from kdforge.data import DataInfo
+from kdforge.errors import ConfigError
 from kdforge.interfaces import PluginParams, SearchSpace
 
 __all__ = ["ResNetNet", "ResNetParams", "ResNetSpace"]
@@ -61,7 +62,7 @@ def _layout(input_shape: tuple[int, ...]) -> tuple[bool, int, list[int]]:
         return True, 1, [input_shape[0]]
     if len(input_shape) in (2, 3):
         return False, input_shape[0], list(input_shape[1:])
-    raise ValueError(f"resnet supports 1-D or 2-D inputs, got input shape {input_shape}")
+    raise ConfigError(f"resnet supports 1-D or 2-D inputs, got input shape {input_shape}")
 
 
 class _Block(nn.Module):
@@ -101,7 +102,7 @@ class ResNetNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(blocks) != len(widths) or not blocks:
-            raise ValueError(f"need one width per stage, got blocks={blocks} widths={widths}")
+            raise ConfigError(f"need one width per stage, got blocks={blocks} widths={widths}")
         self.unsqueeze, in_channels, spatial = _layout(tuple(input_shape))
         two_d = len(spatial) == 2
         conv = nn.Conv2d if two_d else nn.Conv1d

@@ -138,3 +138,30 @@ def test_lazy_imports_are_heavy_libraries_with_a_reason() -> None:
             if not re.search(rf"\b({re.escape(library.lower())}|{re.escape(spoken)})\b", comments):
                 problems.append(f"{name} imports {library} lazily without a comment saying why")
     assert problems == []
+
+
+def _run_python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_importing_kdforge_sets_no_environment_variable() -> None:
+    code = (
+        "import os, mlflow, optuna, ray.tune, torch\n"  # what the libraries set themselves
+        "before = dict(os.environ)\n"
+        "import kdforge, kdforge.cli, kdforge.search.driver, kdforge.tracking.store\n"
+        "print(sorted(set(os.environ.items()) ^ set(before.items())))\n"
+    )
+    assert _run_python(code) == "[]"
+
+
+def test_the_cli_starts_without_ray_mlflow_or_optuna() -> None:
+    """Why CLI commands import their implementation when they run."""
+    code = (
+        "import sys, kdforge.cli\n"
+        "kdforge.cli.build_parser().parse_args(['plugins'])\n"
+        "print(sorted(m for m in ('ray', 'mlflow', 'optuna') if m in sys.modules))\n"
+    )
+    assert _run_python(code) == "[]"

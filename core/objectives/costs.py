@@ -46,6 +46,7 @@ __all__ = [
     "example_input",
     "measure_latency",
     "measure_onnx_latency",
+    "measure_onnx_latency_with",
     "model_size_bytes",
     "model_stats",
 ]
@@ -210,6 +211,21 @@ def measure_onnx_latency(
         repeats=repeats,
         warmup=warmup,
         threads=threads,
+    )
+
+
+def measure_onnx_latency_with(
+    path: str | Path, example: torch.Tensor, settings: LatencySettings
+) -> LatencyResult:
+    """:func:`measure_onnx_latency` with the batch, repeats, warm-up and threads of a
+    ``latency`` config section."""
+    return measure_onnx_latency(
+        path,
+        example,
+        batch_size=settings.batch_size,
+        repeats=settings.repeats,
+        warmup=settings.warmup,
+        threads=settings.threads,
     )
 
 

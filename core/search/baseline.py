@@ -17,9 +17,8 @@ import ray
 import torch
 
 from kdforge.report.leaderboard import TrialRow
-from kdforge.search.trial import TrialPayload, trial_device
+from kdforge.search.trial import TrialPayload, train_on_payload
 from kdforge.training.evaluate import evaluate
-from kdforge.training.trainer import TrainSettings, train_model
 
 __all__ = ["measure_distillation_gain", "train_fixed"]
 
@@ -40,26 +39,7 @@ def train_fixed(
         arch = {**arch, "init_from_teacher": False}
     model = payload.space.build(arch, payload.info)
     loss = payload.loss_cls(payload.loss_params, loss_hparams) if distill else None
-    train_model(
-        model,
-        x=payload.train_x,
-        y=payload.train_y,
-        val_x=payload.val_x,
-        val_y=payload.val_y,
-        settings=TrainSettings(
-            epochs=payload.epochs,
-            lr=lr,
-            batch_size=payload.batch_size,
-            weight_decay=payload.weight_decay,
-            seed=seed,
-            device=trial_device(payload.gpus),
-            precision=payload.precision,
-        ),
-        loss=loss,
-        teacher_logits=payload.teacher_train_logits if distill else None,
-        teacher_features=payload.teacher_train_features if distill else None,
-        online_teacher=payload.online_teacher if distill else None,
-    )
+    train_on_payload(payload, model, lr=lr, seed=seed, loss=loss)
     acc, _ = evaluate(model, payload.test_x, payload.test_y)
     return acc
 

@@ -25,7 +25,7 @@ from kdforge.config import SearchConfig
 from kdforge.data import DataInfo, Split
 from kdforge.export.student import check_inputs, export_student, weight_files
 from kdforge.interfaces import Exporter
-from kdforge.objectives.costs import measure_onnx_latency
+from kdforge.objectives.costs import measure_onnx_latency_with
 from kdforge.report.leaderboard import TrialRow
 from kdforge.tracking.promote import promote_version
 from kdforge.tracking.registry import register_onnx
@@ -177,14 +177,7 @@ def _student_latency(
     import mlflow
 
     settings = config.latency
-    result = measure_onnx_latency(
-        path,
-        inputs,
-        batch_size=settings.batch_size,
-        repeats=settings.repeats,
-        warmup=settings.warmup,
-        threads=settings.threads,
-    )
+    result = measure_onnx_latency_with(path, inputs, settings)
     values = {
         "student_latency_ms": result.latency_ms,
         "student_latency_batch_ms": result.latency_batch_ms,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace
 from kdforge.objectives.constraints import TrialObjectives, measure_trial, rejected_result
 from kdforge.teacher.online import OnlineTeacher
 from kdforge.training.evaluate import count_parameters, evaluate
-from kdforge.training.trainer import EpochReport, TrainSettings, train_model
+from kdforge.training.trainer import EpochReport, TrainResult, TrainSettings, train_model
 
 __all__ = [
     "STATE_FILE",
@@ -35,6 +36,7 @@ __all__ = [
     "load_trial_model",
     "run_trial",
     "split_config",
+    "train_on_payload",
     "trial_device",
     "trial_seed",
 ]
@@ -169,25 +171,48 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
             tune.report(metrics)
         return False
 
-    settings = TrainSettings(
-        epochs=payload.epochs,
-        lr=lr,
-        batch_size=payload.batch_size,
-        weight_decay=payload.weight_decay,
-        seed=seed,
-        device=device,
-        precision=payload.precision,
-    )
-    train_model(
+    train_on_payload(payload, model, lr=lr, seed=seed, loss=loss, on_epoch=on_epoch)
+
+
+def train_on_payload(
+    payload: TrialPayload,
+    model: nn.Module,
+    *,
+    lr: float,
+    seed: int,
+    loss: LossStrategy | None,
+    on_epoch: Callable[[EpochReport], bool | None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on the payload's data with its settings (epochs, batch, device).
+
+    Args:
+        payload: The search's shared trial data.
+        model: The student.
+        lr: The learning rate.
+        seed: The training seed (batch order).
+        loss: The distillation loss; None trains on the labels alone, without anything
+            from the teacher (the from-scratch baseline).
+        on_epoch: Called after every epoch.
+    """
+    distill = loss is not None
+    return train_model(
         model,
         x=payload.train_x,
         y=payload.train_y,
         val_x=payload.val_x,
         val_y=payload.val_y,
-        settings=settings,
+        settings=TrainSettings(
+            epochs=payload.epochs,
+            lr=lr,
+            batch_size=payload.batch_size,
+            weight_decay=payload.weight_decay,
+            seed=seed,
+            device=trial_device(payload.gpus),
+            precision=payload.precision,
+        ),
         loss=loss,
-        teacher_logits=payload.teacher_train_logits,
+        teacher_logits=payload.teacher_train_logits if distill else None,
         on_epoch=on_epoch,
-        teacher_features=payload.teacher_train_features,
-        online_teacher=payload.online_teacher,
+        teacher_features=payload.teacher_train_features if distill else None,
+        online_teacher=payload.online_teacher if distill else None,
     )

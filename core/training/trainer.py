@@ -22,6 +22,7 @@ from torch import nn
 
 from kdforge.batching import iter_batches, take, to_device
 from kdforge.data import UNLABELED, Inputs
+from kdforge.errors import ConfigError, PluginError
 from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
 from kdforge.interfaces import LossStrategy, ModelOutput
 from kdforge.training.evaluate import evaluate
@@ -83,7 +84,7 @@ def _autocast_dtype(precision: str, device: torch.device) -> tuple[torch.dtype, 
     """
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in ("fp32", *dtypes):
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        raise ConfigError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     if device.type != "cuda" or precision == "fp32":
         return torch.float32, False
     return dtypes[precision], True
@@ -147,9 +148,9 @@ def train_model(
         keep = y != UNLABELED
         x, y = take(x, keep), y[keep]
     elif online_teacher is None and needs is not None and needs.logits and teacher_logits is None:
-        raise ValueError("a distillation loss needs teacher_logits aligned with x")
+        raise PluginError(f"loss {loss.name!r} needs teacher logits aligned with the rows")
     elif online_teacher is None and needs is not None and needs.features and not teacher_features:
-        raise ValueError(f"loss {loss.name!r} needs teacher_features aligned with x")
+        raise PluginError(f"loss {loss.name!r} needs teacher features aligned with the rows")
     x, y = to_device(x, device), y.to(device)
     val_x, val_y = to_device(val_x, device), val_y.to(device)
     if teacher_logits is not None:

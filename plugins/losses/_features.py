@@ -16,6 +16,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from kdforge.errors import ConfigError
 from kdforge.features import match_layers
 from kdforge.interfaces import LossNeeds, LossResult, LossStrategy, ModelOutput, PluginParams
 from kdforge.plugins.losses.hinton_kd import labeled_cross_entropy
@@ -178,7 +179,7 @@ class FeatureLoss(LossStrategy):
         if weight == 0:
             return LossResult(term, {part: float(term.detach())})
         if student.logits is None:
-            raise ValueError(f"loss {self.name!r}: ce_weight > 0 needs student logits")
+            raise ConfigError(f"loss {self.name!r}: ce_weight > 0 needs student logits")
         ce = labeled_cross_entropy(student.logits, labels)
         return LossResult(
             term + weight * ce, {part: float(term.detach()), "ce": float(ce.detach())}

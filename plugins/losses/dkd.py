@@ -24,6 +24,7 @@ from pydantic import Field
 
 import kdforge
 from kdforge.data import UNLABELED
+from kdforge.errors import PluginError
 from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput, PluginParams
 from kdforge.plugins.losses.hinton_kd import labeled_cross_entropy
 
@@ -87,7 +88,7 @@ class DKD(LossStrategy):
     ) -> LossResult:
         """Return ``ce_weight*CE + T^2*(alpha*TCKD + beta*NCKD)`` and its parts."""
         if student.logits is None or teacher.logits is None:
-            raise ValueError("dkd needs logits from both the student and the teacher")
+            raise PluginError("dkd needs logits from both the student and the teacher")
         params = self.params
         assert isinstance(params, DKDParams)
         t = self.hparams["temperature"]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import kdforge
 from kdforge.data import UNLABELED
+from kdforge.errors import PluginError
 from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
 
 
@@ -50,7 +51,7 @@ class HintonKD(LossStrategy):
     ) -> LossResult:
         """Return ``(1-alpha)*CE + alpha*T^2*KL`` and its two parts."""
         if student.logits is None or teacher.logits is None:
-            raise ValueError("hinton_kd needs logits from both the student and the teacher")
+            raise PluginError("hinton_kd needs logits from both the student and the teacher")
         temperature = self.hparams["temperature"]
         alpha = self.hparams["alpha"]
         kd = soft_target_kl(student.logits, teacher.logits, temperature) * temperature**2

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import kdforge
+from kdforge.errors import PluginError
 from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
 from kdforge.plugins.losses.hinton_kd import labeled_cross_entropy
 
@@ -34,7 +35,7 @@ class LogitMSE(LossStrategy):
     ) -> LossResult:
         """Return ``(1-alpha)*CE + alpha*MSE(logits)`` and its two parts."""
         if student.logits is None or teacher.logits is None:
-            raise ValueError("logit_mse needs logits from both the student and the teacher")
+            raise PluginError("logit_mse needs logits from both the student and the teacher")
         alpha = self.hparams["alpha"]
         mse = F.mse_loss(student.logits, teacher.logits)
         ce = labeled_cross_entropy(student.logits, labels)

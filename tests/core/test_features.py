@@ -259,7 +259,7 @@ def test_trainer_binds_feature_losses_itself_and_requires_teacher_features(
         settings=TrainSettings(epochs=1, lr=0.01, batch_size=32),
         teacher_logits=outputs.train,
     )
-    with pytest.raises(ValueError, match="needs teacher_features"):
+    with pytest.raises(PluginError, match="needs teacher features"):
         train_model(model, loss=FitNets(), **common)
     loss = FitNets(FitNets.Params(layers={"blocks.2": "blocks.0.0"}))
     train_model(model, loss=loss, teacher_features=outputs.train_features, **common)
