@@ -14,7 +14,7 @@ import torch
 from kdforge.config import SearchConfig
 from kdforge.data import DataInfo, DataSplits, LazyInputs, Split
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _config() -> SearchConfig:

@@ -25,7 +25,7 @@ from kdforge.hookspecs import HOOK_KINDS
 from kdforge.plugin_host.scaffold import new_plugin, package_names
 from tests._plugin_install import installed_packages
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "kdforge-example-loss"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "plugins" / "kdforge-example-loss"
 NAMES = {kind: f"probe_{kind}" for kind in HOOK_KINDS}
 
 

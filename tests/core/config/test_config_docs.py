@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kdforge.config.docs import render_config_docs
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "config.md"
 
 
 def test_config_docs_are_current() -> None:

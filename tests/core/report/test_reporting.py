@@ -100,10 +100,10 @@ def test_leaderboard_csv_reads_back_into_the_same_rows(search_dir: Path) -> None
 
 
 def test_pareto_front_keeps_only_non_dominated_points() -> None:
-    from kdforge.report.pareto import non_dominated as pareto_front
+    from kdforge.report.pareto import non_dominated
 
     points = [(0.80, 1_000), (0.92, 5_000), (0.40, 300), (0.91, 20_000), (0.92, 5_000)]
-    assert pareto_front(points, ["max", "min"]) == [0, 1, 2, 4]
+    assert non_dominated(points, ["max", "min"]) == [0, 1, 2, 4]
 
 
 def test_plots_are_png_files(search_dir: Path) -> None:

@@ -254,17 +254,17 @@ def test_most_accurate_under_chooser() -> None:
 
 def test_cli_flags_set_the_chooser() -> None:
     from kdforge.cli import build_parser
-    from kdforge.cli.search import selection_overrides as _selection_overrides
+    from kdforge.cli.search import selection_overrides
 
     args = build_parser().parse_args(["search", "c.yaml", "--max-latency-ms", "5"])
-    assert _selection_overrides(args) == {
+    assert selection_overrides(args) == {
         "selection.rule": "most_accurate_under",
         "selection.max_latency_ms": 5.0,
     }
     args = build_parser().parse_args(
         ["search", "c.yaml", "--select", "smallest_within", "--tolerance", "0.02"]
     )
-    assert _selection_overrides(args) == {
+    assert selection_overrides(args) == {
         "selection.rule": "smallest_within",
         "selection.tolerance": 0.02,
     }

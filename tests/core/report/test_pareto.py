@@ -11,7 +11,7 @@ import pytest
 from kdforge.config import SearchConfig
 from kdforge.report.leaderboard import TrialRow
 from kdforge.report.pareto import dominates, format_front, pareto_front, write_front_csv
-from kdforge.report.plots import plot_pareto as plot_front
+from kdforge.report.plots import plot_pareto
 from tests.conftest import tiny_search_config
 
 ACC_PARAMS = [("val_acc", "max"), ("params", "min")]
@@ -89,7 +89,7 @@ def test_front_files(tmp_path: Path) -> None:
     csv_text = write_front_csv(front, ACC_PARAMS, tmp_path / "pareto.csv").read_text()
     assert csv_text.splitlines()[0].startswith("trial,trial_id,val_acc,params")
     assert len(csv_text.splitlines()) == 1 + 2
-    png = plot_front(rows, front, ACC_PARAMS, tmp_path / "pareto.png", chosen=front[1])
+    png = plot_pareto(rows, front, ACC_PARAMS, tmp_path / "pareto.png", chosen=front[1])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
