@@ -96,9 +96,7 @@ def test_every_kdforge_path_the_docs_name_exists() -> None:
 
 
 @pytest.mark.parametrize(("old", "new"), sorted(MOVED_MODULES.items()))
-def test_an_old_module_path_still_imports_with_a_warning_naming_the_new(
-    old: str, new: str
-) -> None:
+def test_an_old_module_path_still_imports_with_a_warning_naming_the_new(old: str, new: str) -> None:
     sys.modules.pop(old, None)
     with pytest.warns(DeprecationWarning, match=re.escape(new)):
         module = importlib.import_module(old)
