@@ -36,6 +36,7 @@ MOVED_MODULES: dict[str, str] = {
     "kdforge.teacher_training": "kdforge.teacher.train_teacher",
     "kdforge.constraints": "kdforge.objectives.constraints",
     "kdforge.speedup": "kdforge.objectives.speedup",
+    "kdforge.multiobjective": "kdforge.search.sampler",
     "kdforge.pareto": "kdforge.report.pareto",
     "kdforge.journal": "kdforge.tracking.journal",
     "kdforge.run_metadata": "kdforge.tracking.run_metadata",
