@@ -179,6 +179,8 @@ def make_searcher(
             (``student/depth``, ``loss/alpha``, ``lr``): Ray enqueues them in the Optuna
             study, so the first trials get their values and the sampler fills the rest.
     """
+    # OptunaSearch creates its study now; Optuna's INFO lines would break kdforge's output.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric, mode = searcher_metric_mode(config)
     extra: dict[str, Any] = {}
     if points_to_evaluate:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -66,7 +65,6 @@ def run_trials(
         TrackingError: the tracking server went away (every result is kept locally).
     """
     settings = config.search
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     known_runs, known_numbers = (
         existing_trial_runs(parent.tracking_uri, parent.run_id) if resume else ({}, {})
     )

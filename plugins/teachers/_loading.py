@@ -89,7 +89,7 @@ def read_pickled(path: Path, *, trust: bool, where: str) -> Any:
     warnings.warn(message, UserWarning, stacklevel=2)
     logger.warning(message)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)  # opt-in: trust_checkpoint
     except Exception as exc:  # any error of foreign unpickling code
         raise CheckpointError(
             f"{where}: unpickling {path} failed: {type(exc).__name__}: {first_line(exc)}"
