@@ -32,11 +32,16 @@ from kdforge.config.quantize_settings import QuantizeSettings
 from kdforge.errors import ConfigError, ExportError
 from kdforge.plugin_host.resolve import instantiate
 from kdforge.tracking.registry import register_onnx
-from kdforge.tracking.store import setup_experiment
+from kdforge.tracking.store import (
+    has_active_run,
+    log_numeric_metrics,
+    log_params,
+    open_run,
+    setup_experiment,
+)
 
-# onnx, onnxruntime's quantization tools and MLflow are imported inside the functions
-# that quantize or register: a search imports this module, but quantizes only when
-# quantize.mode asks for it.
+# onnx and onnxruntime's quantization tools are imported inside the functions that
+# quantize: a search imports this module, but quantizes only when quantize.mode asks.
 
 __all__ = [
     "QUANTIZED_FILE",
@@ -337,8 +342,6 @@ def _register(
     experiment: str,
     test_x: np.ndarray,
 ) -> dict[str, Any]:
-    import mlflow
-
     name = str(summary["registered_model_name"])
     tags = {
         "quantization": f"int8-{settings.mode}",
@@ -347,17 +350,17 @@ def _register(
         "float_test_acc": f"{report['float']['test_acc']:.4f}",
         "accuracy_drop": f"{report['accuracy_drop']:.4f}",
     }
-    nested = mlflow.active_run() is not None
+    nested = has_active_run()  # inside a search's parent run, or on its own
     if not nested:
         setup_experiment(tracking_uri, experiment)
-    with mlflow.start_run(run_name=f"quantize-{settings.mode}", nested=nested):
-        mlflow.log_params(
+    with open_run(f"quantize-{settings.mode}", nested=nested):
+        log_params(
             {
                 "quantize.mode": settings.mode,
                 "quantize.max_accuracy_drop": settings.max_accuracy_drop,
             }
         )
-        mlflow.log_metrics(
+        log_numeric_metrics(
             {
                 "float_test_acc": report["float"]["test_acc"],
                 "int8_test_acc": report["int8"]["test_acc"],

@@ -17,7 +17,6 @@ export (:func:`report_objectives`), inside the MLflow parent run:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ from kdforge.objectives.costs import LatencyResult
 from kdforge.report.leaderboard import TrialRow, select_best
 from kdforge.report.pareto import format_front, front_objectives, pareto_front, write_front_csv
 from kdforge.report.plots import plot_pareto
+from kdforge.tracking.search_runs import log_to_trial_runs
+from kdforge.tracking.store import log_files, log_numeric_metrics
 
 # MLflow (~1.5 s to import) is imported inside the functions that log: a search then
 # imports it in the background while its data loads (kdforge.search.services).
@@ -87,26 +88,19 @@ def _check_choice(rows: list[TrialRow], selection: SelectionSettings) -> None:
 
 def _log_trials(tracking_uri: str, rows: list[TrialRow]) -> None:
     """Per nested run: cost metrics, status (``rejected`` overrides) and violation."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    now = int(time.time() * 1000)
+    updates = {}
     for row in rows:
         if not row.run_id:
             continue
-        metrics = [
-            Metric(name, float(value), now, 0)
-            for name in _COST_METRICS
-            if (value := row.objective(name)) is not None
-        ]
-        if metrics:
-            client.log_batch(row.run_id, metrics=metrics)
+        metrics = {n: v for n in _COST_METRICS if (v := row.objective(n)) is not None}
+        tags = {}
         if row.status == REJECTED:
-            client.set_tag(row.run_id, "kdforge.status", REJECTED)
-            client.set_tag(
-                row.run_id, "kdforge.constraint_violation", row.constraint_violation[:500]
-            )
+            tags = {
+                "kdforge.status": REJECTED,
+                "kdforge.constraint_violation": row.constraint_violation[:500],
+            }
+        updates[row.run_id] = (metrics, tags)
+    log_to_trial_runs(tracking_uri, updates)
 
 
 def report_objectives(
@@ -130,8 +124,6 @@ def report_objectives(
     Raises:
         SearchError: ``most_accurate_under`` limits that no finished student meets.
     """
-    import mlflow
-
     objectives = front_objectives([o.name for o in config.objectives])
     rejected = [r for r in rows if r.status == REJECTED]
     if rejected:
@@ -163,9 +155,8 @@ def report_objectives(
     csv_path = write_front_csv(front, objectives, search_dir / "pareto.csv")
     png_path = plot_pareto(rows, front, objectives, search_dir / "pareto.png", chosen)
     emit(format_front(front, objectives, chosen))
-    mlflow.log_artifact(str(csv_path))
-    mlflow.log_artifact(str(png_path))
-    mlflow.log_metrics({"rejected_trials": float(len(rejected)), "pareto_size": float(len(front))})
+    log_files(csv_path, png_path)
+    log_numeric_metrics({"rejected_trials": len(rejected), "pareto_size": len(front)})
     _log_trials(tracking_uri, rows)
     return {
         "objectives": [

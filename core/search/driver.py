@@ -59,10 +59,7 @@ from kdforge.tracking.search_runs import (
     open_parent_run,
     replay_journaled_calls,
 )
-from kdforge.tracking.store import check_tracking_uri, log_numeric_metrics
-
-# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
-# imports it in the background while its data loads (kdforge.search.services).
+from kdforge.tracking.store import check_tracking_uri, log_files, log_numeric_metrics
 
 __all__ = ["TUNE_ENVIRONMENT", "SearchResult", "resume_search", "run_search"]
 
@@ -258,11 +255,8 @@ def _choose(
     Raises:
         SearchError: no trial finished all its epochs.
     """
-    import mlflow
-
     best = select_best(rows, config.selection)
-    write_csv(rows, search_dir / "leaderboard.csv")
-    mlflow.log_artifact(str(search_dir / "leaderboard.csv"))
+    log_files(write_csv(rows, search_dir / "leaderboard.csv"))
     emit("")
     emit(format_table(rows, best))
     emit("")
@@ -351,6 +345,4 @@ def _finish(
 
 def _write_summary(search_dir: Path, summary: dict[str, Any]) -> None:
     """Write ``summary.json`` and log it to the parent run."""
-    import mlflow
-
-    mlflow.log_artifact(str(write_summary(search_dir, summary)))
+    log_files(write_summary(search_dir, summary))

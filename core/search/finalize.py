@@ -29,10 +29,9 @@ from kdforge.objectives.costs import measure_onnx_latency_with
 from kdforge.report.leaderboard import TrialRow
 from kdforge.tracking.promote import promote_version
 from kdforge.tracking.registry import register_onnx
+from kdforge.tracking.store import log_files, log_numeric_metrics
 from kdforge.training.evaluate import count_parameters, evaluate
 
-# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
-# imports it in the background while its data loads (kdforge.search.services).
 __all__ = ["export_and_register", "print_result", "save_student", "student_summary"]
 
 
@@ -113,14 +112,10 @@ def export_and_register(
         Entries for ``summary.json`` (export path and parity; with ONNX also latency,
         the registered version, the alias and the promotion).
     """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
     inputs = check_inputs(test.x)
     result = export_student(exporter, student, inputs, search_dir, config.export.tolerance, emit)
-    mlflow.log_metric("export_max_abs_diff", result.max_abs_diff)
-    for path in weight_files(result.path):
-        mlflow.log_artifact(str(path))
+    log_numeric_metrics({"export_max_abs_diff": result.max_abs_diff})
+    log_files(*weight_files(result.path))
     out: dict[str, Any] = {
         "export_path": str(result.path),
         "export_max_abs_diff": result.max_abs_diff,
@@ -139,7 +134,6 @@ def export_and_register(
         alias=config.export.alias,
         policy=config.export.promote,
         test=test,
-        client=MlflowClient(),
     )
     emit(promotion.line())
     out.update(
@@ -174,8 +168,6 @@ def _student_latency(
     path: Path, inputs: torch.Tensor, config: SearchConfig, emit: Callable[[str], None]
 ) -> dict[str, float]:
     """onnxruntime CPU latency of the exported student (``latency`` settings)."""
-    import mlflow
-
     settings = config.latency
     result = measure_onnx_latency_with(path, inputs, settings)
     values = {
@@ -183,7 +175,7 @@ def _student_latency(
         "student_latency_batch_ms": result.latency_batch_ms,
         "student_onnx_bytes": float(result.onnx_bytes),
     }
-    mlflow.log_metrics(values)
+    log_numeric_metrics(values)
     emit(
         f"latency (onnxruntime CPU, {settings.threads} thread(s), median of {settings.repeats}): "
         f"{result.latency_ms:.3f} ms at batch 1, {result.latency_batch_ms:.3f} ms at batch "

@@ -27,10 +27,7 @@ from kdforge.report.leaderboard import TrialRow
 from kdforge.report.plots import make_plots
 from kdforge.report.render import ReportData, render_html, render_markdown
 from kdforge.tracking.model_card import describe_registered_version
-from kdforge.tracking.store import log_numeric_metrics
-
-# MLflow (~1.5 s to import) is imported inside the functions that log: a search then
-# imports it in the background while its data loads (kdforge.search.services).
+from kdforge.tracking.store import log_files, log_folder, log_numeric_metrics
 
 __all__ = ["SPEEDUP_ROWS", "measure_student_speedup", "publish_reports"]
 
@@ -73,8 +70,6 @@ def publish_reports(
     Returns:
         Artifact name -> file written.
     """
-    import mlflow
-
     name, version = summary.get("registered_model_name"), summary.get("registered_model_version")
     if name and version:
         promotion = summary.get("promotion") or {}
@@ -104,8 +99,7 @@ def publish_reports(
     files["report_html"] = search_dir / "report.html"
     files["report_html"].write_text(render_html(data, plots), encoding="utf-8")
     if (search_dir / "plots").is_dir():
-        mlflow.log_artifacts(str(search_dir / "plots"), artifact_path="plots")
-    for key in ("best_config", "report_md", "report_html"):
-        mlflow.log_artifact(str(files[key]))
+        log_folder(search_dir / "plots", under="plots")
+    log_files(files["best_config"], files["report_md"], files["report_html"])
     emit(f"report: {files['report_md']} (plots, best_config.yaml and report.html beside it)")
     return files

@@ -12,10 +12,7 @@ import threading
 from typing import Any
 
 from kdforge.cluster.ray_init import RayStartup
-from kdforge.tracking.store import setup_experiment
-
-# MLflow (~1.5 s to import) is imported by the background setup and inside wait(), so
-# its import, too, overlaps the data loading.
+from kdforge.tracking.store import setup_experiment, use_tracking_uri
 
 __all__ = ["SearchServices"]
 
@@ -65,14 +62,12 @@ class SearchServices:
             TrackingError: the experiment cannot be used at the tracking URI.
             SearchError: the Ray cluster cannot be reached.
         """
-        import mlflow
-
         if self._tracking is not None:
             self._tracking.join()
         started = self.ray.wait()
         if "error" in self._outcome:
             raise self._outcome["error"]
-        mlflow.set_tracking_uri(self.tracking_uri)
+        use_tracking_uri(self.tracking_uri)
         return self._outcome.get("id"), started
 
     def release(self) -> None:

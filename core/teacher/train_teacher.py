@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import torch
 
 from kdforge.checkpoint import save_checkpoint
@@ -20,7 +19,15 @@ from kdforge.config import PluginRef, TeacherConfig, resolve_tracking_uri
 from kdforge.errors import ConfigError
 from kdforge.plugin_host.resolve import instantiate
 from kdforge.tracking.registry import log_registered_teacher
-from kdforge.tracking.store import check_tracking_uri, setup_experiment
+from kdforge.tracking.store import (
+    check_tracking_uri,
+    log_files,
+    log_numeric_metrics,
+    log_params,
+    log_tags,
+    open_run,
+    setup_experiment,
+)
 from kdforge.training.evaluate import count_parameters, evaluate
 from kdforge.training.trainer import TrainSettings, train_model
 
@@ -114,14 +121,13 @@ def train_teacher(
         meta={**metrics, "dataset": config.dataset.name, "seed": config.seed, "name": config.name},
     )
     experiment_id = setup_experiment(uri, config.tracking.experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"teacher-{config.name}") as run:
-        mlflow.set_tags({"kdforge.role": "teacher", "kdforge.dataset": config.dataset.name})
-        mlflow.log_params(
+    with open_run(f"teacher-{config.name}", experiment_id=experiment_id) as run_id:
+        log_tags({"kdforge.role": "teacher", "kdforge.dataset": config.dataset.name})
+        log_params(
             {"architecture": config.architecture.name, **{f"arch.{k}": v for k, v in arch.items()}}
         )
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        mlflow.log_artifact(str(output))
-        run_id = run.info.run_id
+        log_numeric_metrics(metrics)
+        log_files(output)
         registered: dict[str, Any] = {}
         if config.registered_model_name:
             registered = log_registered_teacher(

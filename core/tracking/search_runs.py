@@ -10,6 +10,7 @@ and retires the runs of trials that the killed driver started but Ray never reco
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "existing_trial_runs",
     "is_connection_error",
     "log_search_start",
+    "log_to_trial_runs",
     "open_parent_run",
     "replay_journaled_calls",
     "retire_lost_trials",
@@ -186,6 +188,29 @@ def retire_lost_trials(writer: TrackingWriter, kept: set[str], emit: Callable[[s
             emit(f"could not retire the run of lost trial {key}: {exc}")
     if lost:
         emit(f"retired {len(lost)} MLflow run(s) of trials lost with the killed driver")
+
+
+def log_to_trial_runs(
+    tracking_uri: str, updates: Mapping[str, tuple[Mapping[str, float], Mapping[str, str]]]
+) -> None:
+    """Add metrics (at step 0) and tags to trial runs after the trials ended.
+
+    Args:
+        tracking_uri: The tracking store.
+        updates: Nested run id -> ``(metrics, tags)``.
+    """
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    now = int(time.time() * 1000)
+    for run_id, (metrics, tags) in updates.items():
+        if metrics:
+            client.log_batch(
+                run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+            )
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
 
 
 def is_connection_error(tracking_uri: str, exc: BaseException) -> bool:

@@ -1,18 +1,22 @@
-"""MLflow tracking: the store, the parent run of a search, nested trial runs.
+"""MLflow tracking: the store, and logging to the active run.
 
-All logging happens in the driver (a Ray Tune callback for trials), so trials on any
-node of a cluster reach MLflow without needing network access to the tracking server.
-The default store is ``sqlite:///mlflow.db`` in the working directory.
+Every MLflow call of kdforge is in :mod:`kdforge.tracking`; the other packages log
+through the small functions here (tags, params, numeric metrics, files) or through the
+modules beside it (the parent and trial runs, the journal, the registry). All logging
+happens in the driver (a Ray Tune callback for trials), so trials on any node of a
+cluster reach MLflow without needing network access to the tracking server. The
+default store is ``sqlite:///mlflow.db`` in the working directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +31,15 @@ __all__ = [
     "check_tracking_uri",
     "finite_metrics",
     "flatten_params",
+    "has_active_run",
+    "log_files",
+    "log_folder",
     "log_numeric_metrics",
+    "log_params",
+    "log_tags",
+    "open_run",
     "setup_experiment",
+    "use_tracking_uri",
 ]
 
 #: MLflow's HTTP retry settings kdforge uses unless the environment sets them: MLflow
@@ -130,14 +141,69 @@ def finite_metrics(values: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def use_tracking_uri(uri: str) -> None:
+    """Point MLflow's fluent API (the active run's logging) at ``uri``."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+
+
+@contextlib.contextmanager
+def open_run(
+    run_name: str, *, experiment_id: str | None = None, nested: bool = False
+) -> Iterator[str]:
+    """Start a run (nested under the active run with ``nested``); yield its id; end it.
+
+    Args:
+        run_name: The run's name.
+        experiment_id: Its experiment (default: MLflow's current one).
+        nested: Nest it under the active run.
+    """
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested) as run:
+        yield str(run.info.run_id)
+
+
+def has_active_run() -> bool:
+    """Whether a run is active in this process (a search's parent run, say)."""
+    import mlflow
+
+    return mlflow.active_run() is not None
+
+
+def log_tags(tags: Mapping[str, str]) -> None:
+    """Set tags on the active run."""
+    import mlflow
+
+    mlflow.set_tags(dict(tags))
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params on the active run (values as strings, cut to MLflow's 500 characters)."""
+    import mlflow
+
+    mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+
+
 def log_numeric_metrics(values: Mapping[str, Any]) -> None:
     """Log the numeric entries of ``values`` (not booleans, not None) to the active run."""
-    import mlflow  # lazy: this module is imported by every command, MLflow only by some
+    import mlflow
 
-    mlflow.log_metrics(
-        {
-            k: float(v)
-            for k, v in values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-    )
+    numeric = {k: v for k, v in values.items() if isinstance(v, int | float)}
+    mlflow.log_metrics({k: float(v) for k, v in numeric.items() if not isinstance(v, bool)})
+
+
+def log_files(*paths: str | Path) -> None:
+    """Log files as artifacts of the active run (at its artifact root)."""
+    import mlflow
+
+    for path in paths:
+        mlflow.log_artifact(str(path))
+
+
+def log_folder(folder: str | Path, under: str) -> None:
+    """Log every file of ``folder`` as artifacts of the active run, under ``under/``."""
+    import mlflow
+
+    mlflow.log_artifacts(str(folder), artifact_path=under)
