@@ -79,6 +79,15 @@ def _log_if_wide(ax: Axes, values: Sequence[float]) -> None:
         ax.set_xscale("log")
 
 
+def _label(ax: Axes, xlabel: str, title: str) -> None:
+    """Axis labels, title, grid and legend, the same on every plot (accuracy on y)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+
+
 def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
@@ -127,11 +136,7 @@ def plot_accuracy_vs_size(
             teacher_acc, color="black", linestyle="--", linewidth=1, label="teacher (validation)"
         )
     _log_if_wide(ax, [x for r in rows if (x := _value(r, size)) is not None])
-    ax.set_xlabel(_COSTS.get(size, size))
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("accuracy vs size, one point per trial")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    _label(ax, _COSTS.get(size, size), "accuracy vs size, one point per trial")
     return _save(figure, path)
 
 
@@ -198,11 +203,7 @@ def plot_pareto(
                 label="chosen",
             )
         _log_if_wide(ax, [p[0] for p in points])
-        ax.set_xlabel(_COSTS[cost])
-        ax.set_ylabel("validation accuracy")
-        ax.set_title(f"Pareto front: accuracy vs {cost}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small")
+        _label(ax, _COSTS[cost], f"Pareto front: accuracy vs {cost}")
     return _save(figure, path)
 
 
@@ -234,11 +235,7 @@ def plot_history(rows: Sequence[TrialRow], path: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("optimisation history")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    _label(ax, "trial", "optimisation history")
     return _save(figure, path)
 
 

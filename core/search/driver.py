@@ -309,13 +309,14 @@ def _finish(
         gain = measure_distillation_gain(
             run.payload, best, config.baseline.seeds, config.search.cpus_per_trial
         )
-    log_numeric_metrics({**result, **gain})
+    so_far = {**result, **gain}
+    log_numeric_metrics(so_far)
     exported: dict[str, Any] = {}
     if plan.exporter is not None:
         exported = export_and_register(
-            config, plan.exporter, student, run.splits.test, {**result, **gain}, search_dir, emit
+            config, plan.exporter, student, run.splits.test, so_far, search_dir, emit
         )
-    print_result({**result, **gain}, emit)
+    print_result(so_far, emit)
     services.release()
     speed = measure_student_speedup(plan.teacher, student, run.splits.test.x, emit)
     summary = {
