@@ -12,9 +12,11 @@ from typing import Any
 
 from ray.tune import Callback, Stopper
 
+from kdforge.progress import Bar
 from kdforge.tracking.journal import TrackingWriter
 from kdforge.tracking.run_metadata import status_reason
 from kdforge.tracking.store import finite_metrics, flatten_params
+from kdforge.wording import trial_name
 
 __all__ = ["FailureBudget", "MlflowTrialLogger", "ProgressPrinter", "trial_status"]
 
@@ -78,7 +80,7 @@ class MlflowTrialLogger(Callback):
             self.writer.create_run(
                 key,
                 self._experiment_id,
-                run_name=f"trial-{self.trial_numbers[key]:03d}",
+                run_name=trial_name(self.trial_numbers[key]),
                 tags={
                     "mlflow.parentRunId": self._parent,
                     "kdforge.trial_id": key,
@@ -198,12 +200,25 @@ def error_summary(trial: Any) -> str:
 
 
 class ProgressPrinter(Callback):
-    """Prints one line per finished trial, so long searches show their progress."""
+    """Prints one line per finished trial, so long searches show their progress.
 
-    def __init__(self, total: int, epochs: int, emit: Callable[[str], None] = print):
+    Trials are named as everywhere else (``trial 013``, creation order): ``numbers`` is
+    the trial logger's own map, shared so both name a trial alike. ``bar``, when set,
+    is the search phase's progress bar (:mod:`kdforge.progress`), advanced per trial.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        epochs: int,
+        emit: Callable[[str], None] = print,
+        numbers: dict[str, int] | None = None,
+    ):
         self._total = total
         self._epochs = epochs
         self._emit = emit
+        self._numbers = numbers if numbers is not None else {}
+        self.bar: Bar | None = None
         self._done = 0
         self._started: dict[str, float] = {}
         self._last: dict[str, dict] = {}
@@ -230,10 +245,15 @@ class ProgressPrinter(Callback):
         params = last.get("params")
         params_text = f"params={int(params):,}" if params is not None else "params=-"
         best = f"best={self._best:.4f}" if self._best >= 0 else "best=-"
+        key = str(trial.trial_id)
+        if key not in self._numbers:
+            self._numbers[key] = trial_number(trial, self._numbers)
         self._emit(
-            f"[{self._done:>3}/{self._total}] trial {trial.trial_id} {status:<8} {acc_text} "
-            f"{params_text} epochs={last.get('epoch', 0)} ({elapsed:.1f}s) {best}"
+            f"[{self._done:>3}/{self._total}] {trial_name(self._numbers[key])} {status:<8} "
+            f"{acc_text} {params_text} epochs={last.get('epoch', 0)} ({elapsed:.1f}s) {best}"
         )
+        if self.bar is not None:
+            self.bar.advance(note=best)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Print the finished (or early-stopped) trial."""

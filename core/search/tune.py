@@ -19,6 +19,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from kdforge import progress
 from kdforge.config import SearchConfig
 from kdforge.errors import SearchError, TrackingError
 from kdforge.report.leaderboard import TrialRow, write_csv
@@ -32,6 +33,7 @@ from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
 from kdforge.search.trial import TrialPayload, run_trial, split_config
 from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
 from kdforge.tracking.search_runs import ParentRun, existing_trial_runs, retire_lost_trials
+from kdforge.wording import plural
 
 __all__ = ["TUNE_DIR", "rows_from_results", "run_trials"]
 
@@ -73,13 +75,14 @@ def run_trials(
         writer, parent.experiment_id, parent.run_id, settings.epochs, trial_numbers=known_numbers
     )
     budget = FailureBudget(config.failure_budget)
-    callbacks = [logger, ProgressPrinter(settings.num_trials, settings.epochs, emit), budget]
+    printer = ProgressPrinter(settings.num_trials, settings.epochs, emit, logger.trial_numbers)
+    callbacks = [logger, printer, budget]
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
     concurrent = _max_concurrent(config)
     emit(
-        f"searching {settings.num_trials} students ({config.student.name}), "
-        f"{concurrent} at a time, up to {settings.epochs} epochs each"
+        f"searching {plural(settings.num_trials, 'student')} ({config.student.name}), "
+        f"{concurrent} at a time, up to {plural(settings.epochs, 'epoch')} each"
     )
     tune_dir = search_dir / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(tune_dir)):
@@ -95,7 +98,7 @@ def run_trials(
                 scheduler=ASHAScheduler(
                     time_attr="training_iteration",
                     max_t=settings.epochs,
-                    grace_period=settings.grace_period,
+                    grace_period=settings.grace_epochs,
                     reduction_factor=settings.reduction_factor,
                 ),
                 num_samples=settings.num_trials,
@@ -113,7 +116,12 @@ def run_trials(
             ),
         )
     started = time.perf_counter()
-    grid = tuner.fit()
+    # The per-trial lines are the plain-output progress; a terminal also gets a bar.
+    with progress.phase(
+        "search", total=settings.num_trials, unit="trials", emit=emit, plain=False
+    ) as bar:
+        printer.bar = bar
+        grid = tuner.fit()
     writer.flush()  # the last epochs' metrics, queued by the trial logger
     emit(f"search finished in {time.perf_counter() - started:.1f}s")
     rows = rows_from_results(grid, logger.trial_numbers, settings.epochs)
