@@ -32,6 +32,7 @@ from kdforge.data import (
 )
 from kdforge.errors import ConfigError
 from kdforge.features import model_feature_names, predict_with_taps
+from kdforge.wording import compact_params
 
 if TYPE_CHECKING:
     import optuna
@@ -169,6 +170,16 @@ class SearchSpace(_Plugin):
         Called once in the driver after the teacher is loaded and before the search.
         The default does nothing.
         """
+
+    def describe(self, arch: dict[str, Any]) -> str:
+        """A short description of one architecture for the leaderboard (one line).
+
+        E.g. ``mlp 2x[64,32]`` or ``cnn 3x[16,32,32] k3``: depth, widths, kernel at a
+        glance. The default renders the sampled values compactly
+        (:func:`kdforge.wording.compact_params`); a space overrides it to say more
+        with fewer characters.
+        """
+        return f"{self.name} {compact_params(arch)}".strip()
 
     def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
         """Module paths of the intermediate features a built model exposes, shallow first.

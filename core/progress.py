@@ -49,6 +49,7 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -100,7 +101,7 @@ def format_seconds(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 60:
         return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -148,7 +149,7 @@ class Bar:
         self._plain = plain
         self._started = time.perf_counter()
         self._next_line = max(1, math.ceil(total / 10)) if total else 1
-        self._task: int | None = None
+        self._task: TaskID | None = None
 
     @property
     def elapsed(self) -> float:

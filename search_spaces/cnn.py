@@ -128,6 +128,12 @@ class CNNSpace(SearchSpace):
             info.num_classes,
         )
 
+    def describe(self, arch: dict[str, Any]) -> str:
+        """``cnn 3x[16,32,32] k3``: depth x channels per block, kernel size."""
+        depth = int(arch["depth"])
+        channels = ",".join(str(int(arch[f"channels_{i}"])) for i in range(depth))
+        return f"cnn {depth}x[{channels}] k{int(arch.get('kernel', 3))}"
+
     def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
         """``blocks.0`` .. ``blocks.{depth-1}`` (feature maps) and ``pool`` (pooled).
 

@@ -84,6 +84,12 @@ class MLPSpace(SearchSpace):
         in_features = math.prod(info.input_shape)
         return MLPNet(in_features, widths, float(arch.get("dropout", 0.0)), info.num_classes)
 
+    def describe(self, arch: dict[str, Any]) -> str:
+        """``mlp 2x[64,32]``: depth x hidden widths."""
+        depth = int(arch["depth"])
+        widths = ",".join(str(int(arch[f"width_{i}"])) for i in range(depth))
+        return f"mlp {depth}x[{widths}]"
+
     def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
         """``blocks.0`` .. ``blocks.{depth-1}``: each hidden layer's activations ``(n, width)``."""
         return [f"blocks.{i}" for i in range(int(arch["depth"]))]

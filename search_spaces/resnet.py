@@ -169,6 +169,13 @@ class ResNetSpace(SearchSpace):
             info.num_classes,
         )
 
+    def describe(self, arch: dict[str, Any]) -> str:
+        """``resnet [2,1]x[16,32] k3``: blocks per stage x width per stage, kernel size."""
+        stages = range(int(arch["stages"]))
+        blocks = ",".join(str(int(arch[f"blocks_{i}"])) for i in stages)
+        widths = ",".join(str(int(arch[f"width_{i}"])) for i in stages)
+        return f"resnet [{blocks}]x[{widths}] k{int(arch.get('kernel', 3))}"
+
     def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
         """``stages.0`` .. ``stages.{n-1}`` (feature maps) and ``pool`` (pooled)."""
         return [*(f"stages.{i}" for i in range(int(arch["stages"]))), "pool"]

@@ -225,6 +225,14 @@ class TransformerSpace(SearchSpace):
                 )
         return model
 
+    def describe(self, arch: dict[str, Any]) -> str:
+        """``transformer 2L h64 4 heads ffn128``: layers, hidden size, heads, FFN width."""
+        text = (
+            f"transformer {int(arch['layers'])}L h{int(arch['hidden'])} "
+            f"{int(arch['heads'])} heads ffn{int(arch['ffn'])}"
+        )
+        return text + (" (teacher init)" if arch.get("init_from_teacher") else "")
+
     def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
         """``layers.0`` .. ``layers.{n-1}``: each encoder layer's output ``(n, L, hidden)``."""
         return [f"layers.{i}" for i in range(int(arch["layers"]))]

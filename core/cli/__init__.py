@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from kdforge import progress
 from kdforge.cli import deploy, plugins, search, teacher, tracking
 from kdforge.errors import KDForgeError
 
@@ -33,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search the smallest student that keeps the teacher's accuracy.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no progress bars or progress lines (steps and results still print)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     search.add_commands(sub)  # search, resume
     teacher.add_commands(sub)  # train-teacher
@@ -46,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kdforge`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quiet:
+        progress.configure(quiet=True)
     try:
         return int(args.func(args))
     except KDForgeError as exc:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from kdforge import progress
 from kdforge.config import SearchConfig, resolve_tracking_uri, validate_config
 from kdforge.config.quantize_settings import QuantizeSettings
 from kdforge.errors import ConfigError, ExportError
@@ -110,17 +111,21 @@ def quantize_search_dir(
     test_y = splits.test.y.numpy()
     target = folder / QUANTIZED_FILE
     emit(f"quantizing {source.name} ({settings.mode}) -> {target.name}")
-    calibration = calibration_inputs(splits, settings.calibration_samples, config.seed)
-    quantize_onnx(source, target, settings.mode, calibration)
+    with progress.phase("quantization", total=2, unit="steps", emit=emit) as bar:
+        calibration = calibration_inputs(splits, settings.calibration_samples, config.seed)
+        quantize_onnx(source, target, settings.mode, calibration)
+        bar.advance(note="measuring float and int8")
+        measured = measure_models(
+            {"float": source, "int8": target}, test_x, test_y, settings.latency_runs
+        )
+        bar.advance()
     report: dict[str, Any] = {
         "mode": settings.mode,
         "source": str(source),
         "quantized": str(target),
         "max_accuracy_drop": settings.max_accuracy_drop,
     }
-    report.update(
-        measure_models({"float": source, "int8": target}, test_x, test_y, settings.latency_runs)
-    )
+    report.update(measured)
     if settings.mode == "static":
         report["calibration_samples"] = len(calibration)
     float_acc, int8_acc = report["float"]["test_acc"], report["int8"]["test_acc"]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kdforge import progress
 from kdforge.config import SearchConfig, SelectionSettings
 from kdforge.errors import ExportError, SearchError
 from kdforge.objectives.constraints import REJECTED
@@ -30,6 +31,7 @@ from kdforge.report.pareto import format_front, front_objectives, pareto_front, 
 from kdforge.report.plots import plot_pareto
 from kdforge.tracking.search_runs import log_to_trial_runs
 from kdforge.tracking.store import log_files, log_numeric_metrics
+from kdforge.wording import plural
 
 # MLflow (~1.5 s to import) is imported inside the functions that log: a search then
 # imports it in the background while its data loads (kdforge.search.services).
@@ -42,7 +44,10 @@ MeasureLatency = Callable[[TrialRow], LatencyResult]
 
 
 def _ensure_choice_latency(
-    rows: list[TrialRow], selection: SelectionSettings, measure: Callable[[TrialRow], None]
+    rows: list[TrialRow],
+    selection: SelectionSettings,
+    measure: Callable[[TrialRow], None],
+    emit: Callable[[str], None],
 ) -> int:
     """Measure candidates, most accurate first, until one meets ``max_latency_ms``."""
     limits = selection.limits()
@@ -58,12 +63,14 @@ def _ensure_choice_latency(
         and all((v := r.objective(k)) is not None and v <= lim for k, lim in others.items())
     ]
     measured = 0
-    for row in sorted(candidates, key=lambda r: (-(r.val_acc or 0.0), r.params or 0)):
-        if row.latency_ms is None:
-            measure(row)
-            measured += 1
-        if row.latency_ms is not None and row.latency_ms <= limits["latency_ms"]:
-            break
+    with progress.phase("latency", emit=emit) as bar:  # candidates until one is fast enough
+        for row in sorted(candidates, key=lambda r: (-(r.val_acc or 0.0), r.params or 0)):
+            if row.latency_ms is None:
+                measure(row)
+                measured += 1
+                bar.set_note(plural(measured, "student"))
+            if row.latency_ms is not None and row.latency_ms <= limits["latency_ms"]:
+                break
     return measured
 
 
@@ -128,7 +135,10 @@ def report_objectives(
     rejected = [r for r in rows if r.status == REJECTED]
     if rejected:
         limits = ", ".join(f"{k}={v:,.4g}" for k, v in config.constraints.limits().items())
-        emit(f"{len(rejected)} of {len(rows)} sampled students rejected before training ({limits})")
+        emit(
+            f"{len(rejected)} of {plural(len(rows), 'sampled student')} rejected before "
+            f"training ({limits})"
+        )
 
     def measure(row: TrialRow) -> None:
         try:
@@ -143,18 +153,24 @@ def report_objectives(
     front = pareto_front(rows, objectives)
     measured = 0
     if config.latency.measure_front and len(config.objectives) > 1:
-        for row in front:
-            if row.latency_ms is None:
-                measure(row)
-                measured += 1
-    measured += _ensure_choice_latency(rows, config.selection, measure)
+        unmeasured = [row for row in front if row.latency_ms is None]
+        if unmeasured:
+            with progress.phase(
+                "latency", total=len(unmeasured), unit="students", emit=emit
+            ) as bar:
+                for row in unmeasured:
+                    measure(row)
+                    measured += 1
+                    bar.advance()
+    measured += _ensure_choice_latency(rows, config.selection, measure, emit)
     if measured:
-        emit(f"measured ONNX latency of {measured} students after the search")
+        emit(f"measured ONNX latency of {plural(measured, 'student')} after the search")
     _check_choice(rows, config.selection)
     chosen = select_best(rows, config.selection)
     csv_path = write_front_csv(front, objectives, search_dir / "pareto.csv")
     png_path = plot_pareto(rows, front, objectives, search_dir / "pareto.png", chosen)
-    emit(format_front(front, objectives, chosen))
+    if len(config.objectives) > 1:  # one objective has no trade-off to show
+        emit(format_front(front, objectives, chosen))
     log_files(csv_path, png_path)
     log_numeric_metrics({"rejected_trials": len(rejected), "pareto_size": len(front)})
     _log_trials(tracking_uri, rows)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kdforge.config import SelectionSettings
+from kdforge.wording import compact_params, plural, trial_name
 
 __all__ = ["TrialRow", "format_table", "select_best", "write_csv"]
 
@@ -37,6 +38,13 @@ class TrialRow:
     latency_batch_ms: float | None = None
     constraint_violation: str = ""
     run_id: str = ""
+    #: The space's short description of ``arch`` (``mlp 2x[64,32]``), set by the driver.
+    arch_text: str = ""
+
+    @property
+    def architecture(self) -> str:
+        """``arch_text``, or a compact rendering of ``arch`` when no space described it."""
+        return self.arch_text or compact_params(self.arch)
 
     def objective(self, name: str) -> float | None:
         """The value of objective ``name`` (``val_acc``, ``params``, ``latency_ms``, ...)."""
@@ -101,8 +109,8 @@ def format_table(rows: list[TrialRow], best: TrialRow | None = None, limit: int 
     hp_names = sorted({k for r in rows for k in r.loss_hparams})
     timed = any(r.latency_ms is not None for r in rows)
     extra = ["macs", *(["latency_ms"] if timed else [])]
-    header = ["", "trial", "status", "params", *extra, "val_acc", "test_acc", *hp_names]
-    header += ["lr", "epochs"]
+    header = ["", "trial", "status", "arch", "params", *extra, "val_acc", "test_acc"]
+    header += [*hp_names, "lr", "epochs"]
     ordered = sorted(
         rows,
         key=lambda r: (
@@ -118,6 +126,7 @@ def format_table(rows: list[TrialRow], best: TrialRow | None = None, limit: int 
                 mark,
                 f"{row.number:03d}",
                 row.status,
+                row.architecture,
                 _fmt(row.params),
                 *[_fmt(getattr(row, name), 3) for name in extra],
                 _fmt(row.val_acc),
@@ -128,16 +137,25 @@ def format_table(rows: list[TrialRow], best: TrialRow | None = None, limit: int 
             ]
         )
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=False)]
-    lines = ["  ".join(str(c).rjust(w) for c, w in zip(header, widths, strict=False))]
-    lines += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=False)) for r in body]
+    arch_at = header.index("arch")  # text: aligned left, the numbers right
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            str(c).ljust(w) if i == arch_at else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=False))
+        ).rstrip()
+
+    lines = [line(header), *(line(r) for r in body)]
     if len(ordered) > limit:
-        lines.append(f"... {len(ordered) - limit} more trials in leaderboard.csv")
+        lines.append(f"... {plural(len(ordered) - limit, 'more trial')} in leaderboard.csv")
     failed = [r for r in rows if r.status == "failed"]
     for row in failed[:5]:
-        lines.append(f"trial {row.number:03d} failed: {row.error}")
+        lines.append(f"{trial_name(row.number)} failed: {row.error}")
     rejected = [r for r in rows if r.status == "rejected"]
     for row in rejected[:3]:
-        lines.append(f"trial {row.number:03d} rejected before training: {row.constraint_violation}")
+        lines.append(
+            f"{trial_name(row.number)} rejected before training: {row.constraint_violation}"
+        )
     if len(rejected) > 3:
         lines.append(f"... {len(rejected) - 3} more rejected by constraints")
     return "\n".join(lines)

@@ -23,9 +23,11 @@ import yaml
 from kdforge.errors import ConfigError
 from kdforge.report.leaderboard import TrialRow, format_table
 from kdforge.report.plots import make_plots
+from kdforge.wording import plural, trial_name
 
 __all__ = [
     "ReportData",
+    "baseline_setting",
     "load_report_data",
     "read_leaderboard",
     "render_html",
@@ -139,6 +141,17 @@ def _cost(value: Any) -> str:
     return "-"
 
 
+def baseline_setting(lr: Any) -> str:
+    """How the baseline's two sides were trained, said wherever the gain is shown.
+
+    The scratch runs reuse the learning rate the search tuned for the distilled
+    student: a fair, fixed choice (the sides differ in the teacher alone), but one a
+    reader should see next to the number.
+    """
+    rate = f"lr {lr:.3g}" if isinstance(lr, int | float) else "lr"
+    return f"distilled and from scratch with the chosen trial's {rate}, epochs and batch size"
+
+
 def _headline(summary: dict[str, Any]) -> list[str]:
     """Result lines shared by the terminal, Markdown and HTML reports."""
     if not summary:
@@ -148,19 +161,30 @@ def _headline(summary: dict[str, Any]) -> list[str]:
         f"{_fmt(summary.get('teacher_params'), '{:,}')} params",
         f"student: test_acc {_fmt(summary.get('student_test_acc'))}, "
         f"{_fmt(summary.get('student_params'), '{:,}')} params (trial "
-        f"{_fmt(summary.get('best_trial'), '{:03d}')})",
+        f"{_fmt(summary.get('best_trial'), '{:03d}')}"
+        + (f", {summary['best_arch_text']})" if summary.get("best_arch_text") else ")"),
         f"compression: {_fmt(summary.get('compression_ratio'), '{:.1f}')}x fewer parameters",
     ]
     if "speedup" in summary:
+        spread = ""
+        if "speedup_low" in summary and "speedup_high" in summary:
+            spread = (
+                f"{_fmt(summary['speedup_low'], '{:.1f}')}-"
+                f"{_fmt(summary['speedup_high'], '{:.1f}')} middle half of "
+                f"{_fmt(summary.get('speedup_repeats'), '{:.0f}')} repeats, "
+            )
         lines.append(
-            f"speed-up: {_fmt(summary['speedup'], '{:.2f}')}x (PyTorch, batch of "
+            f"speed-up: {_fmt(summary['speedup'], '{:.1f}')}x ({spread}PyTorch, batch of "
             f"{_fmt(summary.get('speedup_batch_size'), '{:.0f}')})"
         )
     if "distillation_gain" in summary:
+        seeds = len(summary.get("scratch_test_acc_runs") or [])
+        each = f"{plural(seeds, 'seed')} each: " if seeds else ""
         lines.append(
             f"distillation gain: {_fmt(summary['distillation_gain'] * 100, '{:+.2f}')} points "
-            f"(distilled {_fmt(summary.get('distilled_test_acc_mean'))} vs from scratch "
-            f"{_fmt(summary.get('scratch_test_acc_mean'))})"
+            f"(same architecture, {each}distilled {_fmt(summary.get('distilled_test_acc_mean'))}"
+            f" vs from scratch {_fmt(summary.get('scratch_test_acc_mean'))}; "
+            f"{baseline_setting(summary.get('best_lr'))})"
         )
     promotion = summary.get("promotion")
     if isinstance(promotion, dict):
@@ -194,6 +218,7 @@ def _leaderboard_cells(
         "",
         "trial",
         "status",
+        "arch",
         "params",
         *costs,
         "val_acc",
@@ -216,6 +241,7 @@ def _leaderboard_cells(
                 "*" if best is not None and row.number == best.number else "",
                 f"{row.number:03d}",
                 row.status,
+                row.architecture,
                 _fmt(row.params, "{:,}"),
                 *[_cost(getattr(row, c, None)) for c in costs],
                 _fmt(row.val_acc),
@@ -240,14 +266,17 @@ def render_markdown(data: ReportData, plots: dict[str, Path]) -> str:
     out += [f"- {line}" for line in _headline(summary)]
     out.append("")
     header, body = _leaderboard_cells(data.rows, data.best)
-    out += [f"## Leaderboard ({len(data.rows)} trials, best {min(_TOP, len(body))} shown)", ""]
+    out += [
+        f"## Leaderboard ({plural(len(data.rows), 'trial')}, best {min(_TOP, len(body))} shown)",
+        "",
+    ]
     out.append("| " + " | ".join(header) + " |")
     out.append("|" + "---|" * len(header))
     out += ["| " + " | ".join(cells) + " |" for cells in body]
     failed = [r for r in data.rows if r.status == "failed"]
     if failed:
         out.append("")
-        out += [f"- trial {r.number:03d} failed: {r.error}" for r in failed[:10]]
+        out += [f"- {trial_name(r.number)} failed: {r.error}" for r in failed[:10]]
     out += ["", "## Plots", ""]
     for name, path in plots.items():
         out.append(f"![{name.replace('_', ' ')}]({path.relative_to(data.search_dir).as_posix()})")
@@ -288,7 +317,7 @@ def render_html(data: ReportData, plots: dict[str, Path]) -> str:
     parts += [f"<li>{esc(line)}</li>" for line in _headline(summary)]
     parts.append("</ul>")
     header, body = _leaderboard_cells(data.rows, data.best)
-    parts.append(f"<h2>Leaderboard ({len(data.rows)} trials)</h2><table><tr>")
+    parts.append(f"<h2>Leaderboard ({plural(len(data.rows), 'trial')})</h2><table><tr>")
     parts += [f"<th>{esc(h)}</th>" for h in header]
     parts.append("</tr>")
     for cells in body:

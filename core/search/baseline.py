@@ -4,18 +4,21 @@ The chosen trial's architecture is trained with ``baseline.seeds`` seeds twice: 
 distilled with the chosen hyperparameters and once from scratch (labels only, no
 teacher knowledge at all, teacher-layer initialisation included). The scratch runs
 reuse the distilled trial's learning rate, epochs and batch size, so the two sides
-differ in the teacher alone. Both run as Ray tasks on the search's cluster; the gain
+differ in the teacher alone (docs/config.md, ``baseline``; the report and the result
+block say so beside the gain). Both run as Ray tasks on the search's cluster; the gain
 is the difference of their mean test accuracies.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import ray
 import torch
 
+from kdforge import progress
 from kdforge.report.leaderboard import TrialRow
 from kdforge.search.trial import TrialPayload, train_on_payload
 from kdforge.training.evaluate import evaluate
@@ -45,7 +48,11 @@ def train_fixed(
 
 
 def _train_both_ways(
-    payload: TrialPayload, best: TrialRow, seeds: int, cpus: float
+    payload: TrialPayload,
+    best: TrialRow,
+    seeds: int,
+    cpus: float,
+    emit: Callable[[str], None] | None = None,
 ) -> dict[str, list[float]]:
     """Test accuracies of ``seeds`` distilled and ``seeds`` scratch runs, as Ray tasks."""
     remote = ray.remote(num_cpus=cpus, num_gpus=payload.gpus)(train_fixed)
@@ -58,6 +65,11 @@ def _train_both_ways(
         ]
         for kind in ("distilled", "scratch")
     }
+    pending = [f for refs in futures.values() for f in refs]
+    with progress.phase("baseline", total=len(pending), unit="runs", emit=emit) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            bar.advance(len(done))
     return {kind: [float(v) for v in ray.get(refs)] for kind, refs in futures.items()}
 
 
@@ -68,7 +80,11 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def measure_distillation_gain(
-    payload: TrialPayload, best: TrialRow, seeds: int, cpus: float
+    payload: TrialPayload,
+    best: TrialRow,
+    seeds: int,
+    cpus: float,
+    emit: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``best``'s architecture distilled and from scratch; return the gain.
 
@@ -77,11 +93,12 @@ def measure_distillation_gain(
         best: The chosen trial (architecture, loss hyperparameters, learning rate).
         seeds: Runs per side (``baseline.seeds``).
         cpus: CPUs per run (``search.cpus_per_trial``).
+        emit: Where progress lines go (:mod:`kdforge.progress`).
 
     Returns:
         Entries for ``summary.json``: the runs, their means and spreads, and the gain.
     """
-    runs = _train_both_ways(payload, best, seeds, cpus)
+    runs = _train_both_ways(payload, best, seeds, cpus, emit)
     distilled_mean, distilled_sd = _stats(runs["distilled"])
     scratch_mean, scratch_sd = _stats(runs["scratch"])
     return {

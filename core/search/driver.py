@@ -37,12 +37,19 @@ from kdforge.objectives.report import report_objectives
 from kdforge.report.leaderboard import TrialRow, format_table, select_best, write_csv
 from kdforge.search.baseline import measure_distillation_gain
 from kdforge.search.finalize import (
+    describe_rows,
     export_and_register,
     print_result,
     save_student,
     student_summary,
 )
-from kdforge.search.folder import SearchState, new_search_dir, write_config, write_summary
+from kdforge.search.folder import (
+    SearchState,
+    new_search_dir,
+    remove_if_unstarted,
+    write_config,
+    write_summary,
+)
 from kdforge.search.plan import SearchPlan, plan_search
 from kdforge.search.publish import measure_student_speedup, publish_reports
 from kdforge.search.run import SearchRun, load_data, prepare_run
@@ -60,6 +67,7 @@ from kdforge.tracking.search_runs import (
     replay_journaled_calls,
 )
 from kdforge.tracking.store import check_tracking_uri, log_files, log_numeric_metrics
+from kdforge.wording import plural, trial_name
 
 __all__ = ["TUNE_ENVIRONMENT", "SearchResult", "resume_search", "run_search"]
 
@@ -107,7 +115,12 @@ def run_search(
     search_dir = new_search_dir(config)
     write_config(search_dir, config)
     emit(f"kdforge search {config.name!r} -> {search_dir}")
-    return _run(plan, search_dir, emit, state=None)
+    try:
+        return _run(plan, search_dir, emit, state=None)
+    except BaseException:
+        # Failed before it started (bad data, bad teacher): leave no folder behind.
+        remove_if_unstarted(search_dir)
+        raise
 
 
 def resume_search(
@@ -188,6 +201,7 @@ def _execute(
         rows = run_trials(
             config, searcher, run.payload, run.search_dir, parent, emit, resume=run.resume
         )
+        describe_rows(plan.space, rows)
         if not config.baseline.enabled:
             services.release()  # only the baseline's retraining runs on Ray after the trials
         state.phase = "finalizing"
@@ -303,11 +317,11 @@ def _finish(
     gain: dict[str, Any] = {}
     if config.baseline.enabled:
         emit(
-            f"distillation gain: training trial {best.number:03d}'s architecture with "
-            f"{config.baseline.seeds} seeds, distilled and from scratch ..."
+            f"distillation gain: training {trial_name(best.number)}'s architecture with "
+            f"{plural(config.baseline.seeds, 'seed')}, distilled and from scratch ..."
         )
         gain = measure_distillation_gain(
-            run.payload, best, config.baseline.seeds, config.search.cpus_per_trial
+            run.payload, best, config.baseline.seeds, config.search.cpus_per_trial, emit
         )
     so_far = {**result, **gain}
     log_numeric_metrics(so_far)

@@ -20,19 +20,43 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdforge import progress
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import SearchConfig
 from kdforge.data import DataInfo, Split
 from kdforge.export.student import check_inputs, export_student, weight_files
-from kdforge.interfaces import Exporter
+from kdforge.interfaces import Exporter, SearchSpace
 from kdforge.objectives.costs import measure_onnx_latency_with
 from kdforge.report.leaderboard import TrialRow
+from kdforge.report.render import baseline_setting
 from kdforge.tracking.promote import promote_version
 from kdforge.tracking.registry import register_onnx
 from kdforge.tracking.store import log_files, log_numeric_metrics
 from kdforge.training.evaluate import count_parameters, evaluate
+from kdforge.wording import plural, trial_name
 
-__all__ = ["export_and_register", "print_result", "save_student", "student_summary"]
+__all__ = [
+    "describe_rows",
+    "export_and_register",
+    "print_result",
+    "save_student",
+    "student_summary",
+]
+
+
+def describe_rows(space: SearchSpace, rows: list[TrialRow]) -> None:
+    """Set each row's ``arch_text`` to the space's short description of its architecture.
+
+    A third-party space whose ``describe`` fails keeps the compact rendering of the
+    sampled values (:attr:`TrialRow.architecture`): a label must not lose a search.
+    """
+    for row in rows:
+        if not row.arch:
+            continue
+        try:
+            row.arch_text = str(space.describe(dict(row.arch)))
+        except Exception:
+            row.arch_text = ""
 
 
 def student_summary(
@@ -60,6 +84,7 @@ def student_summary(
         "compression_ratio": teacher_params / max(student_params, 1),
         "best_trial": best.number,
         "best_arch": best.arch,
+        "best_arch_text": best.architecture,
         "best_loss_hparams": best.loss_hparams,
         "best_lr": best.lr,
         "selection_rule": config.selection.rule,
@@ -113,7 +138,10 @@ def export_and_register(
         the registered version, the alias and the promotion).
     """
     inputs = check_inputs(test.x)
-    result = export_student(exporter, student, inputs, search_dir, config.export.tolerance, emit)
+    with progress.phase("export", emit=emit):
+        result = export_student(
+            exporter, student, inputs, search_dir, config.export.tolerance, emit
+        )
     log_numeric_metrics({"export_max_abs_diff": result.max_abs_diff})
     log_files(*weight_files(result.path))
     out: dict[str, Any] = {
@@ -122,7 +150,8 @@ def export_and_register(
     }
     if result.format != "onnx":
         return out  # other formats are run artifacts; the registry holds ONNX models
-    out.update(_student_latency(result.path, inputs, config, emit))
+    with progress.phase("latency", emit=emit):
+        out.update(_student_latency(result.path, inputs, config, emit))
     name = config.registered_model_name
     version = register_onnx(
         result.path, name=name, example=inputs[:4].numpy(), tags=_version_tags(summary)
@@ -191,16 +220,19 @@ def print_result(summary: Mapping[str, Any], emit: Callable[[str], None]) -> Non
     emit(
         f"teacher: test_acc={summary['teacher_test_acc']:.4f}  params={summary['teacher_params']:,}"
     )
+    arch = summary.get("best_arch_text") or summary["best_arch"]
     emit(
         f"student: test_acc={summary['student_test_acc']:.4f}  params={summary['student_params']:,}"
-        f"  (trial {summary['best_trial']:03d}, {summary['best_arch']})"
+        f"  ({trial_name(summary['best_trial'])}, {arch})"
     )
     emit(f"compression: {summary['compression_ratio']:.1f}x fewer parameters")
     if "distillation_gain" in summary:
+        seeds = plural(len(summary["scratch_test_acc_runs"]), "seed")
         emit(
-            f"same architecture, {len(summary['scratch_test_acc_runs'])} seeds: distilled "
+            f"same architecture, {seeds} each: distilled "
             f"{summary['distilled_test_acc_mean']:.4f} ± {summary['distilled_test_acc_std']:.4f}, "
             f"from scratch {summary['scratch_test_acc_mean']:.4f} ± "
             f"{summary['scratch_test_acc_std']:.4f} -> distillation gain "
             f"{summary['distillation_gain'] * 100:+.2f} points"
         )
+        emit(f"  ({baseline_setting(summary.get('best_lr'))})")

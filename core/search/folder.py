@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -19,7 +20,14 @@ import yaml
 from kdforge.config import SearchConfig
 from kdforge.errors import ConfigError, SearchError
 
-__all__ = ["STATE_NAME", "SearchState", "new_search_dir", "write_config", "write_summary"]
+__all__ = [
+    "STATE_NAME",
+    "SearchState",
+    "new_search_dir",
+    "remove_if_unstarted",
+    "write_config",
+    "write_summary",
+]
 
 STATE_NAME = "state.json"
 
@@ -87,6 +95,29 @@ def new_search_dir(config: SearchConfig) -> Path:
     except OSError as exc:
         raise ConfigError(f"output_dir: cannot write search folder {folder}: {exc}") from None
     return folder
+
+
+def remove_if_unstarted(search_dir: Path) -> bool:
+    """Remove a search folder that holds nothing but its ``config.yaml``.
+
+    A search that fails before it starts (bad data, a teacher that does not load)
+    leaves no folder behind; the ``output_dir/NAME`` folder goes too when that leaves
+    it empty. A folder with anything else in it is kept (it may be resumed).
+
+    Returns:
+        True when the folder was removed.
+    """
+    folder = Path(search_dir)
+    try:
+        if {p.name for p in folder.iterdir()} - {"config.yaml"}:
+            return False
+        (folder / "config.yaml").unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()  # only succeeds when empty
+    return True
 
 
 def write_config(search_dir: Path, config: SearchConfig) -> Path:

@@ -18,10 +18,11 @@ from typing import Any
 
 from torch import nn
 
+from kdforge import progress
 from kdforge.config import SearchConfig
 from kdforge.data import Inputs
 from kdforge.interfaces import Teacher
-from kdforge.objectives.speedup import measure_speedup
+from kdforge.objectives.speedup import format_speedup, measure_speedup
 from kdforge.report.best_config import write_best_config
 from kdforge.report.leaderboard import TrialRow
 from kdforge.report.plots import make_plots
@@ -40,11 +41,13 @@ def measure_student_speedup(
 ) -> dict[str, float]:
     """Time teacher and student side by side on test rows; log and print the speed-up."""
     inputs = test_x[: min(SPEEDUP_ROWS, len(test_x))]  # a tensor for streamed inputs too
-    speed = measure_speedup(teacher, student, inputs)
+    with progress.phase("speed-up", emit=emit):
+        speed = measure_speedup(teacher, student, inputs)
     log_numeric_metrics(speed)
     emit(
-        f"speed-up: {speed['speedup']:.2f}x (teacher {speed['teacher_batch_ms']:.3f} ms, student "
-        f"{speed['student_batch_ms']:.3f} ms per batch of {int(speed['speedup_batch_size'])})"
+        f"speed-up: {format_speedup(speed)}; median teacher {speed['teacher_batch_ms']:.3f} ms, "
+        f"student {speed['student_batch_ms']:.3f} ms per batch of "
+        f"{int(speed['speedup_batch_size'])}"
     )
     return speed
 

@@ -290,7 +290,7 @@ def _cached(
             logger.warning("damaged teacher cache entry %s (%s): recomputing", entry.folder, exc)
             shutil.rmtree(entry.folder, ignore_errors=True)
     started = time.perf_counter()
-    computed = compute_teacher_outputs(teacher, splits, needs=needs)
+    computed = compute_teacher_outputs(teacher, splits, needs=needs, emit=emit)
     report = _accuracy_report(teacher, splits)
     try:
         entry.write(computed, settings, parts, report)

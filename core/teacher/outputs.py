@@ -8,11 +8,14 @@ when the loss needs them (:class:`~kdforge.interfaces.LossNeeds`).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from kdforge import progress
 from kdforge.batching import concat, iter_batches
 from kdforge.data import DataSplits, Inputs, Split
 from kdforge.errors import PluginError
@@ -69,6 +72,7 @@ def compute_teacher_outputs(
     batch_size: int = 512,
     *,
     needs: LossNeeds | None = None,
+    emit: Callable[[str], None] | None = None,
 ) -> TeacherOutputs:
     """Run the teacher over train(+transfer), val and test in batches.
 
@@ -79,6 +83,7 @@ def compute_teacher_outputs(
         needs: What the loss reads; with ``features`` the training rows' features are
             kept too (``teacher_layers`` of them, or every one the teacher exposes).
             Default: logits only.
+        emit: Where progress lines go (:mod:`kdforge.progress`).
     """
     needs = needs or LossNeeds()
     calls = 0
@@ -97,6 +102,7 @@ def compute_teacher_outputs(
             else:
                 output = teacher.predict(batch)
             calls += 1
+            bar.advance()
             if output.logits is None:
                 if needs.logits:
                     raise PluginError(
@@ -109,8 +115,13 @@ def compute_teacher_outputs(
                 outs.append(output.logits.detach().float().cpu())
         return torch.cat(outs) if outs else torch.empty(0)
 
-    with torch.no_grad():
-        train = run(training_inputs(splits).x, with_features=needs.features)
+    train_x = training_inputs(splits).x
+    batches = sum(math.ceil(len(x) / batch_size) for x in (train_x, splits.val.x, splits.test.x))
+    with (
+        torch.no_grad(),
+        progress.phase("teacher outputs", total=batches, unit="batches", emit=emit) as bar,
+    ):
+        train = run(train_x, with_features=needs.features)
         val = run(splits.val.x)
         test = run(splits.test.x)
     return TeacherOutputs(

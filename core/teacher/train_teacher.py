@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from kdforge import progress
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import PluginRef, TeacherConfig, resolve_tracking_uri
 from kdforge.errors import ConfigError
@@ -30,6 +31,7 @@ from kdforge.tracking.store import (
 )
 from kdforge.training.evaluate import count_parameters, evaluate
 from kdforge.training.trainer import TrainSettings, train_model
+from kdforge.wording import plural
 
 __all__ = ["train_teacher"]
 
@@ -74,19 +76,13 @@ def train_teacher(
     n_params = count_parameters(model)
     emit(
         f"training teacher {config.name!r}: {config.architecture.name} {arch}, "
-        f"{n_params:,} params, {config.training.epochs} epochs on {splits.info.name}"
+        f"{n_params:,} params, {plural(config.training.epochs, 'epoch')} on {splits.info.name}"
     )
     started = time.perf_counter()
-    last_print = [started]
+    bar: list[progress.Bar] = []
 
     def on_epoch(report: Any) -> bool:
-        now = time.perf_counter()
-        if now - last_print[0] > 5 or report.epoch == config.training.epochs:
-            emit(
-                f"  epoch {report.epoch}/{config.training.epochs}  loss={report.train_loss:.4f}  "
-                f"val_acc={report.val_acc:.4f}"
-            )
-            last_print[0] = now
+        bar[0].advance(note=f"loss={report.train_loss:.4f} val_acc={report.val_acc:.4f}")
         return False
 
     settings = TrainSettings(
@@ -96,15 +92,20 @@ def train_teacher(
         weight_decay=config.training.weight_decay,
         seed=config.seed,
     )
-    result = train_model(
-        model,
-        x=splits.train.x,
-        y=splits.train.y,
-        val_x=splits.val.x,
-        val_y=splits.val.y,
-        settings=settings,
-        on_epoch=on_epoch,
-    )
+    # A bar, or off a terminal a line every tenth of the epochs (at regular epochs).
+    with progress.phase(
+        "teacher training", total=config.training.epochs, unit="epochs", emit=emit
+    ) as epochs_bar:
+        bar.append(epochs_bar)
+        result = train_model(
+            model,
+            x=splits.train.x,
+            y=splits.train.y,
+            val_x=splits.val.x,
+            val_y=splits.val.y,
+            settings=settings,
+            on_epoch=on_epoch,
+        )
     test_acc, _ = evaluate(model, splits.test.x, splits.test.y)
     metrics = {
         "val_acc": result.best_val_acc,

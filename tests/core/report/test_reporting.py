@@ -37,7 +37,7 @@ def _rows() -> list[TrialRow]:
 
     return [
         row(0, "finished", 1_000, 0.80),
-        row(1, "finished", 5_000, 0.92),
+        row(1, "finished", 5_000, 0.92, arch_text="mlp 1x[16]"),
         row(2, "stopped", 300, 0.40),
         row(3, "finished", 20_000, 0.91),  # dominated by trial 1
         row(4, "failed", None, None, error="RuntimeError: boom"),
@@ -59,7 +59,12 @@ def search_dir(tmp_path: Path) -> Path:
         "compression_ratio": 20.0,
         "best_trial": 1,
         "speedup": 3.5,
+        "speedup_low": 3.24,
+        "speedup_high": 3.91,
+        "speedup_repeats": 15.0,
         "speedup_batch_size": 256.0,
+        "scratch_test_acc_runs": [0.9, 0.91, 0.914],
+        "best_lr": 0.0031,
         "distillation_gain": 0.012,
         "distilled_test_acc_mean": 0.92,
         "scratch_test_acc_mean": 0.908,
@@ -136,10 +141,16 @@ def test_markdown_report_says_result_and_who_won(search_dir: Path) -> None:
     data = load_report_data(search_dir)
     text = render_markdown(data, make_plots(data.rows, search_dir / "plots", best=data.best))
     assert "# kdforge search `demo`" in text and "abc123" in text
-    assert "compression: 20.0x" in text and "speed-up: 3.50x" in text
+    assert "compression: 20.0x" in text
+    assert "speed-up: 3.5x (3.2-3.9 middle half of 15 repeats" in text
     assert "distillation gain: +1.20 points" in text
+    # The baseline's fair-but-chosen setting is stated where the gain is read.
+    assert "3 seeds each" in text and "from scratch with the chosen trial's lr 0.0031" in text
     assert "@champion -> version 2" in text and "version 2 keeps @champion" in text
-    assert "| * | 001 | finished | 5,000 |" in text  # the chosen trial is starred
+    # The chosen trial is starred; the arch column holds the space's description (kept
+    # in leaderboard.csv), or else a compact rendering of the sampled values.
+    assert "| * | 001 | finished | mlp 1x[16] | 5,000 |" in text
+    assert "| 000 | finished | depth=1 width[8] dropout=0.1 | 1,000 |" in text
     assert "trial 004 failed: RuntimeError: boom" in text
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (search_dir / link).is_file()

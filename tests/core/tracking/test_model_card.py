@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import torch
@@ -20,18 +21,35 @@ class _SlowTeacher:
         return ModelOutput(logits=torch.zeros(len(x), 10))
 
 
-def test_speedup_is_the_ratio_of_median_times() -> None:
-    from kdforge.objectives.speedup import measure_speedup
+class _CountedStudent(torch.nn.Linear):
+    """A tiny student (tens of microseconds per batch) that counts its calls."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x)
+
+
+def test_speedup_is_the_median_of_paired_ratios_with_its_spread() -> None:
+    from kdforge.objectives.speedup import format_speedup, measure_speedup
 
     teacher = _SlowTeacher()
     threads_before = torch.get_num_threads()
-    student = torch.nn.Linear(64, 10)
-    result = measure_speedup(teacher, student, torch.zeros(32, 64), repeats=3)  # type: ignore[arg-type]
-    assert teacher.calls == 1 + 3  # one warm-up, then the timed calls
+    student = _CountedStudent(64, 10)
+    result = measure_speedup(teacher, student, torch.zeros(32, 64), repeats=5, warmup=2)  # type: ignore[arg-type]
+    # Warm-up, one call that sizes the samples, then one call per sample: a 20 ms
+    # teacher fills a sample on its own.
+    assert teacher.calls == 2 + 1 + 5
+    # A sample of the fast student averages many calls, so timer noise does not rule it.
+    assert student.calls > 2 + 1 + 5 * 10
     assert result["teacher_batch_ms"] >= 20.0
-    assert result["speedup"] == result["teacher_batch_ms"] / result["student_batch_ms"]
-    assert result["speedup"] > 1.0 and result["speedup_batch_size"] == 32.0
+    assert result["speedup_low"] <= result["speedup"] <= result["speedup_high"]
+    assert result["speedup"] > 1.0 and result["speedup_repeats"] == 5.0
+    assert result["speedup_batch_size"] == 32.0
     assert torch.get_num_threads() == threads_before  # restored
+    text = format_speedup(result)
+    assert re.fullmatch(r"\d+\.\dx \(\d+\.\d-\d+\.\d, 5 repeats\)", text), text
 
 
 def test_description_names_metrics_compression_speedup_and_gain() -> None:
