@@ -11,6 +11,8 @@ Splitting rules, the same for every built-in file dataset:
 * **Transfer**: rows without a label (an empty target, a ``transfer`` split or folder)
   and ``transfer_fraction`` of the labeled training rows (labels hidden) form the
   unlabeled ``transfer`` split: the student learns the teacher's soft targets there.
+  ``use_transfer: false`` leaves the data's unlabeled rows out (a transfer file is not
+  read at all).
 
 Stratification falls back to a plain seeded split (with a warning) when a class has
 too few rows to appear on both sides.
@@ -87,6 +89,12 @@ class FileDatasetParams(PluginParams):
         lt=1,
         description="Share of the labeled training rows whose labels are hidden (transfer split).",
     )
+    use_transfer: bool = Field(
+        True,
+        description="Use the unlabeled rows the data holds (a transfer file or folder, a "
+        "transfer split, rows without a label) as the transfer split; false leaves them "
+        "out, e.g. a transfer.npz a {split} pattern would pick up.",
+    )
     stratify: bool = Field(True, description="Keep class shares equal across random splits.")
     storage: Literal["auto", "memory", "stream"] = Field(
         "auto",
@@ -103,6 +111,11 @@ class FileDatasetParams(PluginParams):
             raise ValueError(
                 f"val_fraction + test_fraction ({self.val_fraction + self.test_fraction:g}) "
                 "must stay below 0.9 to leave training rows"
+            )
+        if not self.use_transfer and self.transfer_fraction > 0:
+            raise ValueError(
+                f"use_transfer is false but transfer_fraction is {self.transfer_fraction:g}: "
+                "hiding labels makes a transfer split; set one of them"
             )
         return self
 
@@ -122,11 +135,12 @@ def normalize_split_name(raw: str, where: str) -> SplitName:
     return name  # type: ignore[return-value]
 
 
-def expand_split_paths(path: str, where: str) -> dict[str, Path]:
+def expand_split_paths(path: str, where: str, *, use_transfer: bool = True) -> dict[str, Path]:
     """Files for each split when ``path`` holds a ``{split}`` placeholder.
 
     Returns ``{"": path}`` without a placeholder; otherwise the existing files among
-    ``train``/``val``/``test``/``transfer`` (also ``validation``, ``dev``, ...).
+    ``train``/``val``/``test``/``transfer`` (also ``validation``, ``dev``, ...); a
+    transfer file is not even opened when ``use_transfer`` is False.
 
     Raises:
         DataError: a missing file, or a placeholder that matches no train file.
@@ -138,6 +152,8 @@ def expand_split_paths(path: str, where: str) -> dict[str, Path]:
         return {"": file}
     found: dict[str, Path] = {}
     for alias, name in _ALIASES.items():
+        if name == "transfer" and not use_transfer:
+            continue
         candidate = Path(path.replace(_PLACEHOLDER, alias)).expanduser()
         if candidate.exists() and name not in found:
             found[name] = candidate
@@ -307,6 +323,8 @@ def assign_splits(
                 f"{where}: the {name} split is empty",
                 hint="add labeled rows or change val_fraction/test_fraction",
             )
+    if not params.use_transfer:  # the data's unlabeled rows are left out
+        transfer_parts = [np.zeros(0, dtype=np.int64)]
     transfer = np.sort(np.concatenate(transfer_parts)).astype(np.int64)
     return SplitRows(
         train=np.sort(train).astype(np.int64),

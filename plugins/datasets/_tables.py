@@ -60,7 +60,9 @@ def read_table(file: Path, where: str) -> Any:
         raise DataError(f"{where}: cannot read {file}: {exc}") from None
 
 
-def load_frame(path: str, split_column: str | None, where: str) -> tuple[Any, list[str] | None]:
+def load_frame(
+    path: str, split_column: str | None, where: str, *, use_transfer: bool = True
+) -> tuple[Any, list[str] | None]:
     """All rows of ``path`` in one frame, and each row's given split (or None).
 
     Args:
@@ -68,6 +70,7 @@ def load_frame(path: str, split_column: str | None, where: str) -> tuple[Any, li
         split_column: Column naming each row's split (``train``, ``validation``, ...);
             empty cells mean "no split given". Dropped from the frame.
         where: Names the dataset for error messages.
+        use_transfer: False skips a ``{split}`` pattern's transfer file.
 
     Raises:
         DataError: both a ``{split}`` pattern and a ``split_column``, an unknown split
@@ -75,7 +78,7 @@ def load_frame(path: str, split_column: str | None, where: str) -> tuple[Any, li
     """
     import pandas as pd
 
-    files = expand_split_paths(path, f"{where}: path")
+    files = expand_split_paths(path, f"{where}: path", use_transfer=use_transfer)
     frames, given = [], []
     for split, file in files.items():
         frame = read_table(file, where)

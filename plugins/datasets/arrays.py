@@ -167,8 +167,13 @@ class Arrays(DatasetPlugin):
         params: ArraysParams, where: str
     ) -> list[tuple[str, np.ndarray, np.ndarray | None, str]]:
         """``(key, inputs, labels or None, given split or "")`` per source file/member."""
-        files = expand_split_paths(params.path, f"{where}: path")
-        label_files = expand_split_paths(params.labels, f"{where}: labels") if params.labels else {}
+        keep = params.use_transfer
+        files = expand_split_paths(params.path, f"{where}: path", use_transfer=keep)
+        label_files = (
+            expand_split_paths(params.labels, f"{where}: labels", use_transfer=keep)
+            if params.labels
+            else {}
+        )
         out = []
         for split, file in files.items():
             if file.suffix == ".npz":

@@ -11,7 +11,7 @@ import torch
 from kdforge.cli import main
 from kdforge.config import SearchConfig
 from kdforge.data import DataInfo, DataSplits, Split
-from kdforge.errors import ConfigError, DataError, PluginError, TrackingError
+from kdforge.errors import ConfigError, DataError, KDForgeError, PluginError, TrackingError
 from kdforge.interfaces import ModelOutput, Teacher
 from kdforge.search.checks import check_data_against_teacher
 from kdforge.search.driver import run_search
@@ -196,3 +196,23 @@ def _with_func(parser, func):
         for sub in action.choices.values():
             sub.set_defaults(func=func)
     return parser
+
+
+def test_a_search_that_fails_before_it_starts_leaves_no_folder(tmp_path: Path) -> None:
+    from kdforge.search.folder import remove_if_unstarted
+
+    broken = tmp_path / "teacher.pt"
+    broken.write_bytes(b"not a checkpoint")
+    config = _config(tmp_path)  # its teacher is tmp_path/teacher.pt: not a checkpoint
+    with pytest.raises(KDForgeError):
+        run_search(config, emit=lambda _: None)
+    runs = Path(config.output_dir)
+    assert not runs.exists() or list(runs.rglob("*")) == []  # not even NAME/TIMESTAMP/
+    # A folder that holds more than its config (a started search) is kept for resume.
+    started = tmp_path / "kept" / "20260101-000000"
+    started.mkdir(parents=True)
+    (started / "config.yaml").write_text("name: kept\n")
+    (started / "state.json").write_text("{}")
+    assert not remove_if_unstarted(started) and (started / "config.yaml").exists()
+    (started / "state.json").unlink()
+    assert remove_if_unstarted(started) and not started.parent.exists()

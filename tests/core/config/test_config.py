@@ -78,6 +78,18 @@ def test_grace_period_cannot_exceed_epochs() -> None:
         validate_config(_with(search__epochs=2, search__grace_period=5), SearchConfig)
 
 
+@pytest.mark.parametrize(
+    ("epochs", "grace"), [(1, 1), (2, 1), (4, 1), (8, 2), (12, 3), (30, 3), (200, 3)]
+)
+def test_default_grace_period_follows_the_epochs(epochs: int, grace: int) -> None:
+    # A quick smoke run (epochs: 2) must work with the defaults.
+    config = validate_config(_with(search__epochs=epochs), SearchConfig)
+    assert config.search.grace_period is None
+    assert config.search.grace_epochs == grace <= epochs
+    explicit = validate_config(_with(search__epochs=epochs, search__grace_period=1), SearchConfig)
+    assert explicit.search.grace_epochs == 1
+
+
 def test_load_from_file_with_overrides(tmp_path: Path) -> None:
     import yaml
 
