@@ -52,8 +52,8 @@ def test_tabular_transfer_file_and_unlabeled_rows_are_left_out(tmp_path: Path) -
     pd.concat([frame.iloc[:70], frame.iloc[110:]]).to_csv(tmp_path / "train.csv", index=False)
     frame.iloc[70:100].to_csv(tmp_path / "test.csv", index=False)
     frame.iloc[100:110].drop(columns="species").to_csv(tmp_path / "transfer.csv", index=False)
-    params = Tabular.Params(path=str(tmp_path / "{split}.csv"), target="species", use_transfer=False)
-    splits = Tabular(params).load(0)
+    pattern = str(tmp_path / "{split}.csv")
+    splits = Tabular(Tabular.Params(path=pattern, target="species", use_transfer=False)).load(0)
     assert splits.transfer is None
     assert len(splits.train) + len(splits.val) == 70 and len(splits.test) == 30
 
