@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,43 @@ def test_champion_onnx_matches_pytorch_student(finished_search) -> None:
     out = pyfunc.predict(x)
     got_pyfunc = out["logits"] if isinstance(out, dict) else np.asarray(out)
     np.testing.assert_allclose(got_pyfunc, expected, atol=1e-4)
+
+
+def test_output_names_trials_alike_and_reads_as_english(finished_search) -> None:
+    """Progress lines, leaderboard, result block and MLflow runs say ``trial 013`` alike."""
+    from mlflow.tracking import MlflowClient
+
+    result, config, tmp_path, lines = finished_search
+    printed = "\n".join(lines)
+    numbers = {f"{row.number:03d}" for row in result.rows}
+    progress = re.findall(r"^\[\s*\d+/3\] trial (\S+) ", printed, flags=re.M)
+    assert sorted(progress) == sorted(numbers)  # creation numbers, not Ray's hex ids
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    children = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id
+    ]
+    assert {r.info.run_name for r in children} == {f"trial {n}" for n in numbers}
+    # The leaderboard has an arch column: the space's own short description.
+    header = next(line for line in lines if re.match(r"\s*trial\s+status\s+arch\s", line))
+    assert header
+    for row in result.rows:
+        assert re.fullmatch(r"mlp \d+x\[\d+(,\d+)*\]", row.arch_text), row.arch_text
+        assert row.arch_text in printed
+    best = result.best
+    assert best is not None
+    assert f"(trial {best.number:03d}, {best.arch_text})" in printed  # the result block
+    # One seed is "1 seed", and the baseline's shared learning rate is stated.
+    assert "with 1 seed, distilled" in printed and "1 seeds" not in printed
+    assert "from scratch with the chosen trial's lr" in printed
+    assert "searching 3 students" in printed
+    # One objective: no Pareto table.
+    assert "Pareto front" not in printed
+    # The speed-up comes with its spread.
+    assert re.search(r"speed-up: \d+\.\dx \(\d+\.\d-\d+\.\d, 15 repeats\)", printed)
+    summary = json.loads((result.search_dir / "summary.json").read_text())
+    assert summary["speedup_low"] <= summary["speedup"] <= summary["speedup_high"]
+    report = (result.search_dir / "report.md").read_text()
+    assert "from scratch with the chosen trial's lr" in report and "| arch |" in report
