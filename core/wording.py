@@ -20,7 +20,13 @@ from typing import Any
 __all__ = ["compact_params", "plural", "short_number", "trial_name"]
 
 # English plurals that do not just add "s".
-_IRREGULAR = {"child": "children", "index": "indices", "matrix": "matrices", "is": "are"}
+_IRREGULAR = {
+    "batch": "batches",
+    "child": "children",
+    "index": "indices",
+    "is": "are",
+    "matrix": "matrices",
+}
 
 
 def plural(count: float, word: str, many: str | None = None) -> str:
@@ -30,7 +36,7 @@ def plural(count: float, word: str, many: str | None = None) -> str:
         count: The number (ints get thousands separators: ``1,412 rows``).
         word: The singular (``"student"``).
         many: The plural when it is irregular (default: ``word + "s"``, ``"es"`` after
-            s/x/ch/sh, and a few known irregular words).
+            s/x/sh, and a few known irregular words).
 
     Returns:
         E.g. ``"1 student"``, ``"0 students"``, ``"2 classes"``.
@@ -41,7 +47,8 @@ def plural(count: float, word: str, many: str | None = None) -> str:
     if many is None:
         many = _IRREGULAR.get(word)
     if many is None:
-        many = word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+        # Not "ch": epoch -> epochs (batch -> batches is listed above).
+        many = word + ("es" if word.endswith(("s", "x", "sh")) else "s")
     return f"{number} {many}"
 
 
