@@ -22,9 +22,10 @@ Where the output goes is decided once per phase, by :func:`mode`:
 * ``plain``: output that is not a terminal (a file, a pipe, CI, a test) gets plain
   lines instead, on the phase's ``emit`` (``print`` by default, so stdout like every
   other kdforge line): one when each tenth of ``total`` is done (so at regular steps,
-  with elapsed time and estimate) and one when the phase ends, if it took a second or
-  more. A phase whose progress is already printed line by line (the search prints one
-  line per trial) passes ``plain=False`` and prints nothing extra.
+  with elapsed time and estimate) and one when the phase ends, once the phase has run
+  :data:`PLAIN_AFTER_S` seconds (a quick phase prints nothing). A phase whose progress
+  is already printed line by line (the search prints one line per trial) or whose
+  result line follows at once passes ``plain=False`` and prints nothing extra.
 * ``off``: nothing (``kdforge --quiet``, or :func:`configure` ``quiet=True``).
 
 The environment variable ``KDFORGE_PROGRESS`` (``rich``, ``plain`` or ``off``) forces
@@ -55,9 +56,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
-__all__ = ["Bar", "Mode", "configure", "format_seconds", "mode", "phase"]
+__all__ = ["PLAIN_AFTER_S", "Bar", "Mode", "configure", "format_seconds", "mode", "phase"]
 
 Mode = Literal["rich", "plain", "off"]
+
+#: Plain lines start once a phase has run this long: a quick phase prints nothing.
+PLAIN_AFTER_S = 2.0
 _MODES = ("rich", "plain", "off")
 
 _settings: dict[str, object] = {"mode": None, "console": None}
@@ -173,7 +177,8 @@ class Bar:
             every = max(1, math.ceil(self.total / 10))
             if self.done >= self._next_line and self.done < self.total:
                 self._next_line = (self.done // every + 1) * every
-                self._say(self._plain_line())
+                if self.elapsed >= PLAIN_AFTER_S:
+                    self._say(self._plain_line())
 
     def set_note(self, note: str) -> None:
         """Replace the note without counting a step."""
@@ -191,7 +196,7 @@ class Bar:
         return text + (f"  {self.note}" if self.note else "")
 
     def _finish(self) -> None:
-        if self._show == "plain" and self._plain and self.elapsed >= 1.0:
+        if self._show == "plain" and self._plain and self.elapsed >= PLAIN_AFTER_S:
             done = f" ({self.done}/{self.total} {self._unit})".replace(" )", ")")
             counted = done if self.total else ""
             note = f"  {self.note}" if self.note else ""

@@ -206,7 +206,8 @@ def _student_latency(
     }
     log_numeric_metrics(values)
     emit(
-        f"latency (onnxruntime CPU, {settings.threads} thread(s), median of {settings.repeats}): "
+        f"latency (onnxruntime CPU, {plural(settings.threads, 'thread')}, median of "
+        f"{settings.repeats}): "
         f"{result.latency_ms:.3f} ms at batch 1, {result.latency_batch_ms:.3f} ms at batch "
         f"{settings.batch_size}"
     )

@@ -41,7 +41,7 @@ def measure_student_speedup(
 ) -> dict[str, float]:
     """Time teacher and student side by side on test rows; log and print the speed-up."""
     inputs = test_x[: min(SPEEDUP_ROWS, len(test_x))]  # a tensor for streamed inputs too
-    with progress.phase("speed-up", emit=emit):
+    with progress.phase("speed-up", emit=emit, plain=False):  # its result line follows
         speed = measure_speedup(teacher, student, inputs)
     log_numeric_metrics(speed)
     emit(
