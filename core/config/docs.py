@@ -7,6 +7,7 @@ every key stays documented.
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from typing import Any, Literal
@@ -77,7 +78,7 @@ def _section(model: type[BaseModel], prefix: str, out: list[str], seen: set[str]
     for key, sub in nested:
         out.append(f"### `{key}`")
         out.append("")
-        out.append((sub.__doc__ or "").strip())
+        out.append(inspect.cleandoc(sub.__doc__ or ""))
         out.append("")
         _section(sub, f"{key}.", out, seen)
 
