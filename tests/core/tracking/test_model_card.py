@@ -48,8 +48,28 @@ def test_speedup_is_the_median_of_paired_ratios_with_its_spread() -> None:
     assert result["speedup"] > 1.0 and result["speedup_repeats"] == 5.0
     assert result["speedup_batch_size"] == 32.0
     assert torch.get_num_threads() == threads_before  # restored
+    assert result["speedup_cpu_time"] == 0.0  # a teacher that waits is timed on the wall clock
     text = format_speedup(result)
     assert re.fullmatch(r"\d+\.\dx \(\d+\.\d-\d+\.\d, 5 repeats\)", text), text
+
+
+class _BusyTeacher:
+    """A stand-in teacher that computes on the CPU (a wide matrix product)."""
+
+    weight = torch.randn(64, 2048)
+
+    def predict(self, x: torch.Tensor) -> ModelOutput:
+        return ModelOutput(logits=(x @ self.weight)[:, :10])
+
+
+def test_speedup_of_cpu_bound_models_is_timed_in_cpu_time() -> None:
+    from kdforge.objectives.speedup import measure_speedup
+
+    x = torch.randn(256, 64)
+    result = measure_speedup(_BusyTeacher(), torch.nn.Linear(64, 10), x, repeats=3)  # type: ignore[arg-type]
+    # The time other processes hold the cores does not count against either model.
+    assert result["speedup_cpu_time"] == 1.0
+    assert result["speedup"] > 1.0 and result["teacher_batch_ms"] > result["student_batch_ms"]
 
 
 def test_description_names_metrics_compression_speedup_and_gain() -> None:
