@@ -28,6 +28,17 @@ def _num(value: Any, pattern: str = "{:.4f}") -> str:
     return pattern.format(value)
 
 
+def _speedup_spread(summary: dict[str, Any]) -> str:
+    """``, middle half 3.4-3.9 of 15`` when the summary has the spread (newer searches)."""
+    if "speedup_low" not in summary or "speedup_high" not in summary:
+        return ""
+    return (
+        f", middle half {_num(summary['speedup_low'], '{:.1f}')}-"
+        f"{_num(summary['speedup_high'], '{:.1f}')} of "
+        f"{_num(summary.get('speedup_repeats'), '{:.0f}')}"
+    )
+
+
 def model_description(summary: dict[str, Any]) -> str:
     """A Markdown description of the student a search registered.
 
@@ -61,8 +72,9 @@ def model_description(summary: dict[str, Any]) -> str:
     )
     if "speedup" in summary:
         lines.append(
-            f"- speed-up: {_num(summary.get('speedup'), '{:.2f}')}x (same batch in PyTorch: "
-            "the teacher's predict against the student on the CPU, median of repeated calls)"
+            f"- speed-up: {_num(summary.get('speedup'), '{:.1f}')}x (same batch in PyTorch: "
+            "the teacher's predict against the student on the CPU, median of repeated "
+            f"paired timings{_speedup_spread(summary)})"
         )
     if "student_latency_ms" in summary:
         lines.append(

@@ -87,6 +87,9 @@ def test_description_names_metrics_compression_speedup_and_gain() -> None:
         "student_params": 1_234,
         "compression_ratio": 40.52,
         "speedup": 3.21,
+        "speedup_low": 3.05,
+        "speedup_high": 3.46,
+        "speedup_repeats": 15.0,
         "teacher_batch_ms": 2.0,
         "student_batch_ms": 0.623,
         "speedup_batch_size": 256.0,
@@ -101,7 +104,8 @@ def test_description_names_metrics_compression_speedup_and_gain() -> None:
     assert "teacher `checkpoint`" in text and "dataset `digits`" in text and "trial 007" in text
     assert "| test accuracy | 0.9667 | 0.9528 |" in text
     assert "| parameters | 50,000 | 1,234 |" in text
-    assert "compression: 40.5x" in text and "speed-up: 3.21x" in text
+    assert "compression: 40.5x" in text and "speed-up: 3.2x" in text
+    assert "middle half 3.0-3.5 of 15" in text
     assert "distillation gain: +1.25 points" in text and "2 seeds" in text
     assert "run42" in text
 
