@@ -63,7 +63,7 @@ def test_sigkill_then_resume_keeps_finished_trials(
     deadline = time.monotonic() + 300
     assert driver.stdout is not None
     for line in driver.stdout:
-        match = re.search(r"\] trial (\w+) finished", line)
+        match = re.search(r"\] trial (\d{3}) finished", line)  # creation number
         if match:
             finished.append(match.group(1))
         if len(finished) >= 2 or time.monotonic() > deadline:
@@ -92,10 +92,10 @@ def test_sigkill_then_resume_keeps_finished_trials(
         r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary["parent_run_id"]
     ]
     assert len(children) == TRIALS
-    by_trial = {r.data.tags["kdforge.trial_id"]: r for r in children}
-    for trial_id in finished:
-        history = client.get_metric_history(by_trial[trial_id].info.run_id, "val_acc")
+    by_trial = {int(r.data.tags["kdforge.trial_number"]): r for r in children}
+    for number in finished:
+        history = client.get_metric_history(by_trial[int(number)].info.run_id, "val_acc")
         steps = [m.step for m in history]
-        assert steps == list(range(1, EPOCHS + 1)), f"trial {trial_id} was re-run: {steps}"
+        assert steps == list(range(1, EPOCHS + 1)), f"trial {number} was re-run: {steps}"
     version = client.get_model_version_by_alias("resumable-student", "champion")
     assert str(version.version) == "1"
