@@ -30,7 +30,8 @@ Where the output goes is decided once per phase, by :func:`mode`:
 
 The environment variable ``KDFORGE_PROGRESS`` (``rich``, ``plain`` or ``off``) forces
 a mode; :func:`configure` sets it (and the console) for this process. Phases may nest:
-the inner one adds a second bar under the outer one.
+the inner one adds a second bar under the outer one. A phase quicker than
+:data:`PLAIN_AFTER_S` leaves no bar behind once it ends.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from typing import Literal
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
@@ -122,6 +122,15 @@ class _Estimate(ProgressColumn):
             return Text("")
         left = task.elapsed / task.completed * (task.total - task.completed)
         return Text(f"~{format_seconds(left)} left", style="progress.remaining")
+
+
+class _Count(ProgressColumn):
+    """``done/total``; nothing for a phase without steps."""
+
+    def render(self, task: Task) -> Text:
+        if not task.fields.get("counted"):
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total or 0)}", style="progress.download")
 
 
 class Bar:
@@ -208,7 +217,7 @@ def _new_progress() -> Progress:
         SpinnerColumn(finished_text="[green]✓"),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        _Count(),
         TimeElapsedColumn(),
         _Estimate(),
         TextColumn("{task.fields[note]}"),
@@ -249,15 +258,19 @@ def phase(
         progress.start()
         _live["progress"] = progress
     _live["depth"] = int(_live["depth"]) + 1  # type: ignore[call-overload]
-    bar._task = progress.add_task(name, total=total, note="")
+    bar._task = progress.add_task(name, total=total, note="", counted=total is not None)
     try:
         yield bar
     finally:
         task = bar._task
+        quick = bar.elapsed < PLAIN_AFTER_S
         if total is None:  # an open-ended phase ends full, not as an empty bar
             progress.update(task, total=1, completed=1)
         progress.stop_task(task)
         _live["depth"] = int(_live["depth"]) - 1  # type: ignore[call-overload]
+        if quick and outer is not None:
+            progress.remove_task(task)  # a quick inner phase leaves no bar behind
         if outer is None:
+            progress.live.transient = quick  # nor does a quick outer one
             progress.stop()
             _live["progress"] = None

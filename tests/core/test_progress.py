@@ -54,7 +54,8 @@ def test_plain_phase_without_steps_says_only_how_long_it_took(monkeypatch) -> No
     assert len(lines) == 1
 
 
-def test_terminal_gets_a_rich_bar_with_count_elapsed_and_estimate() -> None:
+def test_terminal_gets_a_rich_bar_with_count_elapsed_and_estimate(monkeypatch) -> None:
+    monkeypatch.setattr(progress, "PLAIN_AFTER_S", 0.0)  # no phase counts as quick
     out = io.StringIO()
     progress.configure(console=Console(file=out, force_terminal=True, width=120))
     assert progress.mode() == "rich"
