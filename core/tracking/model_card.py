@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from kdforge.wording import plural
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
@@ -85,9 +87,10 @@ def model_description(summary: dict[str, Any]) -> str:
         seeds = len(summary.get("scratch_test_acc_runs") or [])
         lines.append(
             f"- distillation gain: {_num(summary['distillation_gain'] * 100, '{:+.2f}')} points of "
-            f"test accuracy (same architecture, {seeds} seeds: distilled "
+            f"test accuracy (same architecture, {plural(seeds, 'seed')} each: distilled "
             f"{_num(summary.get('distilled_test_acc_mean'))} vs from scratch "
-            f"{_num(summary.get('scratch_test_acc_mean'))})"
+            f"{_num(summary.get('scratch_test_acc_mean'))}, both with the chosen trial's "
+            f"lr {_num(summary.get('best_lr'), '{:.3g}')})"
         )
     lines.append(f"- architecture: `{summary.get('best_arch', {})}`")
     lines.append(

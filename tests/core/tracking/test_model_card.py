@@ -98,6 +98,7 @@ def test_description_names_metrics_compression_speedup_and_gain() -> None:
         "distilled_test_acc_mean": 0.9528,
         "scratch_test_acc_mean": 0.9403,
         "best_arch": {"depth": 1, "width_0": 16},
+        "best_lr": 0.0042,
         "parent_run_id": "run42",
     }
     text = model_description(summary)
@@ -106,7 +107,8 @@ def test_description_names_metrics_compression_speedup_and_gain() -> None:
     assert "| parameters | 50,000 | 1,234 |" in text
     assert "compression: 40.5x" in text and "speed-up: 3.2x" in text
     assert "middle half 3.0-3.5 of 15" in text
-    assert "distillation gain: +1.25 points" in text and "2 seeds" in text
+    assert "distillation gain: +1.25 points" in text and "2 seeds each" in text
+    assert "both with the chosen trial's lr 0.0042" in text
     assert "run42" in text
 
 
