@@ -28,6 +28,7 @@ from kdforge.search.callbacks import (
     ProgressPrinter,
     trial_status,
 )
+from kdforge.search.interrupt import SearchInterrupted, TrialsInterrupt
 from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
 from kdforge.search.trial import TrialPayload, run_trial, split_config
 from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
@@ -63,6 +64,8 @@ def run_trials(
     Raises:
         SearchError: the failure budget (``search.max_failures``) was spent.
         TrackingError: the tracking server went away (every result is kept locally).
+        SearchInterrupted: Ctrl-C stopped the trials (their runs are closed as KILLED;
+            ``kdforge resume`` continues the search).
     """
     settings = config.search
     known_runs, known_numbers = (
@@ -113,8 +116,13 @@ def run_trials(
             ),
         )
     started = time.perf_counter()
-    grid = tuner.fit()
+    with TrialsInterrupt() as interrupt:
+        grid = tuner.fit()
     writer.flush()  # the last epochs' metrics, queued by the trial logger
+    if interrupt.seen:
+        logger.kill_open_runs()
+        emit(f"search interrupted after {time.perf_counter() - started:.1f}s")
+        raise SearchInterrupted(search_dir)
     emit(f"search finished in {time.perf_counter() - started:.1f}s")
     rows = rows_from_results(grid, logger.trial_numbers, settings.epochs)
     run_ids = logger.run_ids()
