@@ -9,6 +9,7 @@ and turns Tune's results into leaderboard rows.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -119,12 +120,17 @@ def run_trials(
     with TrialsInterrupt() as interrupt:
         grid = tuner.fit()
     writer.flush()  # the last epochs' metrics, queued by the trial logger
+    rows = [] if interrupt.seen else rows_from_results(grid, logger.trial_numbers, settings.epochs)
+    # Tune's objects hold object-store references and sit in reference cycles; freed by
+    # a later garbage collection, after the search has shut its Ray down (or in the next
+    # search's Ray, in a notebook), they would make Ray end the process.
+    del tuner, grid, trainable
+    gc.collect()
     if interrupt.seen:
         logger.kill_open_runs()
         emit(f"search interrupted after {time.perf_counter() - started:.1f}s")
         raise SearchInterrupted(search_dir)
     emit(f"search finished in {time.perf_counter() - started:.1f}s")
-    rows = rows_from_results(grid, logger.trial_numbers, settings.epochs)
     run_ids = logger.run_ids()
     for row in rows:
         row.run_id = run_ids.get(row.trial_id, "")
