@@ -11,5 +11,6 @@ from __future__ import annotations
 from kdforge.api.distill import distill, resume, run_config
 from kdforge.api.result import DistillResult
 from kdforge.api.student import load_student
+from kdforge.search.interrupt import SearchInterrupted
 
-__all__ = ["DistillResult", "distill", "load_student", "resume", "run_config"]
+__all__ = ["DistillResult", "SearchInterrupted", "distill", "load_student", "resume", "run_config"]
