@@ -147,6 +147,39 @@ class InMemoryTeacher(Teacher):
         """The module itself (None for a plain callable)."""
         return self._model if isinstance(self._model, torch.nn.Module) else None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Refuse, with what to do, a teacher the trials could not receive.
+
+        Only an online teacher (randomly augmented training inputs) travels to the
+        trials; a model on a GPU, or one pickle cannot serialise (a lambda, a closure),
+        would fail there or in Ray's object store with an obscure error.
+        """
+        model = getattr(self, "_model", None)
+        if isinstance(model, torch.nn.Module) and any(
+            t.device.type != "cpu" for t in [*model.parameters(), *model.buffers()]
+        ):
+            raise PluginError(
+                f"{_WHERE}: the teacher must run in the trials (augmented training inputs), "
+                "but its weights are on a GPU held by this process",
+                hint="move it to the CPU first (teacher.cpu()); the trials put it on their "
+                "own device",
+            )
+        # Ray's own cloudpickle (imported here: only an online teacher is ever shipped) is
+        # what the object store uses; it takes lambdas and closures, not locks or files.
+        from ray import cloudpickle
+
+        try:
+            cloudpickle.dumps(model)
+        except Exception as exc:
+            raise PluginError(
+                f"{_WHERE}: the teacher must run in the trials (augmented training inputs), "
+                f"but it cannot be sent to them: {type(exc).__name__}: {exc}",
+                hint="drop what cannot be copied to another process (open files, locks, "
+                "threads) from the model, save it as TorchScript for the checkpoint teacher, "
+                "or turn augmentation off",
+            ) from None
+        return dict(self.__dict__)
+
 
 def _device_of(model: Any) -> torch.device:
     if isinstance(model, torch.nn.Module):

@@ -160,3 +160,82 @@ def test_importing_kdforge_does_not_import_the_api_or_ray() -> None:
 def test_load_student_names_a_folder_without_one(tmp_path) -> None:
     with pytest.raises(kdforge.CheckpointError, match="no student checkpoint"):
         kdforge.load_student(tmp_path)
+
+
+def test_a_teacher_the_trials_could_not_receive_is_refused_with_a_hint() -> None:
+    """Only an online teacher (augmented inputs) travels, through Ray's cloudpickle."""
+    import threading
+
+    from ray import cloudpickle
+
+    from kdforge.errors import PluginError
+
+    cls = kdforge.get_registry().get("teacher", "in_memory").cls
+    scale = 2.0
+    closure = instantiate(
+        "teacher", PluginRef(name="in_memory", params={"key": cls.hold(lambda b: b * scale)}), "t"
+    )
+    closure.load()
+    assert cloudpickle.loads(cloudpickle.dumps(closure)).predict(torch.ones(1, 3)).logits.sum() == 6
+
+    class Locked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lock = threading.Lock()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    locked = instantiate(
+        "teacher", PluginRef(name="in_memory", params={"key": cls.hold(Locked())}), "t"
+    )
+    locked.load()
+    with pytest.raises(PluginError, match="cannot be sent to them") as info:
+        cloudpickle.dumps(locked)
+    assert "TorchScript" in (info.value.hint or "")
+
+
+def test_hf_model_objects_are_called_with_a_mask_and_read_for_logits() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=3,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval()
+    cls = kdforge.get_registry().get("teacher", "in_memory").cls
+    teacher = instantiate(
+        "teacher", PluginRef(name="in_memory", params={"key": cls.hold(model)}), "t"
+    )
+    teacher.load()
+    ids = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 0, 0, 0]])
+    logits = teacher.predict(ids).logits
+    expected = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    assert torch.allclose(logits, expected) and teacher.expected_num_classes() == 3
+
+
+def test_resume_refuses_objects_the_search_did_not_use(tmp_path) -> None:
+    from kdforge.config import SearchConfig
+
+    x, y = _rows()
+    cls = kdforge.get_registry().get("teacher", "in_memory").cls
+    used = nn.Linear(4, 3)
+    config = SearchConfig.model_validate(
+        {
+            "name": "r",
+            "dataset": {"name": "in_memory", "params": {"key": _hold((x, y))}},
+            "teacher": {"name": "in_memory", "params": {"key": cls.hold(used)}},
+            "student": {"name": "mlp"},
+        }
+    )
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    with pytest.raises(ConfigError, match="the teacher given is not the one the search used"):
+        kdforge.resume(tmp_path, teacher=nn.Linear(4, 3), data=(x, y))
+    with pytest.raises(ConfigError, match="the data given is not the one the search used"):
+        kdforge.resume(tmp_path, teacher=used, data=(x, (y + 1) % 3))
