@@ -176,3 +176,37 @@ def test_the_cli_and_the_api_run_the_same_trials(
         by_cli[columns].reset_index(drop=True), by_api[columns].reset_index(drop=True)
     )
     assert PluginRef(name="checkpoint", params=teacher["params"]) == result.config.teacher
+
+
+def test_the_data_reaches_the_trials_once_through_the_object_store(
+    ray_session, tmp_path: Path
+) -> None:
+    """The trial payload (data + teacher outputs) is serialised once for all trials."""
+    import dataclasses
+
+    from ray.util import deregister_serializer, register_serializer
+
+    from kdforge.search.trial import TrialPayload
+
+    serialised: list[int] = []
+
+    def serialize(payload: TrialPayload) -> dict[str, Any]:
+        serialised.append(len(payload.train_x))
+        return {f.name: getattr(payload, f.name) for f in dataclasses.fields(payload)}
+
+    def deserialize(state: dict[str, Any]) -> TrialPayload:
+        return TrialPayload(**state)
+
+    x, y = digits()
+    teacher = train_teacher(x, y)
+    settings = tiny(tmp_path, progress=False)
+    settings["search"] = {**settings["search"], "num_trials": 3}
+    register_serializer(TrialPayload, serializer=serialize, deserializer=deserialize)
+    try:
+        result = kdforge.distill(teacher, (x, y), **settings)
+    finally:
+        deregister_serializer(TrialPayload)
+    assert len(result.leaderboard) == 3
+    # One serialisation (the ray.put of tune.with_parameters) for 3 trials, of the
+    # training rows the split kept.
+    assert len(serialised) == 1 and 0 < serialised[0] < len(x)
