@@ -138,8 +138,10 @@ class MlflowTrialLogger(Callback):
         self._closed.add(key)
 
     def kill_open_runs(self) -> None:
-        """Close the runs of trials an interrupt stopped as KILLED (``kdforge resume``
-        re-runs those trials and continues their runs)."""
+        """End as KILLED the runs of the trials an interrupt stopped.
+
+        ``kdforge resume`` runs those trials again and continues their runs.
+        """
         for key in self.writer.run_ids:
             if key not in self._closed:
                 self.writer.set_tag(key, "kdforge.status", "interrupted")
