@@ -84,7 +84,7 @@ def _teacher_files(
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "save_pretrained") and hasattr(model, "config"):
         target = folder / "teacher-hf"
-        model.save_pretrained(str(target), safe_serialization=True)
+        model.save_pretrained(str(target))  # safetensors: no pickle
         return {"name": "huggingface", "params": {"path": str(target)}}, None
     if splits is None:
         return placeholder, (

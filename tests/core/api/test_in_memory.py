@@ -239,3 +239,39 @@ def test_resume_refuses_objects_the_search_did_not_use(tmp_path) -> None:
         kdforge.resume(tmp_path, teacher=nn.Linear(4, 3), data=(x, y))
     with pytest.raises(ConfigError, match="the data given is not the one the search used"):
         kdforge.resume(tmp_path, teacher=used, data=(x, (y + 1) % 3))
+
+
+def test_to_config_saves_a_hf_model_for_the_huggingface_teacher(tmp_path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from kdforge.api.replay import replay_config
+    from kdforge.config import SearchConfig
+
+    config = transformers.BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config).eval()
+    ids = torch.randint(1, 40, (40, 6))
+    labels = torch.arange(40) % 2
+    cls = kdforge.get_registry().get("teacher", "in_memory").cls
+    search = SearchConfig.model_validate(
+        {
+            "name": "hf",
+            "dataset": {"name": "in_memory", "params": {"key": _hold((ids, labels))}},
+            "teacher": {"name": "in_memory", "params": {"key": cls.hold(model)}},
+            "student": {"name": "transformer"},
+        }
+    )
+    replay = yaml.safe_load(replay_config(search, tmp_path))
+    assert replay["teacher"]["name"] == "huggingface"
+    saved = instantiate("teacher", PluginRef(**replay["teacher"]), "teacher")
+    saved.load()
+    assert torch.allclose(saved.predict(ids[:4]).logits, model(input_ids=ids[:4]).logits, atol=1e-5)
+    assert not list(tmp_path.rglob("*.bin"))  # safetensors, nothing to unpickle
