@@ -10,9 +10,17 @@ importable from ``kdforge`` itself (``from kdforge import DatasetPlugin, apply_s
 The face modules ``kdforge.errors``, ``kdforge.data``, ``kdforge.interfaces``,
 ``kdforge.hookspecs``, ``kdforge.features``, ``kdforge.batching``, ``kdforge.checkpoint``
 and ``kdforge.testing`` may be imported directly too; everything else is internal.
+
+The Python API (``kdforge.distill``, ``kdforge.resume``, ``kdforge.load_student``,
+``kdforge.DistillResult``) drives a search, so it sits above the search in the layers
+(``kdforge.api``): it is imported on first use by the module ``__getattr__`` below, so
+plugins, which import this face, never load Ray, Optuna or MLflow through it.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from kdforge._moved import install_moved_module_finder
 from kdforge._version import __version__
@@ -66,6 +74,19 @@ from kdforge.plugin_host.resolve import build_checkpoint_model, instantiate, val
 
 install_moved_module_finder()
 
+#: Names of the Python API, loaded from ``kdforge.api`` when first read.
+_API_NAMES = ("DistillResult", "distill", "load_student", "resume")
+
+
+def __getattr__(name: str) -> Any:
+    """``kdforge.distill`` and the rest of the Python API, imported on first use."""
+    if name in _API_NAMES:
+        value = getattr(importlib.import_module("kdforge.api"), name)
+        globals()[name] = value  # later reads skip this hook
+        return value
+    raise AttributeError(f"module 'kdforge' has no attribute {name!r}")
+
+
 __all__ = [
     "UNLABELED",
     "CheckpointError",
@@ -74,6 +95,7 @@ __all__ = [
     "DataInfo",
     "DataSplits",
     "DatasetPlugin",
+    "DistillResult",
     "ExportError",
     "ExportResult",
     "Exporter",
@@ -104,6 +126,7 @@ __all__ = [
     "build_checkpoint_model",
     "checkpoint_info",
     "concat",
+    "distill",
     "get_registry",
     "hookimpl",
     "hookspec",
@@ -112,11 +135,13 @@ __all__ = [
     "iter_batches",
     "load_checkpoint",
     "load_search_config",
+    "load_student",
     "load_teacher_config",
     "match_layers",
     "model_feature_names",
     "reset_registry",
     "resolve_tracking_uri",
+    "resume",
     "save_checkpoint",
     "validate_params",
 ]

@@ -1,4 +1,8 @@
-"""``kdforge search CONFIG`` and ``kdforge resume SEARCH_DIR``."""
+"""``kdforge search CONFIG`` and ``kdforge resume SEARCH_DIR``.
+
+Thin layers over the Python API (:mod:`kdforge.api`): the command reads the YAML and
+its overrides, then runs the search exactly as ``kdforge.distill`` does.
+"""
 
 from __future__ import annotations
 
@@ -19,16 +23,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
         overrides["search.epochs"] = args.epochs
     overrides.update(selection_overrides(args))
     config = load_search_config(args.config, overrides)
-    from kdforge.search.driver import run_search  # imports Ray and Optuna: only now
+    from kdforge.api import run_config  # imports Ray and Optuna: only now
 
-    run_search(config, tracking_uri=args.tracking_uri, address=args.address)
+    run_config(config, tracking_uri=args.tracking_uri, address=args.address)
     return 0
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from kdforge.search.driver import resume_search  # imports Ray and Optuna: only now
+    from kdforge.api import resume  # imports Ray and Optuna: only now
 
-    resume_search(args.search_dir, tracking_uri=args.tracking_uri, address=args.address)
+    resume(args.search_dir, tracking_uri=args.tracking_uri, address=args.address)
     return 0
 
 

@@ -70,6 +70,7 @@ class MlflowTrialLogger(Callback):
         self._epochs = epochs
         self._last_epoch: dict[str, int] = {}
         self._static_logged: set[str] = set()
+        self._closed: set[str] = set()
         self.trial_numbers: dict[str, int] = dict(trial_numbers or {})
 
     def _run_for(self, trial: Any) -> str:
@@ -127,6 +128,7 @@ class MlflowTrialLogger(Callback):
         reason = status_reason(status, self._last_epoch.get(key), self._epochs, last)
         self.writer.set_tag(key, "kdforge.status_reason", reason)
         self.writer.set_terminated(key, "FINISHED")
+        self._closed.add(key)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Close the run as FAILED with the error's last line as reason."""
@@ -135,6 +137,17 @@ class MlflowTrialLogger(Callback):
         self.writer.set_tag(key, "kdforge.error", error_summary(trial))
         self.writer.set_tag(key, "kdforge.status_reason", f"failed: {error_summary(trial)}"[:500])
         self.writer.set_terminated(key, "FAILED")
+        self._closed.add(key)
+
+    def kill_open_runs(self) -> None:
+        """End as KILLED the runs of the trials an interrupt stopped.
+
+        ``kdforge resume`` runs those trials again and continues their runs.
+        """
+        for key in self.writer.run_ids:
+            if key not in self._closed:
+                self.writer.set_tag(key, "kdforge.status", "interrupted")
+                self.writer.set_terminated(key, "KILLED")
 
     def run_ids(self) -> dict[str, str]:
         """Trial id -> nested run id (of runs created while online)."""

@@ -215,6 +215,9 @@ def _execute(
         state.save(run.search_dir)
         status = "FINISHED"
         return SearchResult(run.search_dir, rows, best, summary, parent.run_id)
+    except KeyboardInterrupt:
+        status = "KILLED"  # Ctrl-C: the search can be resumed from its folder
+        raise
     except KDForgeError:
         raise
     except Exception as exc:

@@ -102,8 +102,12 @@ def save_student(
     student: nn.Module,
     test_acc: float,
 ) -> Path:
-    """Write ``student.pt``, a kdforge checkpoint that rebuilds the student by name."""
-    return save_checkpoint(
+    """Write ``student.pt``, a kdforge checkpoint that rebuilds the student by name.
+
+    It is logged to the active (parent) run too, so ``kdforge.load_student`` finds it
+    from the registered model's URI.
+    """
+    path = save_checkpoint(
         search_dir / "student.pt",
         space=space_name,
         arch=best.arch,
@@ -111,6 +115,8 @@ def save_student(
         model=student,
         meta={"test_acc": test_acc, "trial": best.number},
     )
+    log_files(path)
+    return path
 
 
 def export_and_register(

@@ -9,6 +9,7 @@ and turns Tune's results into leaderboard rows.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from kdforge.search.callbacks import (
     ProgressPrinter,
     trial_status,
 )
+from kdforge.search.interrupt import SearchInterrupted, TrialsInterrupt
 from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
 from kdforge.search.trial import TrialPayload, run_trial, split_config
 from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
@@ -65,6 +67,8 @@ def run_trials(
     Raises:
         SearchError: the failure budget (``search.max_failures``) was spent.
         TrackingError: the tracking server went away (every result is kept locally).
+        SearchInterrupted: Ctrl-C stopped the trials (their runs are closed as KILLED;
+            ``kdforge resume`` continues the search).
     """
     settings = config.search
     known_runs, known_numbers = (
@@ -117,14 +121,26 @@ def run_trials(
         )
     started = time.perf_counter()
     # The per-trial lines are the plain-output progress; a terminal also gets a bar.
-    with progress.phase(
-        "search", total=settings.num_trials, unit="trials", emit=emit, plain=False
-    ) as bar:
+    with (
+        progress.phase(
+            "search", total=settings.num_trials, unit="trials", emit=emit, plain=False
+        ) as bar,
+        TrialsInterrupt() as interrupt,
+    ):
         printer.bar = bar
         grid = tuner.fit()
     writer.flush()  # the last epochs' metrics, queued by the trial logger
+    rows = [] if interrupt.seen else rows_from_results(grid, logger.trial_numbers, settings.epochs)
+    # Tune's objects hold object-store references and sit in reference cycles; freed by
+    # a later garbage collection, after the search has shut its Ray down (or in the next
+    # search's Ray, in a notebook), they would make Ray end the process.
+    del tuner, grid, trainable
+    gc.collect()
+    if interrupt.seen:
+        logger.kill_open_runs()
+        emit(f"search interrupted after {time.perf_counter() - started:.1f}s")
+        raise SearchInterrupted(search_dir)
     emit(f"search finished in {time.perf_counter() - started:.1f}s")
-    rows = rows_from_results(grid, logger.trial_numbers, settings.epochs)
     run_ids = logger.run_ids()
     for row in rows:
         row.run_id = run_ids.get(row.trial_id, "")

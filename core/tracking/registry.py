@@ -31,7 +31,13 @@ from kdforge.errors import TrackingError, first_line
 # MLflow (~1.5 s to import), onnx and onnxruntime are imported inside the functions
 # that use them: the Ray Serve replicas and a search import this module early.
 
-__all__ = ["OnnxModelFile", "fetch_onnx_model", "log_registered_teacher", "register_onnx"]
+__all__ = [
+    "OnnxModelFile",
+    "download_student_checkpoint",
+    "fetch_onnx_model",
+    "log_registered_teacher",
+    "register_onnx",
+]
 
 
 @dataclass(frozen=True)
@@ -231,3 +237,62 @@ def log_registered_teacher(
         "alias": alias,
         "uri": f"models:/{name}@{alias}",
     }
+
+
+def download_student_checkpoint(uri: str, name: str, *, tracking_uri: str | None = None) -> Path:
+    """Download file ``name`` logged by the search run behind a model or run URI.
+
+    Args:
+        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` (the run that registered
+            the version) or ``runs:/RUN_ID``.
+        name: The artifact at the run's root (``student.pt``).
+        tracking_uri: Where the registry lives (default: MLflow's current URI).
+
+    Returns:
+        The local path of the downloaded file (in a new temporary folder).
+
+    Raises:
+        TrackingError: the URI does not resolve, or its run logged no such file.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    try:
+        run_id = _run_of(client, uri)
+        folder = tempfile.mkdtemp(prefix="kdforge-student-")
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=name, dst_path=folder
+        )
+    except TrackingError:
+        raise
+    except Exception as exc:
+        raise TrackingError(
+            f"cannot fetch {name} for {uri} from {mlflow.get_tracking_uri()}: {first_line(exc)}",
+            hint="check the URI and the tracking URI; searches log student.pt to their parent "
+            "run, which registers the model version",
+        ) from None
+    return Path(local)
+
+
+def _run_of(client: Any, uri: str) -> str:
+    """The run id behind ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/ID``."""
+    if uri.startswith("runs:/"):
+        return uri.removeprefix("runs:/").strip("/").split("/")[0]
+    if not uri.startswith("models:/"):
+        raise TrackingError(
+            f"{uri} is not a model or run URI",
+            hint="use models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID",
+        )
+    rest = uri.removeprefix("models:/").strip("/")
+    if "@" in rest:
+        model, alias = rest.split("@", 1)
+        version = client.get_model_version_by_alias(model, alias)
+    else:
+        model, _, number = rest.partition("/")
+        version = client.get_model_version(model, number)
+    if not version.run_id:
+        raise TrackingError(f"{uri}: the model version records no run")
+    return str(version.run_id)
