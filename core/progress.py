@@ -56,7 +56,16 @@ from rich.progress import (
 )
 from rich.text import Text
 
-__all__ = ["PLAIN_AFTER_S", "Bar", "Mode", "configure", "format_seconds", "mode", "phase"]
+__all__ = [
+    "PLAIN_AFTER_S",
+    "Bar",
+    "Mode",
+    "configure",
+    "format_seconds",
+    "mode",
+    "phase",
+    "quieted",
+]
 
 Mode = Literal["rich", "plain", "off"]
 
@@ -84,6 +93,23 @@ def configure(
         _settings["mode"] = mode
     if console is not None:
         _settings["console"] = console
+
+
+@contextmanager
+def quieted(quiet: bool) -> Iterator[None]:
+    """Show nothing inside the block when ``quiet`` (``kdforge.distill(progress=False)``).
+
+    The previous setting comes back afterwards, so one quiet call in a notebook does
+    not silence the next.
+    """
+    saved = dict(_settings)
+    if quiet:
+        _settings["mode"] = "off"
+    try:
+        yield
+    finally:
+        _settings.clear()
+        _settings.update(saved)
 
 
 def _console() -> Console:

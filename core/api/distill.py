@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kdforge import progress as display
 from kdforge.api.result import DistillResult
 from kdforge.config import SearchConfig, load_search_config
 from kdforge.config.loading import validate_config
@@ -113,15 +114,16 @@ def run_config(
         config: The validated search config.
         tracking_uri: Overrides ``tracking.uri``.
         address: Ray cluster address; overrides ``search.address``.
-        progress: Print progress lines (False: quiet).
+        progress: Show progress bars and lines (False: nothing, not even results).
         emit: Where progress lines go instead (overrides ``progress``).
     """
-    found = run_search(
-        config,
-        tracking_uri=tracking_uri,
-        address=address,
-        emit=emit or progress_emitter(progress),
-    )
+    with display.quieted(not progress):
+        found = run_search(
+            config,
+            tracking_uri=tracking_uri,
+            address=address,
+            emit=emit or progress_emitter(progress),
+        )
     return _result(found, config)
 
 
@@ -159,9 +161,10 @@ def resume(
         _check_same(_teacher_section(teacher), config.teacher.params, "teacher")
     if data is not None and config.dataset.name == IN_MEMORY:
         _check_same(_dataset_section(data, transfer, None), config.dataset.params, "data")
-    found = resume_search(
-        folder, tracking_uri=tracking_uri, address=address, emit=progress_emitter(progress)
-    )
+    with display.quieted(not progress):
+        found = resume_search(
+            folder, tracking_uri=tracking_uri, address=address, emit=progress_emitter(progress)
+        )
     return _result(found, config)
 
 

@@ -97,3 +97,17 @@ def test_format_seconds() -> None:
         "3m05s",
         "1h02m",
     ]
+
+
+def test_quieted_silences_a_block_and_restores_the_setting_after() -> None:
+    from kdforge import progress
+
+    progress.configure(mode="plain")
+    try:
+        with progress.quieted(True):
+            assert progress.mode() == "off"
+        assert progress.mode() == "plain"
+        with progress.quieted(False):
+            assert progress.mode() == "plain"
+    finally:
+        progress.configure(quiet=False)
