@@ -149,7 +149,9 @@ class Tabular(DatasetPlugin):
         params = self.params
         assert isinstance(params, TabularParams)
         where = f"dataset 'tabular' (path={params.path})"
-        frame, given = load_frame(params.path, params.split_column, where)
+        frame, given = load_frame(
+            params.path, params.split_column, where, label_column=params.target
+        )
         require_columns(frame, [params.target], where, "target")
         features = params.features or [str(c) for c in frame.columns if str(c) != params.target]
         require_columns(frame, features, where, "features")

@@ -56,7 +56,9 @@ class TextDataset(DatasetPlugin):
         params = self.params
         assert isinstance(params, TextDatasetParams)
         where = f"dataset 'text' (path={params.path})"
-        frame, given = load_frame(params.path, params.split_column, where)
+        frame, given = load_frame(
+            params.path, params.split_column, where, label_column=params.label_column
+        )
         columns = [params.text_column, params.label_column]
         if params.text_pair_column:
             columns.append(params.text_pair_column)
