@@ -17,7 +17,7 @@ from typing import Any
 
 from kdforge.data import DataSplits
 from kdforge.objectives.constraints import trial_objectives_for
-from kdforge.search.checks import check_data_against_teacher
+from kdforge.search.checks import check_data_against_teacher, check_student_space
 from kdforge.search.initial_points import initial_points_for_search
 from kdforge.search.plan import SearchPlan
 from kdforge.search.trial import TrialPayload
@@ -78,6 +78,7 @@ def load_data(plan: SearchPlan) -> LoadedData:
     check_data_against_teacher(splits, plan.teacher, config.teacher.name)
     # The space suggests differently once it is bound (e.g. transformer copies layers).
     plan.space.bind_teacher(plan.teacher)
+    check_student_space(splits, plan.space, config.student.name)
     points = initial_points_for_search(config, plan.space, plan.loss_settings, splits.info)
     return LoadedData(splits, points)
 
