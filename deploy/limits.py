@@ -107,6 +107,7 @@ def check_scoring_body(body: bytes, content_type: str | None, max_rows: int) -> 
             more than ``max_rows`` rows. Malformed JSON is left to MLflow's own answer.
     """
     kind = (content_type or "application/json").split(";")[0].strip().lower()
+    rows: int | None
     if kind == "text/csv":
         rows = _csv_rows(body)
     else:
