@@ -322,7 +322,7 @@ def report_search_dir(search_dir: str | Path, emit: Callable[[str], None] = prin
         data.rows,
         data.search_dir / "plots",
         best=data.best,
-        teacher_acc=data.summary.get("teacher_val_acc"),
+        teacher_acc=data.summary.get("teacher_reference_acc", data.summary.get("teacher_val_acc")),
         objectives=data.objectives,
         pareto_png=data.search_dir / "pareto.png",
     )

@@ -19,7 +19,16 @@ from kdforge.data import DataSplits
 from kdforge.errors import ConfigError, DataError, KDForgeError
 from kdforge.interfaces import SearchSpace, Teacher
 
-__all__ = ["check_data_against_teacher", "check_student_space"]
+__all__ = [
+    "check_data_against_teacher",
+    "check_student_space",
+    "describe_splits",
+    "teacher_gap_warning",
+]
+
+#: The teacher's val accuracy may exceed its test accuracy by this much before it
+#: counts as "far above" (and by three standard errors of the difference).
+TEACHER_GAP = 0.05
 
 
 def check_data_against_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> None:
@@ -147,4 +156,41 @@ def _space_hint(sample: torch.Tensor) -> str:
     return (
         "these inputs are token ids (integers): use a space that embeds them, such as "
         "`transformer`, or a bag-of-words representation of the text for `mlp`"
+    )
+
+
+def describe_splits(splits: DataSplits) -> str:
+    """One line with every split's size and the number of transfer (unlabeled) rows."""
+    unlabeled_train = int((splits.train.y < 0).sum())
+    transfer = (len(splits.transfer) if splits.transfer is not None else 0) + unlabeled_train
+    labeled_train = len(splits.train) - unlabeled_train
+    return (
+        f"data {splits.info.name}: train {labeled_train:,} rows, val {len(splits.val):,}, "
+        f"test {len(splits.test):,}, transfer {transfer:,} unlabeled rows"
+        + ("" if transfer else " (none: the student learns on train only)")
+    )
+
+
+def teacher_gap_warning(
+    teacher_acc: dict[str, float], n_val: int, n_test: int, held_out: str
+) -> str | None:
+    """A warning when the teacher's val accuracy is far above its test accuracy.
+
+    "Far" is more than :data:`TEACHER_GAP` and more than three standard errors of
+    the difference of two binomial proportions, so a small split does not warn by
+    chance. ``held_out`` is ``teacher.held_out``: with ``test`` the user has said the
+    teacher saw the validation rows, and nothing is said.
+    """
+    val, test = teacher_acc["val"], teacher_acc["test"]
+    if held_out != "val" or n_val == 0 or n_test == 0:
+        return None
+    spread = (val * (1 - val) / n_val + test * (1 - test) / n_test) ** 0.5
+    gap = val - test
+    if gap <= TEACHER_GAP or gap <= 3 * spread:
+        return None
+    return (
+        f"warning: the teacher's val_acc {val:.4f} is far above its test_acc {test:.4f}: it "
+        "has probably been trained on rows kdforge uses for validation (e.g. the file "
+        "validation is carved from). Give kdforge validation rows the teacher never saw "
+        "(a val file), or set teacher.held_out: test to use test as its reference"
     )

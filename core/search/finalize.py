@@ -53,6 +53,8 @@ def student_summary(
         "search_dir": str(search_dir),
         "teacher_test_acc": teacher_acc["test"],
         "teacher_val_acc": teacher_acc["val"],
+        "teacher_held_out": config.teacher.held_out,
+        "teacher_reference_acc": teacher_acc[config.teacher.held_out],
         "teacher_params": teacher_params,
         "student_test_acc": student_test,
         "student_val_acc": best.val_acc,

@@ -1,4 +1,5 @@
-"""A space whose students cannot run on the data is refused before Ray starts (#22)."""
+"""Checks at the start of a search (#22): the student probe, the split sizes line, the
+teacher val/test gap warning."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from kdforge.data import DataInfo, DataSplits, Split
 from kdforge.errors import ConfigError
-from kdforge.search.checks import check_student_space
+from kdforge.search.checks import check_student_space, describe_splits, teacher_gap_warning
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.search_spaces.transformer import TransformerSpace
 
@@ -51,3 +52,45 @@ def test_wrong_logits_shape_is_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"returns \(2, 4\) for 2 rows, expected \(2, 3\)"):
         check_student_space(_float_splits(), _Narrow(), "narrow")
+
+
+def test_split_sizes_line_counts_transfer_rows() -> None:
+    splits = _float_splits(rows=10)
+    assert describe_splits(splits) == (
+        "data blobs: train 10 rows, val 10, test 10, transfer 0 unlabeled rows "
+        "(none: the student learns on train only)"
+    )
+    splits.train.y[:3] = -1  # hidden labels count as transfer rows
+    splits.transfer = Split(torch.randn(5, 6), torch.full((5,), -1))
+    assert describe_splits(splits) == (
+        "data blobs: train 7 rows, val 10, test 10, transfer 8 unlabeled rows"
+    )
+
+
+def test_teacher_gap_warning() -> None:
+    # The issue's case: 0.99 on val (carved from the teacher's training file), 0.79 on test.
+    warning = teacher_gap_warning({"val": 0.99, "test": 0.79}, 200, 500, "val")
+    assert warning is not None and "val_acc 0.9900 is far above its test_acc 0.7900" in warning
+    assert "teacher.held_out: test" in warning
+    # Said so by the user, or within chance, or a small gap: nothing.
+    assert teacher_gap_warning({"val": 0.99, "test": 0.79}, 200, 500, "test") is None
+    assert teacher_gap_warning({"val": 0.9, "test": 0.7}, 10, 10, "val") is None
+    assert teacher_gap_warning({"val": 0.83, "test": 0.80}, 5000, 5000, "val") is None
+    assert teacher_gap_warning({"val": 0.7, "test": 0.9}, 5000, 5000, "val") is None
+
+
+def test_teacher_held_out_is_a_config_key() -> None:
+    from kdforge.config import SearchConfig
+
+    base = {
+        "name": "x",
+        "dataset": {"name": "digits"},
+        "teacher": {"name": "checkpoint", "params": {"path": "t.pt"}},
+        "student": {"name": "mlp"},
+    }
+    assert SearchConfig.model_validate(base).teacher.held_out == "val"
+    base["teacher"]["held_out"] = "test"
+    assert SearchConfig.model_validate(base).teacher.held_out == "test"
+    base["teacher"]["held_out"] = "train"
+    with pytest.raises(ValueError, match="held_out"):
+        SearchConfig.model_validate(base)
