@@ -170,6 +170,7 @@ def _headline(summary: dict[str, Any]) -> list[str]:
             f"registry: {summary['registered_model_name']} version "
             f"{summary.get('registered_model_version')}"
         )
+    lines += [str(line) for line in summary.get("range_warnings") or []]
     return lines
 
 

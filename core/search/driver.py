@@ -34,6 +34,7 @@ from kdforge.errors import KDForgeError, SearchError, TrackingError
 from kdforge.export.quantize import quantize_after_search
 from kdforge.objectives.costs import LatencyResult, measure_latency_with
 from kdforge.objectives.report import report_objectives
+from kdforge.report.bounds import crowded_bounds
 from kdforge.report.leaderboard import TrialRow, format_table, select_best, write_csv
 from kdforge.search.baseline import measure_distillation_gain
 from kdforge.search.finalize import (
@@ -45,6 +46,7 @@ from kdforge.search.finalize import (
 from kdforge.search.folder import SearchState, new_search_dir, write_config, write_summary
 from kdforge.search.plan import SearchPlan, plan_search
 from kdforge.search.publish import measure_student_speedup, publish_reports
+from kdforge.search.ranges import searched_ranges
 from kdforge.search.run import SearchRun, load_data, prepare_run
 from kdforge.search.sampler import DefineByRun, make_searcher
 from kdforge.search.services import SearchServices
@@ -319,6 +321,9 @@ def _finish(
     print_result(so_far, emit)
     services.release()
     speed = measure_student_speedup(plan.teacher, student, run.splits.test.x, emit)
+    range_warnings = crowded_bounds(rows, searched_ranges(plan, run.splits.info))
+    for line in range_warnings:
+        emit(line)
     summary = {
         **result,
         **gain,
@@ -331,6 +336,7 @@ def _finish(
         "teacher": config.teacher.name,
         "dataset": config.dataset.name,
         **speed,
+        "range_warnings": range_warnings,
     }
     # Registry description, plots, best_config.yaml, report.md/.html.
     publish_reports(config, rows, best, summary, search_dir, emit)
