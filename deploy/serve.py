@@ -13,7 +13,8 @@ Two servers, one protocol (MLflow's ``POST /invocations``):
   replicas, which also refuses batches over ``--max-batch-size`` (413).
 
 The model argument is a model URI, a registered model name (``models:/NAME@ALIAS``
-is served), or a search folder (its ``summary.json`` names the registered version).
+is served), or a search folder (its ``summary.json`` names the registered version;
+for a text student, the ``NAME-text`` version that takes raw text).
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def resolve_target(
                 f"the search in {folder} registered no model (export disabled or not ONNX)",
                 hint="set export.enabled: true and export.exporter: onnx, then search again",
             )
+        # A text student is served with its tokenizer: raw text in, class names out.
         return ServeTarget(
-            model_uri=str(summary["model_uri"]),
+            model_uri=str(summary.get("text_model_uri") or summary["model_uri"]),
             tracking_uri=_tracking_uri(tracking_uri, _search_tracking_uri(folder)),
         )
     uri = model if ":/" in model else f"models:/{model}@{alias}"

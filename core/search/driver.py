@@ -316,7 +316,14 @@ def _finish(
     exported: dict[str, Any] = {}
     if plan.exporter is not None:
         exported = export_and_register(
-            config, plan.exporter, student, run.splits.test, so_far, search_dir, emit
+            config,
+            plan.exporter,
+            student,
+            run.splits.test,
+            so_far,
+            search_dir,
+            emit,
+            run.splits.info,
         )
     print_result(so_far, emit)
     services.release()
