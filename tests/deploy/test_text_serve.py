@@ -94,9 +94,7 @@ def test_kdforge_serve_answers_raw_text_with_class_names(text_model) -> None:
         assert labels == ["pos", "neg", "neutral", "pos"]
         scores = np.array([row["score"] for row in answer["predictions"]])
         assert ((scores > 1 / 3) & (scores <= 1)).all()
-        status, answer = post(
-            f"http://127.0.0.1:{port}/invocations", json.dumps({"inputs": [[1, 2]]})
-        )
-        assert 400 <= status < 500, answer
+        status, answer = post(f"http://127.0.0.1:{port}/invocations", b"not json")
+        assert 400 <= status < 500 and server.poll() is None, answer
     finally:
         stop_server(server)
