@@ -73,3 +73,26 @@ def test_searched_ranges_come_from_config_loss_and_space(
     assert ranges["lr"].where == "search.lr" and ranges["lr"].log
     assert "loss.temperature" in ranges and "loss.alpha" not in ranges
     assert ranges["student.width_0"].high == 32 and ranges["student.depth"].high == 2
+
+
+def test_each_space_brings_its_default_lr_range_unless_the_config_sets_one() -> None:
+    from kdforge.config import SearchConfig
+    from kdforge.search.plan import with_space_lr
+    from kdforge.search_spaces.mlp import MLPSpace
+    from kdforge.search_spaces.resnet import ResNetSpace
+    from kdforge.search_spaces.transformer import TransformerSpace
+
+    raw = {
+        "name": "x",
+        "dataset": {"name": "digits"},
+        "teacher": {"name": "checkpoint", "params": {"path": "t.pt"}},
+        "student": {"name": "transformer"},
+    }
+    config = SearchConfig.model_validate(raw)
+    lr = with_space_lr(config, TransformerSpace()).search.lr
+    assert (lr.low, lr.high, lr.log) == (3e-4, 1e-2, True)
+    assert with_space_lr(config, MLPSpace()).search.lr.high == 5e-2
+    assert with_space_lr(config, ResNetSpace()).search.lr == config.search.lr  # no default
+    raw["search"] = {"lr": {"low": 1e-4, "high": 3e-3, "log": True}}
+    config = SearchConfig.model_validate(raw)
+    assert with_space_lr(config, TransformerSpace()).search.lr.high == 3e-3  # the user's
