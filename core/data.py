@@ -60,6 +60,9 @@ class DataInfo:
         class_names: Optional human-readable class names.
         vocab_size: For token-id inputs: size of the tokenizer's vocabulary.
         pad_token_id: For token-id inputs: the id that marks padding.
+        tokenizer: For token-id inputs made by a local tokenizer folder (padded and
+            truncated to ``input_shape[0]``): that folder, so the exported student can
+            be registered with it and served on raw text.
     """
 
     name: str
@@ -69,6 +72,7 @@ class DataInfo:
     class_names: tuple[str, ...] | None = None
     vocab_size: int | None = None
     pad_token_id: int | None = None
+    tokenizer: str | None = None
 
 
 def is_token_dtype(dtype: str) -> bool:

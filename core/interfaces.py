@@ -154,7 +154,12 @@ class SearchSpace(_Plugin):
     ``torch.nn.Module`` mapping inputs ``(n, *info.input_shape)`` to logits
     ``(n, info.num_classes)``. ``build`` is also used to rebuild checkpoints, so it
     must be deterministic given ``arch``.
+
+    ``default_lr`` is the log-uniform learning-rate range a search uses when its config
+    sets no ``search.lr`` (``None``: the config's default); see docs/search_spaces.md.
     """
+
+    default_lr: ClassVar[tuple[float, float] | None] = None
 
     @abstractmethod
     def suggest(self, trial: optuna.Trial, info: DataInfo) -> dict[str, Any] | None:

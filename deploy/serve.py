@@ -2,15 +2,19 @@
 
 Two servers, one protocol (MLflow's ``POST /invocations``):
 
-* default: ``mlflow models serve -m models:/NAME@champion --env-manager local`` — no
-  kdforge code runs in the server; the signature logged with the model checks shapes
-  and types. It has no batch-size limit.
+* default: MLflow's scoring server (what ``mlflow models serve -m models:/NAME@champion
+  --env-manager local`` runs) under uvicorn, wrapped by
+  :class:`~kdforge.deploy.limits.RequestLimits`: the signature logged with the model
+  checks shapes and types; bodies over ``max_body_mb`` and batches over
+  ``max_batch_size`` rows get 413, ``NaN``/``Infinity`` inputs 400
+  (:mod:`kdforge.deploy.mlflow_app`).
 * ``--ray``: the Ray Serve application of :mod:`kdforge.deploy.ray_serve_app`
   (started by its :func:`~kdforge.deploy.ray_serve_app.serve_ray`), as autoscaling
   replicas, which also refuses batches over ``--max-batch-size`` (413).
 
 The model argument is a model URI, a registered model name (``models:/NAME@ALIAS``
-is served), or a search folder (its ``summary.json`` names the registered version).
+is served), or a search folder (its ``summary.json`` names the registered version;
+for a text student, the ``NAME-text`` version that takes raw text).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import Any
 import yaml
 
 from kdforge.config import resolve_tracking_uri
+from kdforge.deploy.limits import DEFAULT_MAX_BODY_MB, DEFAULT_MAX_ROWS
+from kdforge.deploy.mlflow_app import BODY_ENV, MODEL_ENV, ROWS_ENV
 from kdforge.errors import ConfigError, KDForgeError
 
 __all__ = [
@@ -82,8 +88,9 @@ def resolve_target(
                 f"the search in {folder} registered no model (export disabled or not ONNX)",
                 hint="set export.enabled: true and export.exporter: onnx, then search again",
             )
+        # A text student is served with its tokenizer: raw text in, class names out.
         return ServeTarget(
-            model_uri=str(summary["model_uri"]),
+            model_uri=str(summary.get("text_model_uri") or summary["model_uri"]),
             tracking_uri=_tracking_uri(tracking_uri, _search_tracking_uri(folder)),
         )
     uri = model if ":/" in model else f"models:/{model}@{alias}"
@@ -104,22 +111,31 @@ def _tracking_uri(explicit: str | None, from_search: str | None) -> str:
 
 
 def mlflow_serve_command(
-    target: ServeTarget, host: str = "127.0.0.1", port: int = 5000, workers: int = 1
+    target: ServeTarget,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 1,
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    max_body_mb: float = DEFAULT_MAX_BODY_MB,
 ) -> tuple[list[str], dict[str, str]]:
-    """The ``mlflow models serve`` command line and environment for ``target``.
+    """The uvicorn command line and environment serving ``target`` with MLflow's app.
 
-    The venv's ``bin`` folder goes first on ``PATH``: MLflow starts ``uvicorn`` by name.
+    Raises:
+        ConfigError: a limit below 1 row or 1 KB.
     """
+    if max_rows < 1 or max_body_mb * 10**6 < 1000:
+        raise ConfigError(
+            f"kdforge serve: limits must allow a request (max batch size {max_rows}, "
+            f"max body {max_body_mb:g} MB)",
+            hint="use --max-batch-size >= 1 and --max-body-mb >= 0.001",
+        )
     argv = [
         sys.executable,
         "-m",
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        target.model_uri,
-        "--env-manager",
-        "local",
+        "uvicorn",
+        "--factory",
+        "kdforge.deploy.mlflow_app:create_app",
         "--host",
         host,
         "--port",
@@ -129,8 +145,9 @@ def mlflow_serve_command(
     ]
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = target.tracking_uri
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env[MODEL_ENV] = target.model_uri
+    env[ROWS_ENV] = str(max_rows)
+    env[BODY_ENV] = str(int(max_body_mb * 10**6))
     return argv, env
 
 
@@ -140,18 +157,24 @@ def serve_mlflow(
     port: int = 5000,
     workers: int = 1,
     emit: Any = print,
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    max_body_mb: float = DEFAULT_MAX_BODY_MB,
 ) -> int:
-    """Run ``mlflow models serve`` in the foreground until it exits or is stopped.
+    """Run MLflow's scoring server (with limits) in the foreground until it is stopped.
 
-    SIGINT/SIGTERM are passed on to the server's whole process group (MLflow starts
-    uvicorn as a child), so stopping ``kdforge serve`` leaves nothing running.
+    SIGINT/SIGTERM are passed on to the server's whole process group (uvicorn starts
+    worker processes), so stopping ``kdforge serve`` leaves nothing running.
 
     Returns:
         The server's exit status (0 when stopped by a signal).
     """
-    argv, env = mlflow_serve_command(target, host, port, workers)
+    argv, env = mlflow_serve_command(
+        target, host, port, workers, max_rows=max_rows, max_body_mb=max_body_mb
+    )
     emit(f"serving {target.model_uri} (tracking {target.tracking_uri}) on http://{host}:{port}")
     emit('  POST /invocations {"inputs": [...]}; GET /ping. Stop with Ctrl-C.')
+    emit(f"  limits: {max_rows} rows, {max_body_mb:g} MB per request (more -> 413)")
     process = subprocess.Popen(argv, env=env, start_new_session=True)
     stopping = threading.Event()
 

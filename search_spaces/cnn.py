@@ -103,6 +103,8 @@ class CNNSpace(SearchSpace):
 
     name = "cnn"
     Params = CNNParams
+    #: Measured in benchmarks/lr_ranges.py (docs/search_spaces.md, "Learning rates").
+    default_lr = (1e-3, 5e-2)
 
     def suggest(self, trial: Any, info: DataInfo) -> dict[str, Any] | None:
         """Sample ``depth``, ``channels_i`` per block, ``kernel`` and ``dropout``."""

@@ -65,6 +65,8 @@ class MLPSpace(SearchSpace):
 
     name = "mlp"
     Params = MLPParams
+    #: Measured in benchmarks/lr_ranges.py (docs/search_spaces.md, "Learning rates").
+    default_lr = (1e-3, 5e-2)
 
     def suggest(self, trial: Any, info: DataInfo) -> dict[str, Any] | None:
         """Sample ``depth``, ``width_0..width_{depth-1}`` and ``dropout``."""

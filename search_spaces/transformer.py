@@ -101,6 +101,8 @@ class TransformerSpace(SearchSpace):
 
     name = "transformer"
     Params = TransformerParams
+    #: Measured in benchmarks/lr_ranges.py (docs/search_spaces.md, "Learning rates").
+    default_lr = (3e-4, 1e-2)
 
     def __init__(self, params: PluginParams | None = None) -> None:
         super().__init__(params)

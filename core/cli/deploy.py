@@ -16,7 +16,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     target = resolve_target(args.model, alias=args.alias, tracking_uri=args.tracking_uri)
     if not args.ray:
-        return serve_mlflow(target, host=args.host, port=args.port or 5000, workers=args.workers)
+        return serve_mlflow(
+            target,
+            host=args.host,
+            port=args.port or 5000,
+            workers=args.workers,
+            max_rows=args.max_batch_size,
+            max_body_mb=args.max_body_mb,
+        )
     # The optional [serve] extra (Ray Serve, starlette): imported only with --ray.
     from kdforge.deploy.ray_serve_app import RayServeSettings, serve_ray
 
@@ -62,7 +69,13 @@ def add_commands(sub: Any) -> None:
     serve.add_argument("--ray", action="store_true", help="serve with Ray Serve (autoscaling)")
     serve.add_argument("--address", help="Ray cluster address to join (--ray; default: local Ray)")
     serve.add_argument(
-        "--max-batch-size", type=int, default=1024, help="--ray: rows per request; more -> 413"
+        "--max-batch-size", type=int, default=1024, help="rows per request; more -> 413"
+    )
+    serve.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=16.0,
+        help="MLflow server: request body limit in MB; more -> 413 (--ray derives it)",
     )
     serve.add_argument("--min-replicas", type=int, default=1, help="--ray: autoscaling minimum")
     serve.add_argument("--max-replicas", type=int, default=4, help="--ray: autoscaling maximum")

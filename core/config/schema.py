@@ -68,6 +68,18 @@ class PluginRef(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="The plugin's parameters.")
 
 
+class TeacherRef(PluginRef):
+    """The teacher plugin, and which split it never trained on."""
+
+    held_out: Literal["val", "test"] = Field(
+        "val",
+        description="The split the teacher never trained on; its accuracy there is the "
+        "teacher's reference (reports, plots). 'test' when the teacher was trained or "
+        "fine-tuned on the rows kdforge carves validation from (its val_acc is then "
+        "inflated, and the val/test gap warning is off).",
+    )
+
+
 class LossConfig(PluginRef):
     """The distillation loss, and how its hyperparameters are searched."""
 
@@ -261,7 +273,7 @@ class SearchConfig(_Strict):
     seed: int = Field(0, description="Seed of the data split, the sampler and the trials.")
     output_dir: str = Field("kdforge-runs", description="Where search folders are written.")
     dataset: PluginRef = Field(description="Dataset plugin.")
-    teacher: PluginRef = Field(description="Teacher plugin.")
+    teacher: TeacherRef = Field(description="Teacher plugin.")
     student: StudentConfig = Field(description="Student search space plugin.")
     loss: LossConfig = Field(
         default_factory=lambda: LossConfig(name="hinton_kd"), description="Distillation loss."

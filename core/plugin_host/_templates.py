@@ -105,14 +105,15 @@ student:
 ```yaml
 loss:
   name: {{name}}
-  hparams:                  # optional: fix a value or narrow a range
-    alpha: {low: 0.3, high: 0.9}
+  params: {use_labels: true}  # fixed parameters (Params)
+  hparams:                    # optional: fix a value or narrow a range
+    weight: {low: 0.3, high: 0.9}
 ```
 """,
     "exporter": """
 ```yaml
 export:
-  exporter: {{name}}
+  exporter: {{name}}        # built with its Params' defaults
 ```
 """,
 }
@@ -178,9 +179,11 @@ class {{class_name}}Params(PluginParams):
 
 
 class {{class_name}}(DatasetPlugin):
-    """Gaussian blobs, one per class (replace ``load`` with your own data).
+    """The ``{{name}}`` dataset (say in this line where its data comes from).
 
-    The rows are fixed; ``seed`` only decides which rows land in which split.
+    The first docstring line is what ``kdforge plugins`` shows. The body is a working
+    starting point to replace with your own data: Gaussian blobs, one per class; the
+    rows are fixed and ``seed`` only decides which rows land in which split.
     """
 
     name = "{{name}}"
@@ -243,10 +246,12 @@ class {{class_name}}Params(PluginParams):
 
 
 class {{class_name}}(Teacher):
-    """A PyTorch model rebuilt in code and loaded from a state_dict file.
+    """The ``{{name}}`` teacher (say in this line what model it loads).
 
-    Replace ``_build`` with your architecture; the weights file is read with
-    ``weights_only=True`` so loading it never runs pickled code.
+    The first docstring line is what ``kdforge plugins`` shows. The body is a working
+    starting point to replace: a PyTorch model rebuilt in code (``_build``) and loaded
+    from a state_dict file, read with ``weights_only=True`` so loading it never runs
+    pickled code.
     """
 
     name = "{{name}}"
@@ -338,7 +343,12 @@ class {{class_name}}Params(PluginParams):
 
 
 class {{class_name}}(SearchSpace):
-    """One-hidden-layer networks: searched width and activation (replace with your family)."""
+    """The ``{{name}}`` search space (say in this line what family of students it holds).
+
+    The first docstring line is what ``kdforge plugins`` shows. The body is a working
+    starting point to replace: one-hidden-layer networks with a searched width and
+    activation.
+    """
 
     name = "{{name}}"
     Params = {{class_name}}Params
@@ -373,44 +383,54 @@ def register_search_spaces(register: kdforge.Register) -> None:
     + '''
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 import kdforge
-from kdforge import UNLABELED, HParam, LossResult, LossStrategy, ModelOutput
+from kdforge import UNLABELED, HParam, LossResult, LossStrategy, ModelOutput, PluginParams
+
+
+class {{class_name}}Params(PluginParams):
+    """Fixed parameters of the ``{{name}}`` loss (validated before a search starts)."""
+
+    use_labels: bool = Field(
+        True, description="Add cross-entropy on the labeled rows (transfer rows have none)."
+    )
 
 
 class {{class_name}}(LossStrategy):
-    """Soft-target KL at temperature T (T^2-scaled) plus cross-entropy, mixed by alpha.
+    """The ``{{name}}`` distillation loss (say in this line what it does).
 
-    Replace ``__call__`` with your loss; each entry of ``hyperparameters`` is searched
-    and shows up as the MLflow param ``loss.<name>`` of every trial.
+    The first docstring line is what ``kdforge plugins`` shows. The body is a working
+    starting point to replace: squared error between student and teacher logits, mixed
+    with cross-entropy by ``weight``. ``Params`` are fixed per search; each entry of
+    ``hyperparameters`` is searched and recorded as the MLflow param ``loss.<name>``.
     """
 
     name = "{{name}}"
+    Params = {{class_name}}Params
     hyperparameters = (
-        HParam("temperature", 1.0, 10.0, log=True, default=4.0, help="Softmax temperature T."),
-        HParam("alpha", 0.0, 1.0, default=0.7, help="Weight of the soft (teacher) term."),
+        HParam("weight", 0.0, 1.0, default=0.5, help="Weight of the teacher term."),
     )
 
     def __call__(
         self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor
     ) -> LossResult:
-        """Return ``(1 - alpha) * CE + alpha * T^2 * KL`` and both parts."""
+        """Return ``(1 - weight) * CE + weight * teacher term`` and both parts."""
         if student.logits is None or teacher.logits is None:
             raise ValueError("{{name}} needs logits from the student and the teacher")
-        t, alpha = self.hparams["temperature"], self.hparams["alpha"]
-        kd = F.kl_div(
-            F.log_softmax(student.logits / t, dim=-1),
-            F.log_softmax(teacher.logits / t, dim=-1),
-            reduction="batchmean",
-            log_target=True,
-        ) * t**2
+        p = self.params
+        assert isinstance(p, {{class_name}}Params)
+        weight = self.hparams["weight"]
+        teacher_term = F.mse_loss(student.logits, teacher.logits)
         labeled = labels != UNLABELED  # transfer rows have no label
-        if bool(labeled.any()):
+        if p.use_labels and bool(labeled.any()):
             ce = F.cross_entropy(student.logits[labeled], labels[labeled])
         else:
             ce = student.logits.sum() * 0.0
-        total = (1 - alpha) * ce + alpha * kd
-        return LossResult(total, {"kd": float(kd.detach()), "ce": float(ce.detach())})
+        total = (1 - weight) * ce + weight * teacher_term
+        return LossResult(
+            total, {"teacher": float(teacher_term.detach()), "ce": float(ce.detach())}
+        )
 
 
 @kdforge.hookimpl
@@ -424,19 +444,29 @@ from pathlib import Path
 
 import torch
 
+from pydantic import Field
+
 import kdforge
 from kdforge import ExportError, Exporter, ExportResult, PluginParams
 
 
-class {{class_name}}(Exporter):
-    """A ``torch.export`` program (``.pt2``, dynamic batch axis), checked against PyTorch.
+class {{class_name}}Params(PluginParams):
+    """Parameters of the ``{{name}}`` exporter (``export.params`` in a config)."""
 
-    Replace ``export`` with your format; return the largest absolute difference
-    between the exported model and PyTorch on ``example``.
+    strict: bool = Field(False, description="Trace with torch.export's strict mode.")
+
+
+class {{class_name}}(Exporter):
+    """The ``{{name}}`` exporter (say in this line what format it writes).
+
+    The first docstring line is what ``kdforge plugins`` shows. The body is a working
+    starting point to replace: a ``torch.export`` program (``.pt2``, dynamic batch
+    axis). ``export`` returns the largest absolute difference between the exported
+    model and PyTorch on ``example``.
     """
 
     name = "{{name}}"
-    Params = PluginParams
+    Params = {{class_name}}Params
     suffix = ".pt2"
 
     def export(self, model: torch.nn.Module, example: torch.Tensor, path: Path) -> ExportResult:
@@ -446,8 +476,13 @@ class {{class_name}}(Exporter):
         path.parent.mkdir(parents=True, exist_ok=True)
         sample = example if len(example) > 1 else torch.cat([example, example])
         try:
+            p = self.params
+            assert isinstance(p, {{class_name}}Params)
             program = torch.export.export(
-                model, (sample,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+                model,
+                (sample,),
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                strict=p.strict,
             )
             torch.export.save(program, str(path))
         except Exception as exc:

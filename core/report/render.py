@@ -194,6 +194,7 @@ def _headline(summary: dict[str, Any]) -> list[str]:
             f"registry: {summary['registered_model_name']} version "
             f"{summary.get('registered_model_version')}"
         )
+    lines += [str(line) for line in summary.get("range_warnings") or []]
     return lines
 
 
@@ -351,7 +352,7 @@ def report_search_dir(search_dir: str | Path, emit: Callable[[str], None] = prin
         data.rows,
         data.search_dir / "plots",
         best=data.best,
-        teacher_acc=data.summary.get("teacher_val_acc"),
+        teacher_acc=data.summary.get("teacher_reference_acc", data.summary.get("teacher_val_acc")),
         objectives=data.objectives,
         pareto_png=data.search_dir / "pareto.png",
     )

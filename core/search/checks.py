@@ -3,19 +3,32 @@
 A search fails here, with both sides named, when the data and the teacher cannot work
 together: an empty split, non-finite inputs, labels out of range, or a teacher built
 for another input shape or number of classes (declared, or found by running it on two
-validation rows).
+validation rows); and a student of the search space that cannot run on the data
+(one student sampled, built and run on two validation rows), before Ray starts.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import optuna
 import torch
 
 from kdforge.batching import iter_batches
 from kdforge.data import DataSplits
-from kdforge.errors import DataError
-from kdforge.interfaces import Teacher
+from kdforge.errors import ConfigError, DataError, KDForgeError
+from kdforge.interfaces import SearchSpace, Teacher
 
-__all__ = ["check_data_against_teacher"]
+__all__ = [
+    "check_data_against_teacher",
+    "check_student_space",
+    "describe_splits",
+    "teacher_gap_warning",
+]
+
+#: The teacher's val accuracy may exceed its test accuracy by this much before it
+#: counts as "far above" (and by three standard errors of the difference).
+TEACHER_GAP = 0.05
 
 
 def check_data_against_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> None:
@@ -90,3 +103,94 @@ def _probe_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> N
             f"teacher {teacher_name!r} returns logits of shape {tuple(logits.shape[1:])} per "
             f"row but dataset {info.name!r} has {info.num_classes} classes"
         )
+
+
+def check_student_space(splits: DataSplits, space: SearchSpace, space_name: str) -> None:
+    """Sample one student of the space, build it and run it on two validation rows.
+
+    Every trial builds and runs a student the same way; a space that cannot take the
+    data's inputs (e.g. ``mlp`` on token ids) fails here, in one line, before Ray starts.
+
+    Raises:
+        ConfigError: the space cannot sample, build or run a student on these inputs,
+            or its student returns logits of the wrong shape.
+    """
+    info = splits.info
+    try:
+        _, sample = next(iter_batches(splits.val.x, 2))
+    except Exception:  # an unreadable streamed row is reported by the dataset itself
+        return
+    inputs = f"{tuple(sample.shape[1:])} {str(sample.dtype).removeprefix('torch.')}"
+    where = f"student space {space_name!r} on dataset {info.name!r} (inputs {inputs})"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    try:
+        trial = study.ask()
+        extra = space.suggest(trial, info)
+        arch: dict[str, Any] = {**trial.params, **(extra or {})}
+        model = space.build(arch, info).eval()
+        with torch.no_grad():
+            logits = model(sample)
+    except KDForgeError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"{where}: a sampled student fails: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
+            hint=_space_hint(sample),
+        ) from None
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (
+        len(sample),
+        info.num_classes,
+    ):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ConfigError(
+            f"{where}: a sampled student returns {shape} for {len(sample)} rows, "
+            f"expected ({len(sample)}, {info.num_classes}) logits"
+        )
+
+
+def _space_hint(sample: torch.Tensor) -> str:
+    if sample.is_floating_point():
+        return "check the space's params against the data (`kdforge plugins show SPACE`)"
+    return (
+        "these inputs are token ids (integers): use a space that embeds them, such as "
+        "`transformer`, or a bag-of-words representation of the text for `mlp`"
+    )
+
+
+def describe_splits(splits: DataSplits) -> str:
+    """One line with every split's size and the number of transfer (unlabeled) rows."""
+    unlabeled_train = int((splits.train.y < 0).sum())
+    transfer = (len(splits.transfer) if splits.transfer is not None else 0) + unlabeled_train
+    labeled_train = len(splits.train) - unlabeled_train
+    return (
+        f"data {splits.info.name}: train {labeled_train:,} rows, val {len(splits.val):,}, "
+        f"test {len(splits.test):,}, transfer {transfer:,} unlabeled rows"
+        + ("" if transfer else " (none: the student learns on train only)")
+    )
+
+
+def teacher_gap_warning(
+    teacher_acc: dict[str, float], n_val: int, n_test: int, held_out: str
+) -> str | None:
+    """A warning when the teacher's val accuracy is far above its test accuracy.
+
+    "Far" is more than :data:`TEACHER_GAP` and more than three standard errors of
+    the difference of two binomial proportions, so a small split does not warn by
+    chance. ``held_out`` is ``teacher.held_out``: with ``test`` the user has said the
+    teacher saw the validation rows, and nothing is said.
+    """
+    val, test = teacher_acc["val"], teacher_acc["test"]
+    if held_out != "val" or n_val == 0 or n_test == 0:
+        return None
+    spread = (val * (1 - val) / n_val + test * (1 - test) / n_test) ** 0.5
+    gap = val - test
+    if gap <= TEACHER_GAP or gap <= 3 * spread:
+        return None
+    return (
+        f"warning: the teacher's val_acc {val:.4f} is far above its test_acc {test:.4f}: it "
+        "has probably been trained on rows kdforge uses for validation (e.g. the file "
+        "validation is carved from). Give kdforge validation rows the teacher never saw "
+        "(a val file), or set teacher.held_out: test to use test as its reference"
+    )

@@ -34,6 +34,7 @@ from kdforge.errors import KDForgeError, SearchError, TrackingError
 from kdforge.export.quantize import quantize_after_search
 from kdforge.objectives.costs import LatencyResult, measure_latency_with
 from kdforge.objectives.report import report_objectives
+from kdforge.report.bounds import crowded_bounds
 from kdforge.report.leaderboard import TrialRow, format_table, select_best, write_csv
 from kdforge.search.baseline import measure_distillation_gain
 from kdforge.search.finalize import (
@@ -52,6 +53,7 @@ from kdforge.search.folder import (
 )
 from kdforge.search.plan import SearchPlan, plan_search
 from kdforge.search.publish import measure_student_speedup, publish_reports
+from kdforge.search.ranges import searched_ranges
 from kdforge.search.run import SearchRun, load_data, prepare_run
 from kdforge.search.sampler import DefineByRun, make_searcher
 from kdforge.search.services import SearchServices
@@ -331,11 +333,21 @@ def _finish(
     exported: dict[str, Any] = {}
     if plan.exporter is not None:
         exported = export_and_register(
-            config, plan.exporter, student, run.splits.test, so_far, search_dir, emit
+            config,
+            plan.exporter,
+            student,
+            run.splits.test,
+            so_far,
+            search_dir,
+            emit,
+            run.splits.info,
         )
     print_result(so_far, emit)
     services.release()
     speed = measure_student_speedup(plan.teacher, student, run.splits.test.x, emit)
+    range_warnings = crowded_bounds(rows, searched_ranges(plan, run.splits.info))
+    for line in range_warnings:
+        emit(line)
     summary = {
         **result,
         **gain,
@@ -348,6 +360,7 @@ def _finish(
         "teacher": config.teacher.name,
         "dataset": config.dataset.name,
         **speed,
+        "range_warnings": range_warnings,
     }
     # Registry description, plots, best_config.yaml, report.md/.html.
     publish_reports(config, rows, best, summary, search_dir, emit)

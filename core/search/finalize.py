@@ -32,6 +32,7 @@ from kdforge.report.render import baseline_setting
 from kdforge.tracking.promote import promote_version
 from kdforge.tracking.registry import register_onnx
 from kdforge.tracking.store import log_files, log_numeric_metrics
+from kdforge.tracking.text_model import register_text_model
 from kdforge.training.evaluate import count_parameters, evaluate
 from kdforge.wording import plural, trial_name
 
@@ -77,6 +78,8 @@ def student_summary(
         "search_dir": str(search_dir),
         "teacher_test_acc": teacher_acc["test"],
         "teacher_val_acc": teacher_acc["val"],
+        "teacher_held_out": config.teacher.held_out,
+        "teacher_reference_acc": teacher_acc[config.teacher.held_out],
         "teacher_params": teacher_params,
         "student_test_acc": student_test,
         "student_val_acc": best.val_acc,
@@ -127,6 +130,7 @@ def export_and_register(
     summary: Mapping[str, Any],
     search_dir: Path,
     emit: Callable[[str], None],
+    info: DataInfo | None = None,
 ) -> dict[str, Any]:
     """Export, check, time, register and offer the student to the alias.
 
@@ -138,10 +142,14 @@ def export_and_register(
         summary: The result so far (its accuracies become model-version tags).
         search_dir: The search folder.
         emit: Where progress lines go.
+        info: The data description: token ids made by a local tokenizer also register
+            ``<name>-text``, the student with its tokenizer and class names, which takes
+            raw text (:mod:`kdforge.tracking.text_model`).
 
     Returns:
         Entries for ``summary.json`` (export path and parity; with ONNX also latency,
-        the registered version, the alias and the promotion).
+        the registered version, the alias and the promotion; ``text_model_uri`` for a
+        raw-text model).
     """
     inputs = check_inputs(test.x)
     with progress.phase("export", emit=emit):
@@ -182,7 +190,39 @@ def export_and_register(
             "promotion": promotion.as_dict(),
         }
     )
+    if info is not None and info.tokenizer and info.class_names:
+        out.update(_register_text(result.path, info, name, summary, out, config.export.alias, emit))
     return out
+
+
+def _register_text(
+    onnx_path: Path,
+    info: DataInfo,
+    name: str,
+    summary: Mapping[str, Any],
+    registered: Mapping[str, Any],
+    alias: str,
+    emit: Callable[[str], None],
+) -> dict[str, Any]:
+    """Register ``<name>-text`` (raw text in, class names out); same alias as the student."""
+    assert info.tokenizer is not None and info.class_names is not None
+    text_name = f"{name}-text"
+    promoted = registered.get("registered_alias") is not None
+    version = register_text_model(
+        onnx_path,
+        info.tokenizer,
+        info.input_shape[0],
+        info.class_names,
+        text_name,
+        tags={
+            **_version_tags(summary),
+            "onnx_version": str(registered["registered_model_version"]),
+        },
+        alias=alias if promoted else None,
+    )
+    uri = f"models:/{text_name}@{alias}" if promoted else f"models:/{text_name}/{version}"
+    emit(f"registered {text_name} version {version}: raw text in, class names out ({uri})")
+    return {"text_model_name": text_name, "text_model_version": version, "text_model_uri": uri}
 
 
 def _version_tags(summary: Mapping[str, Any]) -> dict[str, str]:

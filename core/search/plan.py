@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdforge.config import PluginRef, SearchConfig, resolve_tracking_uri
+from kdforge.config import PluginRef, Range, SearchConfig, resolve_tracking_uri
 from kdforge.data import LossNeeds
 from kdforge.interfaces import (
     DatasetPlugin,
@@ -25,7 +25,7 @@ from kdforge.plugin_host.resolve import instantiate, loss_hparams, validate_para
 from kdforge.report.best_config import apply_fixed_architecture
 from kdforge.search.initial_points import LossSettings, check_initial_points
 
-__all__ = ["LATENCY_EXPORTER", "SearchPlan", "plan_search"]
+__all__ = ["LATENCY_EXPORTER", "SearchPlan", "plan_search", "with_space_lr"]
 
 #: The exporter latency is measured with: latency is ONNX Runtime latency by definition.
 LATENCY_EXPORTER = "onnx"
@@ -64,6 +64,19 @@ class SearchPlan:
     address: str | None
 
 
+def with_space_lr(config: SearchConfig, space: SearchSpace) -> SearchConfig:
+    """``config`` with the space's ``default_lr`` range when ``search.lr`` is not set.
+
+    Each space trains best in its own learning-rate range (docs/search_spaces.md); a
+    config that sets ``search.lr`` keeps it.
+    """
+    if "lr" in config.search.model_fields_set or space.default_lr is None:
+        return config
+    low, high = space.default_lr
+    search = config.search.model_copy(update={"lr": Range(low=low, high=high, log=True)})
+    return config.model_copy(update={"search": search})
+
+
 def plan_search(
     config: SearchConfig, *, tracking_uri: str | None = None, address: str | None = None
 ) -> SearchPlan:
@@ -80,7 +93,9 @@ def plan_search(
     # In the config's order, so the first bad section is the one reported.
     dataset = instantiate("dataset", config.dataset, "dataset")
     teacher = instantiate("teacher", config.teacher, "teacher")
-    space = apply_fixed_architecture(instantiate("search_space", config.student, "student"), config)
+    unwrapped = instantiate("search_space", config.student, "student")
+    config = with_space_lr(config, unwrapped)
+    space = apply_fixed_architecture(unwrapped, config)
     loss_record = get_registry().get("loss", config.loss.name)
     loss_cls: type[LossStrategy] = loss_record.cls
     loss_params = validate_params(loss_record, config.loss.params, "loss")

@@ -85,7 +85,7 @@ def publish_reports(
             rows,
             search_dir / "plots",
             best=best,
-            teacher_acc=summary.get("teacher_val_acc"),
+            teacher_acc=summary.get("teacher_reference_acc", summary.get("teacher_val_acc")),
             objectives=objectives,
             pareto_png=Path(pareto_png) if pareto_png else None,
         )

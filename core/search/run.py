@@ -17,7 +17,12 @@ from typing import Any
 
 from kdforge.data import DataSplits
 from kdforge.objectives.constraints import trial_objectives_for
-from kdforge.search.checks import check_data_against_teacher
+from kdforge.search.checks import (
+    check_data_against_teacher,
+    check_student_space,
+    describe_splits,
+    teacher_gap_warning,
+)
 from kdforge.search.initial_points import initial_points_for_search
 from kdforge.search.plan import SearchPlan
 from kdforge.search.trial import TrialPayload
@@ -78,6 +83,7 @@ def load_data(plan: SearchPlan) -> LoadedData:
     check_data_against_teacher(splits, plan.teacher, config.teacher.name)
     # The space suggests differently once it is bound (e.g. transformer copies layers).
     plan.space.bind_teacher(plan.teacher)
+    check_student_space(splits, plan.space, config.student.name)
     points = initial_points_for_search(config, plan.space, plan.loss_settings, splits.info)
     return LoadedData(splits, points)
 
@@ -97,6 +103,7 @@ def prepare_run(
     when training inputs are augmented.
     """
     config = plan.config
+    emit(describe_splits(data.splits))
     started = time.perf_counter()
     settings = config.teacher_cache
     outputs = prepare_teacher_outputs(
@@ -113,7 +120,13 @@ def prepare_run(
         f"teacher {config.teacher.name}: {plan.teacher.num_parameters():,} params, "
         f"val_acc={teacher_acc['val']:.4f} test_acc={teacher_acc['test']:.4f} "
         f"(outputs ready in {time.perf_counter() - started:.1f}s)"
+        + ("; held-out split: test (teacher.held_out)" if config.teacher.held_out == "test" else "")
     )
+    warning = teacher_gap_warning(
+        teacher_acc, len(data.splits.val), len(data.splits.test), config.teacher.held_out
+    )
+    if warning:
+        emit(warning)
     return SearchRun(
         plan=plan,
         search_dir=search_dir,

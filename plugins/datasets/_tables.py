@@ -61,7 +61,12 @@ def read_table(file: Path, where: str) -> Any:
 
 
 def load_frame(
-    path: str, split_column: str | None, where: str, *, use_transfer: bool = True
+    path: str,
+    split_column: str | None,
+    where: str,
+    label_column: str | None = None,
+    *,
+    use_transfer: bool = True,
 ) -> tuple[Any, list[str] | None]:
     """All rows of ``path`` in one frame, and each row's given split (or None).
 
@@ -70,6 +75,8 @@ def load_frame(
         split_column: Column naming each row's split (``train``, ``validation``, ...);
             empty cells mean "no split given". Dropped from the frame.
         where: Names the dataset for error messages.
+        label_column: The label column. A transfer file is unlabeled, so it may leave
+            this column out (its rows get empty labels).
         use_transfer: False skips a ``{split}`` pattern's transfer file.
 
     Raises:
@@ -84,9 +91,7 @@ def load_frame(
         frame = read_table(file, where)
         frames.append(frame)
         given += [split] * len(frame)
-    columns = [list(f.columns) for f in frames]
-    if any(set(c) != set(columns[0]) for c in columns[1:] if c):
-        raise DataError(f"{where}: the split files have different columns: {columns}")
+    _align_columns(frames, list(files), files, where, label_column)
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if frame.empty:
         raise DataError(f"{where}: the table has no rows")
@@ -108,6 +113,38 @@ def load_frame(
         ]
         frame = frame.drop(columns=[split_column])
     return frame.reset_index(drop=True), marks
+
+
+def _align_columns(
+    frames: list[Any],
+    splits: list[str],
+    files: dict[str, Path],
+    where: str,
+    label_column: str | None,
+) -> None:
+    """Refuse split files whose columns differ, except a transfer file without labels."""
+    labeled = [
+        set(map(str, f.columns)) for f, s in zip(frames, splits, strict=True) if s != "transfer"
+    ]
+    expected = labeled[0] if labeled else set()
+    for frame, split in zip(frames, splits, strict=True):
+        have = set(map(str, frame.columns))
+        if split == "transfer" and label_column is not None and have == expected - {label_column}:
+            frame[label_column] = None  # unlabeled rows, as the docs promise
+            have = expected
+        if have != expected:
+            first = next(s for s in splits if s != "transfer")
+            missing, extra = sorted(expected - have), sorted(have - expected)
+            raise DataError(
+                f"{where}: the split files have different columns: {files[split].name} "
+                f"lacks {missing} and adds {extra} compared with {files[first].name}",
+                hint="give every split file the same columns"
+                + (
+                    f" (a transfer file may leave out the label column {label_column!r})"
+                    if label_column
+                    else ""
+                ),
+            )
 
 
 def is_blank(value: Any) -> bool:

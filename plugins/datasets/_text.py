@@ -136,6 +136,7 @@ class TextEncoder:
             "input_dtype": "int64",
             "vocab_size": len(self.tokenizer),
             "pad_token_id": int(self.tokenizer.pad_token_id),
+            "tokenizer": str(Path(str(self.params.tokenizer)).expanduser().resolve()),
         }
 
     def transform(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:

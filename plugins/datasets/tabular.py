@@ -150,7 +150,11 @@ class Tabular(DatasetPlugin):
         assert isinstance(params, TabularParams)
         where = f"dataset 'tabular' (path={params.path})"
         frame, given = load_frame(
-            params.path, params.split_column, where, use_transfer=params.use_transfer
+            params.path,
+            params.split_column,
+            where,
+            label_column=params.target,
+            use_transfer=params.use_transfer,
         )
         require_columns(frame, [params.target], where, "target")
         features = params.features or [str(c) for c in frame.columns if str(c) != params.target]

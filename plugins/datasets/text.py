@@ -57,7 +57,11 @@ class TextDataset(DatasetPlugin):
         assert isinstance(params, TextDatasetParams)
         where = f"dataset 'text' (path={params.path})"
         frame, given = load_frame(
-            params.path, params.split_column, where, use_transfer=params.use_transfer
+            params.path,
+            params.split_column,
+            where,
+            label_column=params.label_column,
+            use_transfer=params.use_transfer,
         )
         columns = [params.text_column, params.label_column]
         if params.text_pair_column:
@@ -81,11 +85,14 @@ class TextDataset(DatasetPlugin):
             chosen_pairs = [pairs[i] for i in picked] if pairs is not None else None
             return encoder.transform(chosen, chosen_pairs)
 
+        fields = encoder.info_fields()
+        if params.text_pair_column:  # served models take one text: no raw-text serving
+            fields.pop("tokenizer", None)
         info = DataInfo(
             name=dataset_name(params.path),
             num_classes=len(classes),
             class_names=classes,
-            **encoder.info_fields(),
+            **fields,
         )
         splits = make_splits(info, rows, labels, inputs_for)
         return apply_storage(

@@ -1,7 +1,9 @@
 """Exporter ``onnx``: the student as an ONNX graph with a dynamic batch axis.
 
 Exports with ``torch.onnx.export`` (the torch.export-based exporter), validates the
-graph with ``onnx.checker`` and runs it in onnxruntime on the check inputs; the export
+graph with ``onnx.checker`` and runs it in onnxruntime on the check inputs. A model
+under 2 GB is one self-contained ``.onnx`` file; a larger one keeps its weights in
+``<name>.onnx.data``, which must stay beside it. The export
 fails with :class:`~kdforge.errors.ExportError` when the largest absolute difference
 to PyTorch exceeds the configured tolerance (the caller checks it).
 """
@@ -28,6 +30,15 @@ from kdforge.interfaces import Exporter, ExportResult, PluginParams
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+#: Weights below this size go inside the ``.onnx`` file; protobuf caps one file at 2 GiB,
+#: so a larger model keeps its weights in ``<name>.onnx.data`` beside it.
+SELF_CONTAINED_BYTES = 2 * 10**9
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers (what the ONNX file has to hold)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class OnnxParams(PluginParams):
@@ -54,6 +65,11 @@ class OnnxExporter(Exporter):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         sample = example[: max(2, min(len(example), 8))].cpu()
+        # One self-contained file when it fits: a student.onnx copied on its own works.
+        external_data = weight_bytes(model) >= SELF_CONTAINED_BYTES
+        stale = path.with_name(path.name + ".data")
+        if not external_data and stale.exists():
+            stale.unlink()
         kwargs: dict = {}
         if params.opset is not None:
             kwargs["opset_version"] = params.opset
@@ -73,6 +89,7 @@ class OnnxExporter(Exporter):
                     (sample,),
                     str(path),
                     dynamo=True,
+                    external_data=external_data,
                     input_names=[INPUT_NAME],
                     output_names=[OUTPUT_NAME],
                     dynamic_shapes=({0: torch.export.Dim("batch")},),

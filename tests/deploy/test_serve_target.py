@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import yaml
 from kdforge.cli import main
 from kdforge.deploy.serve import ServeTarget, mlflow_serve_command, resolve_target
 from kdforge.errors import ConfigError
+
+MLFLOW_APP = "kdforge.deploy.mlflow_app:create_app"
 
 
 def _search_dir(tmp_path: Path, summary: dict) -> Path:
@@ -49,14 +50,17 @@ def test_search_without_registered_model_is_a_config_error(tmp_path):
     assert main(["serve", str(folder)]) == 2
 
 
-def test_mlflow_command_puts_the_venv_first_on_path():
-    argv, env = mlflow_serve_command(ServeTarget("models:/s@champion", "sqlite:///m.db"), port=5123)
-    assert argv[:5] == [sys.executable, "-m", "mlflow", "models", "serve"]
-    assert argv[argv.index("-m", 3) + 1] == "models:/s@champion"
-    assert argv[argv.index("--env-manager") + 1] == "local"
+def test_mlflow_command_runs_the_scoring_app_with_limits():
+    argv, env = mlflow_serve_command(
+        ServeTarget("models:/s@champion", "sqlite:///m.db"), port=5123, max_rows=7, max_body_mb=2
+    )
+    assert argv[:5] == [sys.executable, "-m", "uvicorn", "--factory", MLFLOW_APP]
     assert argv[argv.index("--port") + 1] == "5123"
     assert env["MLFLOW_TRACKING_URI"] == "sqlite:///m.db"
-    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert env["KDFORGE_SERVE_MODEL_URI"] == "models:/s@champion"
+    assert (env["KDFORGE_SERVE_MAX_ROWS"], env["KDFORGE_SERVE_MAX_BODY_BYTES"]) == ("7", "2000000")
+    with pytest.raises(ConfigError, match="limits must allow a request"):
+        mlflow_serve_command(ServeTarget("models:/s@champion", "x"), max_rows=0)
 
 
 def test_bad_ray_settings_are_reported(capsys):

@@ -28,3 +28,32 @@ def test_export_cnn_with_dynamic_batch(tmp_path: Path) -> None:
         got = session.run(None, {"input": x.numpy()})[0]
         with torch.no_grad():
             np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4)
+
+
+def test_small_model_is_one_self_contained_file(tmp_path: Path, monkeypatch) -> None:
+    """student.onnx works when copied on its own: no student.onnx.data beside it.
+
+    Above the size threshold (lowered here to force it) the weights go to ``.data``.
+    """
+    import onnxruntime as ort
+
+    from kdforge.plugins.exporters import onnx as onnx_exporter
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    example = torch.randn(4, 8)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "m.onnx.data").write_bytes(b"stale")  # from an earlier, larger export
+    result = OnnxExporter().export(model, example, tmp_path / "a" / "m.onnx")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["m.onnx"]
+    moved = tmp_path / "elsewhere.onnx"
+    result.path.rename(moved)
+    session = ort.InferenceSession(str(moved), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            session.run(None, {"input": example.numpy()})[0], model(example).numpy(), atol=1e-5
+        )
+
+    monkeypatch.setattr(onnx_exporter, "SELF_CONTAINED_BYTES", 1)
+    big = OnnxExporter().export(model, example, tmp_path / "b" / "m.onnx")
+    assert (tmp_path / "b" / "m.onnx.data").is_file() and big.max_abs_diff < 1e-5

@@ -117,3 +117,21 @@ def test_bad_architecture_is_a_config_error(tmp_path: Path) -> None:
     out = _run("train-teacher", str(config), cwd=tmp_path)
     assert out.returncode == 2
     assert "architecture.params" in out.stderr and "width_1" in out.stderr
+
+
+def test_plugins_list_takes_a_kind_positionally(capsys) -> None:
+    """`kdforge plugins list loss` (as docs/losses.md says) lists only losses."""
+    from kdforge.cli import main
+
+    for spelling in ("loss", "losses", "Loss"):
+        assert main(["plugins", "list", spelling]) == 0
+        rows = capsys.readouterr().out.splitlines()[1:]
+        kinds = {row.split()[0] for row in rows if not row.startswith("(")}
+        assert kinds == {"loss"} and any(" hinton_kd " in row for row in rows)
+    assert main(["plugins", "list", "search-space"]) == 0
+    assert " mlp " in capsys.readouterr().out
+    assert main(["plugins", "list", "lose"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown plugin kind 'lose'" in err and "did you mean 'loss'?" in err
+    assert main(["plugins", "list", "loss", "--kind", "teacher"]) == 2
+    assert "disagree" in capsys.readouterr().err

@@ -8,6 +8,7 @@ subprocess, and runs a real search whose every plugin comes from them.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,56 @@ def test_generated_plugin_works_before_install(tmp_path: Path, monkeypatch) -> N
         assert logits.grad is not None and torch.isfinite(total.total)
     finally:
         sys.modules.pop(result.module, None)
+
+
+@pytest.mark.parametrize("kind", list(HOOK_KINDS))
+def test_every_kind_has_its_own_params_and_a_neutral_docstring(
+    kind: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Each generated plugin declares a ``<Class>Params`` with a documented field, and
+    its one-line description names the plugin instead of describing the example."""
+    from kdforge.interfaces import PluginParams
+
+    result = new_plugin(kind, NAMES[kind], tmp_path / "pkg")
+    monkeypatch.syspath_prepend(str(result.root))
+    try:
+        cls = getattr(__import__(result.module), result.class_name)
+        params = cls.Params
+        assert params is not PluginParams and issubclass(params, PluginParams)
+        assert params.__name__ == f"{result.class_name}Params" and params.model_fields
+        assert all(field.description for field in params.model_fields.values())
+        first_line = (cls.__doc__ or "").strip().splitlines()[0]
+        assert f"``{NAMES[kind]}``" in first_line
+        for example_word in ("Hinton", "KL", "Gaussian", "torch.export", "hidden"):
+            assert example_word not in first_line
+    finally:
+        sys.modules.pop(result.module, None)
+
+
+def test_generated_contract_tests_pass_without_installing(tmp_path: Path) -> None:
+    """Every kind's generated test file (kdforge's contract kit) passes on its plugin,
+    imported from the package folder; registration is checked by the slow install test."""
+    roots = [new_plugin(kind, NAMES[kind], tmp_path / kind).root for kind in HOOK_KINDS]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "not registered_under_its_name",
+            *[str(root / "tests") for root in roots],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(str(root) for root in roots)},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
 
 
 def test_cli_new_plugin(tmp_path: Path, capsys) -> None:

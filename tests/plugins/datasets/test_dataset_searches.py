@@ -154,7 +154,34 @@ def test_search_runs_end_to_end_on_each_kind(ray_session, workspace, kind: str) 
     build, teacher_architecture, student = KINDS[kind]
     dataset = build(folder)
     teacher = _train_teacher(dataset, teacher_architecture, folder, uri)
-    _search(f"search-{kind.replace('_', '-')}", dataset, student, teacher, folder, uri, False)
+    export = kind == "text"  # a text student is also registered to take raw text
+    result = _search(
+        f"search-{kind.replace('_', '-')}", dataset, student, teacher, folder, uri, export
+    )
+    if export:
+        _check_raw_text_model(result, dataset, uri)
+
+
+def _check_raw_text_model(result: SearchResult, dataset: dict[str, Any], uri: str) -> None:
+    """``<name>-text`` answers raw texts with class names, as the ONNX student does on
+    the data's own token ids."""
+    import mlflow
+    import onnxruntime as ort
+
+    from kdforge.config import PluginRef
+    from kdforge.plugin_host.resolve import instantiate
+
+    summary = json.loads((result.search_dir / "summary.json").read_text())
+    assert summary["text_model_uri"] == "models:/search-text-student-text@champion"
+    mlflow.set_tracking_uri(uri)
+    texts = [row["text"] for row in builders.text_rows(12, seed=5)]
+    labels = mlflow.pyfunc.load_model(summary["text_model_uri"]).predict(texts)["label"].tolist()
+    plugin = instantiate("dataset", PluginRef.model_validate(dataset), "dataset")
+    splits = plugin.load(0)
+    ids = plugin.encoder.transform(texts).numpy()
+    session = ort.InferenceSession(summary["export_path"], providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: ids})[0]
+    assert labels == [splits.info.class_names[i] for i in logits.argmax(axis=1)]
 
 
 def test_streamed_search_matches_the_in_memory_search(ray_session, workspace) -> None:

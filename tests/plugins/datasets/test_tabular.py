@@ -107,3 +107,13 @@ def test_labels_may_be_integers(tmp_path: Path) -> None:
     frame["species"] = np.arange(60) % 3
     frame.to_csv(tmp_path / "t.csv", index=False)
     assert _plugin(tmp_path / "t.csv").load(0).info.class_names == ("0", "1", "2")
+
+
+def test_transfer_file_may_leave_out_the_target(tmp_path: Path) -> None:
+    frame = pd.DataFrame(table_rows(120))
+    frame.iloc[:60].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[60:100].to_csv(tmp_path / "test.csv", index=False)
+    frame.iloc[100:].drop(columns=["species"]).to_csv(tmp_path / "transfer.csv", index=False)
+    splits = _plugin(tmp_path / "{split}.csv").load(0)
+    assert splits.transfer is not None and len(splits.transfer) == 20
+    assert bool((splits.transfer.y == -1).all()) and len(splits.test) == 40

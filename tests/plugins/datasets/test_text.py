@@ -113,3 +113,29 @@ def test_bag_of_words_trains_the_builtin_mlp(tmp_path: Path) -> None:
     )  # fmt: skip
     accuracy, _ = evaluate(model, splits.test.x, splits.test.y)
     assert accuracy > 0.9
+
+
+def test_transfer_file_without_a_label_column_is_unlabeled(tmp_path: Path) -> None:
+    """`{split}.csv` with a text-only transfer.csv: its rows become the transfer split."""
+    rows = text_rows(60)
+    frame = pd.DataFrame(rows)
+    frame.iloc[:40].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[40:50].to_csv(tmp_path / "val.csv", index=False)
+    frame.iloc[50:].to_csv(tmp_path / "test.csv", index=False)
+    transfer = pd.DataFrame({"text": [r["text"] for r in text_rows(15, seed=1)]})
+    transfer.to_csv(tmp_path / "transfer.csv", index=False)
+    plugin = _plugin(tmp_path / "{split}.csv", representation="bag_of_words")
+    splits = plugin.load(0)
+    assert splits.transfer is not None and len(splits.transfer) == 15
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (40, 10, 10)
+    assert bool((splits.transfer.y == -1).all())
+
+    # Any other difference is still refused, naming the file and the columns.
+    transfer.assign(extra=1).to_csv(tmp_path / "transfer.csv", index=False)
+    with pytest.raises(DataError, match=r"transfer.csv lacks \['label'\] and adds \['extra'\]"):
+        plugin.load(0)
+    frame.iloc[50:][["text"]].to_csv(tmp_path / "test.csv", index=False)
+    (tmp_path / "transfer.csv").unlink()
+    with pytest.raises(DataError, match=r"test.csv lacks \['label'\]") as err:
+        plugin.load(0)
+    assert "a transfer file may leave out the label column 'label'" in str(err.value.hint)
