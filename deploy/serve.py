@@ -11,6 +11,13 @@ Two servers, one protocol (MLflow's ``POST /invocations``):
 
 The model argument is a model URI, a registered model name (``models:/NAME@ALIAS``
 is served), or a search folder (its ``summary.json`` names the registered version).
+A model file (``student.pt``, ``model.onnx``) is not servable: register it first.
+
+Only ONNX models are served by default (:func:`check_servable`): an ONNX graph holds
+no Python code, while other flavours (a pickled PyTorch model, a pyfunc ``python_model``)
+unpickle code when the server loads them. ``--trust-pickle`` serves them anyway; without
+it the server also runs with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` (MLflow 3.17
+defaults it to true).
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ import yaml
 
 from kdforge.config import resolve_tracking_uri
 from kdforge.errors import ConfigError, KDForgeError
+from kdforge.tracking.registry import model_flavors
 
 __all__ = [
     "ServeError",
     "ServeTarget",
+    "check_servable",
     "mlflow_serve_command",
     "resolve_target",
     "serve_mlflow",
@@ -69,7 +78,18 @@ def resolve_target(
         ConfigError: a search folder whose search registered no model.
     """
     folder = Path(model)
-    if "://" not in model and ":/" not in model and folder.is_dir():
+    has_scheme = "://" in model or ":/" in model
+    if (
+        not has_scheme
+        and not folder.is_dir()
+        and (folder.is_file() or folder.suffix.lower() in _MODEL_FILE_SUFFIXES or os.sep in model)
+    ):
+        raise ConfigError(
+            f"kdforge serve: {model} is a file path, not a servable model",
+            hint="serve takes a models:/NAME@ALIAS (or runs:/) URI, a registered model "
+            "name or a finished search folder; register a model file first",
+        )
+    if not has_scheme and folder.is_dir():
         summary_file = folder / "summary.json"
         if not summary_file.exists():
             raise ConfigError(
@@ -90,6 +110,44 @@ def resolve_target(
     return ServeTarget(model_uri=uri, tracking_uri=_tracking_uri(tracking_uri, None))
 
 
+_MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".onnx", ".ckpt", ".bin", ".pkl", ".safetensors")
+
+#: The switch that lets ``kdforge serve`` load a model that unpickles code.
+TRUST_PICKLE_SWITCH = "--trust-pickle"
+
+
+def check_servable(target: ServeTarget, trust_pickle: bool = False) -> None:
+    """Refuse, before a server starts, a model that is missing or would unpickle code.
+
+    Args:
+        target: What to serve.
+        trust_pickle: Serve a non-ONNX model (its code runs in the server).
+
+    Raises:
+        ConfigError: a local SQLite store that does not exist (nothing is created), or
+            a model without the ONNX flavour when ``trust_pickle`` is false.
+        TrackingError: the model cannot be found.
+    """
+    if target.tracking_uri.startswith("sqlite:///"):
+        db = Path(target.tracking_uri[len("sqlite:///") :])
+        if not db.is_file():
+            raise ConfigError(
+                f"kdforge serve: no tracking store at {db} (from {target.tracking_uri})",
+                hint="pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store the "
+                "model was registered in",
+            )
+    flavors, loader = model_flavors(target.model_uri, target.tracking_uri)
+    if trust_pickle or ("onnx" in flavors and loader == "mlflow.onnx"):
+        return
+    raise ConfigError(
+        f"kdforge serve: refused {target.model_uri}: it is not an ONNX model (flavours "
+        f"{sorted(flavors)}, loader {loader}), and loading it could unpickle code; "
+        "nothing in it has run",
+        hint=f"serve an ONNX model (kdforge registers its students as ONNX); only if you "
+        f"trust this model, pass {TRUST_PICKLE_SWITCH}",
+    )
+
+
 def _search_tracking_uri(folder: Path) -> str | None:
     config_file = folder / "config.yaml"
     if not config_file.exists():
@@ -104,11 +162,16 @@ def _tracking_uri(explicit: str | None, from_search: str | None) -> str:
 
 
 def mlflow_serve_command(
-    target: ServeTarget, host: str = "127.0.0.1", port: int = 5000, workers: int = 1
+    target: ServeTarget,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 1,
+    trust_pickle: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow models serve`` command line and environment for ``target``.
 
     The venv's ``bin`` folder goes first on ``PATH``: MLflow starts ``uvicorn`` by name.
+    MLflow's pickle switch is off unless ``trust_pickle`` (the ``--trust-pickle`` opt-in).
     """
     argv = [
         sys.executable,
@@ -129,6 +192,7 @@ def mlflow_serve_command(
     ]
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = target.tracking_uri
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true" if trust_pickle else "false"
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     return argv, env
@@ -140,6 +204,7 @@ def serve_mlflow(
     port: int = 5000,
     workers: int = 1,
     emit: Any = print,
+    trust_pickle: bool = False,
 ) -> int:
     """Run ``mlflow models serve`` in the foreground until it exits or is stopped.
 
@@ -149,7 +214,7 @@ def serve_mlflow(
     Returns:
         The server's exit status (0 when stopped by a signal).
     """
-    argv, env = mlflow_serve_command(target, host, port, workers)
+    argv, env = mlflow_serve_command(target, host, port, workers, trust_pickle)
     emit(f"serving {target.model_uri} (tracking {target.tracking_uri}) on http://{host}:{port}")
     emit('  POST /invocations {"inputs": [...]}; GET /ping. Stop with Ctrl-C.')
     process = subprocess.Popen(argv, env=env, start_new_session=True)
