@@ -28,6 +28,7 @@ from kdforge.search.callbacks import (
     ProgressPrinter,
     trial_status,
 )
+from kdforge.search.state_digest import StateDigestRecorder, record_state_digests
 from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
 from kdforge.search.trial import TrialPayload, run_trial, split_config
 from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
@@ -73,7 +74,13 @@ def run_trials(
         writer, parent.experiment_id, parent.run_id, settings.epochs, trial_numbers=known_numbers
     )
     budget = FailureBudget(config.failure_budget)
-    callbacks = [logger, ProgressPrinter(settings.num_trials, settings.epochs, emit), budget]
+    tune_dir = search_dir / TUNE_DIR
+    callbacks = [
+        logger,
+        ProgressPrinter(settings.num_trials, settings.epochs, emit),
+        budget,
+        StateDigestRecorder(tune_dir),  # what `kdforge resume` may restore
+    ]
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
     concurrent = _max_concurrent(config)
@@ -81,7 +88,6 @@ def run_trials(
         f"searching {settings.num_trials} students ({config.student.name}), "
         f"{concurrent} at a time, up to {settings.epochs} epochs each"
     )
-    tune_dir = search_dir / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(tune_dir)):
         tuner = _restore(tune_dir, trainable, callbacks, budget)
         emit(f"resuming the search in {tune_dir}")
@@ -114,6 +120,7 @@ def run_trials(
         )
     started = time.perf_counter()
     grid = tuner.fit()
+    record_state_digests(tune_dir)  # Tune's last experiment checkpoint
     writer.flush()  # the last epochs' metrics, queued by the trial logger
     emit(f"search finished in {time.perf_counter() - started:.1f}s")
     rows = rows_from_results(grid, logger.trial_numbers, settings.epochs)
