@@ -28,8 +28,8 @@ from kdforge.search.callbacks import (
     ProgressPrinter,
     trial_status,
 )
-from kdforge.search.state_digest import StateDigestRecorder, record_state_digests
 from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
+from kdforge.search.state_digest import StateDigestRecorder, record_state_digests
 from kdforge.search.trial import TrialPayload, run_trial, split_config
 from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
 from kdforge.tracking.search_runs import ParentRun, existing_trial_runs, retire_lost_trials
