@@ -192,7 +192,8 @@ def mlflow_serve_command(
     ]
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = target.tracking_uri
-    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true" if trust_pickle else "false"
+    allow = "true" if trust_pickle else "false"
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = allow  # opt-in: --trust-pickle
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     return argv, env

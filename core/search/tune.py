@@ -152,7 +152,7 @@ def _restore(
     tune_dir: Path, trainable: Any, callbacks: list[Any], budget: FailureBudget
 ) -> tune.Tuner:
     """The Tune experiment in ``tune_dir``, restored with this driver's callbacks."""
-    tuner = tune.Tuner.restore(
+    tuner = tune.Tuner.restore(  # opt-in: --trust-state, or digests checked on resume
         str(tune_dir),
         trainable=trainable,
         resume_unfinished=True,
