@@ -13,13 +13,15 @@ The host calls the methods in the order given in each class docstring.
 
 from __future__ import annotations
 
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from kdforge.data import (
     DataInfo,
@@ -52,10 +54,54 @@ __all__ = [
 ]
 
 
+def _takes_numbers_only(annotation: Any) -> bool:
+    """True for a field of numbers (int, float, bool, unions of them) taking no string."""
+    if annotation in (int, float, bool):
+        return True
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _takes_numbers_only(args[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        takes_text = any(
+            a is str
+            or (
+                typing.get_origin(a) is typing.Literal
+                and any(isinstance(v, str) for v in typing.get_args(a))
+            )
+            or (isinstance(a, type) and issubclass(a, (str, Path)))
+            for a in members
+        )
+        return not takes_text and any(a in (int, float, bool) for a in members)
+    return False
+
+
+def _refuse_quoted_number(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A pydantic ``before`` check: a string given for a number field is an error.
+
+    pydantic would turn ``batch_size: '64'`` into 64; kdforge refuses it, so a value
+    quoted by mistake (or a typo like ``'6 4'``) is reported, not guessed.
+    """
+    if isinstance(value, str) and info.field_name is not None:
+        field = model.model_fields.get(info.field_name)
+        if field is not None and _takes_numbers_only(field.annotation):
+            raise ValueError(f"expected a number, not the string {value!r} (remove the quotes)")
+    return value
+
+
 class PluginParams(BaseModel):
-    """Base of every plugin's ``Params`` model: unknown keys are errors."""
+    """Base of every plugin's ``Params`` model: unknown keys are errors.
+
+    Number fields take numbers only: a quoted ``'64'`` is an error, not 64.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_strings(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse_quoted_number(cls, value, info)
 
 
 class _Plugin(ABC):  # noqa: B024 - abstract methods come with each kind's subclass

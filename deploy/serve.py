@@ -15,6 +15,16 @@ Two servers, one protocol (MLflow's ``POST /invocations``):
 The model argument is a model URI, a registered model name (``models:/NAME@ALIAS``
 is served), or a search folder (its ``summary.json`` names the registered version;
 for a text student, the ``NAME-text`` version that takes raw text).
+A model file (``student.pt``, ``model.onnx``) is not servable: register it first.
+
+Only ONNX models are served by default (:func:`check_servable`): an ONNX graph holds
+no Python code, while other flavours (a pickled PyTorch model, a pyfunc ``python_model``)
+unpickle code when the server loads them. The one exception is kdforge's own raw-text
+model (``NAME-text``): a pyfunc logged from code whose code file is exactly the one
+kdforge writes (it imports kdforge's installed ``TextClassifier``) and whose artifacts
+are an ONNX graph, tokenizer files and JSON. ``--trust-pickle`` serves others anyway; without
+it the server also runs with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` (MLflow 3.17
+defaults it to true).
 """
 
 from __future__ import annotations
@@ -37,10 +47,13 @@ from kdforge.config import resolve_tracking_uri
 from kdforge.deploy.limits import DEFAULT_MAX_BODY_MB, DEFAULT_MAX_ROWS
 from kdforge.deploy.mlflow_app import BODY_ENV, MODEL_ENV, ROWS_ENV
 from kdforge.errors import ConfigError, KDForgeError
+from kdforge.tracking.registry import model_flavors
+from kdforge.tracking.text_model import is_kdforge_text_model
 
 __all__ = [
     "ServeError",
     "ServeTarget",
+    "check_servable",
     "mlflow_serve_command",
     "resolve_target",
     "serve_mlflow",
@@ -75,7 +88,18 @@ def resolve_target(
         ConfigError: a search folder whose search registered no model.
     """
     folder = Path(model)
-    if "://" not in model and ":/" not in model and folder.is_dir():
+    has_scheme = "://" in model or ":/" in model
+    if (
+        not has_scheme
+        and not folder.is_dir()
+        and (folder.is_file() or folder.suffix.lower() in _MODEL_FILE_SUFFIXES or os.sep in model)
+    ):
+        raise ConfigError(
+            f"kdforge serve: {model} is a file path, not a servable model",
+            hint="serve takes a models:/NAME@ALIAS (or runs:/) URI, a registered model "
+            "name or a finished search folder; register a model file first",
+        )
+    if not has_scheme and folder.is_dir():
         summary_file = folder / "summary.json"
         if not summary_file.exists():
             raise ConfigError(
@@ -95,6 +119,46 @@ def resolve_target(
         )
     uri = model if ":/" in model else f"models:/{model}@{alias}"
     return ServeTarget(model_uri=uri, tracking_uri=_tracking_uri(tracking_uri, None))
+
+
+_MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".onnx", ".ckpt", ".bin", ".pkl", ".safetensors")
+
+#: The switch that lets ``kdforge serve`` load a model that unpickles code.
+TRUST_PICKLE_SWITCH = "--trust-pickle"
+
+
+def check_servable(target: ServeTarget, trust_pickle: bool = False) -> None:
+    """Refuse, before a server starts, a model that is missing or would unpickle code.
+
+    Args:
+        target: What to serve.
+        trust_pickle: Serve a non-ONNX model (its code runs in the server).
+
+    Raises:
+        ConfigError: a local SQLite store that does not exist (nothing is created), or
+            a model without the ONNX flavour when ``trust_pickle`` is false.
+        TrackingError: the model cannot be found.
+    """
+    if target.tracking_uri.startswith("sqlite:///"):
+        db = Path(target.tracking_uri[len("sqlite:///") :])
+        if not db.is_file():
+            raise ConfigError(
+                f"kdforge serve: no tracking store at {db} (from {target.tracking_uri})",
+                hint="pass --tracking-uri (or set MLFLOW_TRACKING_URI) to the store the "
+                "model was registered in",
+            )
+    flavors, loader = model_flavors(target.model_uri, target.tracking_uri)
+    if trust_pickle or ("onnx" in flavors and loader == "mlflow.onnx"):
+        return
+    if is_kdforge_text_model(target.model_uri, target.tracking_uri):
+        return
+    raise ConfigError(
+        f"kdforge serve: refused {target.model_uri}: it is not an ONNX model (flavours "
+        f"{sorted(flavors)}, loader {loader}), and loading it could unpickle code; "
+        "nothing in it has run",
+        hint=f"serve an ONNX model (kdforge registers its students as ONNX); only if you "
+        f"trust this model, pass {TRUST_PICKLE_SWITCH}",
+    )
 
 
 def _search_tracking_uri(folder: Path) -> str | None:
@@ -118,8 +182,11 @@ def mlflow_serve_command(
     *,
     max_rows: int = DEFAULT_MAX_ROWS,
     max_body_mb: float = DEFAULT_MAX_BODY_MB,
+    trust_pickle: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """The uvicorn command line and environment serving ``target`` with MLflow's app.
+
+    MLflow's pickle switch is off unless ``trust_pickle`` (the ``--trust-pickle`` opt-in).
 
     Raises:
         ConfigError: a limit below 1 row or 1 KB.
@@ -148,6 +215,8 @@ def mlflow_serve_command(
     env[MODEL_ENV] = target.model_uri
     env[ROWS_ENV] = str(max_rows)
     env[BODY_ENV] = str(int(max_body_mb * 10**6))
+    allow = "true" if trust_pickle else "false"
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = allow  # opt-in: --trust-pickle
     return argv, env
 
 
@@ -160,6 +229,7 @@ def serve_mlflow(
     *,
     max_rows: int = DEFAULT_MAX_ROWS,
     max_body_mb: float = DEFAULT_MAX_BODY_MB,
+    trust_pickle: bool = False,
 ) -> int:
     """Run MLflow's scoring server (with limits) in the foreground until it is stopped.
 
@@ -170,7 +240,13 @@ def serve_mlflow(
         The server's exit status (0 when stopped by a signal).
     """
     argv, env = mlflow_serve_command(
-        target, host, port, workers, max_rows=max_rows, max_body_mb=max_body_mb
+        target,
+        host,
+        port,
+        workers,
+        max_rows=max_rows,
+        max_body_mb=max_body_mb,
+        trust_pickle=trust_pickle,
     )
     emit(f"serving {target.model_uri} (tracking {target.tracking_uri}) on http://{host}:{port}")
     emit('  POST /invocations {"inputs": [...]}; GET /ping. Stop with Ctrl-C.')

@@ -22,9 +22,21 @@ def free_port() -> int:
 
 
 def start_server(
-    folder: Path, port: int | None = None, timeout: float = 180
+    folder: Path,
+    port: int | None = None,
+    timeout: float = 180,
+    app_name: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server`` (SQLite + local artifacts in ``folder``); wait for /health."""
+    """Start ``mlflow server`` (SQLite + local artifacts in ``folder``); wait for /health.
+
+    Args:
+        folder: Holds the store, the artifacts (and ``basic_auth.db``: it is the cwd).
+        port: Default: a free one.
+        timeout: Seconds to wait for /health.
+        app_name: ``--app-name`` (e.g. ``basic-auth``).
+        env: Extra environment of the server.
+    """
     port = port or free_port()
     bin_dir = Path(sys.executable).parent
     argv = [
@@ -40,11 +52,16 @@ def start_server(
         str(port),
         "--workers",
         "1",
+        *(["--app-name", app_name] if app_name else []),
     ]
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     log = tempfile.TemporaryFile()  # noqa: SIM115 - a pipe could fill up and block it
     process = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=folder
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

@@ -136,6 +136,7 @@ def resume(
     progress: bool = True,
     tracking_uri: str | None = None,
     address: str | None = None,
+    trust_state: bool = False,
 ) -> DistillResult:
     """Continue an interrupted search (``kdforge resume`` in Python).
 
@@ -151,6 +152,8 @@ def resume(
         progress: Print progress lines.
         tracking_uri: Overrides the URI the search used.
         address: Ray cluster address to join.
+        trust_state: Let Ray read state files whose digests kdforge did not record
+            (``kdforge resume --trust-state``: they may unpickle code).
 
     Raises:
         ConfigError: the objects given are not the ones the search used.
@@ -163,7 +166,11 @@ def resume(
         _check_same(_dataset_section(data, transfer, None), config.dataset.params, "data")
     with display.quieted(not progress):
         found = resume_search(
-            folder, tracking_uri=tracking_uri, address=address, emit=progress_emitter(progress)
+            folder,
+            tracking_uri=tracking_uri,
+            address=address,
+            emit=progress_emitter(progress),
+            trust_state=trust_state,
         )
     return _result(found, config)
 

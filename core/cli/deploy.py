@@ -12,10 +12,11 @@ __all__ = ["add_commands"]
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from kdforge.deploy.serve import resolve_target, serve_mlflow
+    from kdforge.deploy.serve import check_servable, resolve_target, serve_mlflow
 
     target = resolve_target(args.model, alias=args.alias, tracking_uri=args.tracking_uri)
     if not args.ray:
+        check_servable(target, trust_pickle=args.trust_pickle)
         return serve_mlflow(
             target,
             host=args.host,
@@ -23,6 +24,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             max_rows=args.max_batch_size,
             max_body_mb=args.max_body_mb,
+            trust_pickle=args.trust_pickle,
         )
     # The optional [serve] extra (Ray Serve, starlette): imported only with --ray.
     from kdforge.deploy.ray_serve_app import RayServeSettings, serve_ray
@@ -33,6 +35,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_replicas=args.max_replicas,
         num_cpus=args.replica_cpus,
     )
+    # Ray Serve replicas only ever load ONNX (fetch_onnx_model): no pickle switch there.
+    check_servable(target)
     port = args.port or 8000
     return serve_ray(target, host=args.host, port=port, settings=settings, address=args.address)
 
@@ -67,6 +71,11 @@ def add_commands(sub: Any) -> None:
     serve.add_argument("--port", type=int, help="port (default 5000, or 8000 with --ray)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn workers (MLflow server)")
     serve.add_argument("--ray", action="store_true", help="serve with Ray Serve (autoscaling)")
+    serve.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="serve a non-ONNX model (it unpickles code: only if you trust it)",
+    )
     serve.add_argument("--address", help="Ray cluster address to join (--ray; default: local Ray)")
     serve.add_argument(
         "--max-batch-size", type=int, default=1024, help="rows per request; more -> 413"

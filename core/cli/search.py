@@ -32,7 +32,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from kdforge.api import resume  # imports Ray and Optuna: only now
 
-    resume(args.search_dir, tracking_uri=args.tracking_uri, address=args.address)
+    resume(
+        args.search_dir,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        trust_state=args.trust_state,
+    )
     return 0
 
 
@@ -88,4 +93,9 @@ def add_commands(sub: Any) -> None:
     resume.add_argument("search_dir", help="the search folder (output_dir/NAME/TIMESTAMP)")
     resume.add_argument("--tracking-uri", help="MLflow tracking URI (default: the search's)")
     resume.add_argument("--address", help="Ray cluster address to join")
+    resume.add_argument(
+        "--trust-state",
+        action="store_true",
+        help="restore Ray state files kdforge did not record (they are unpickled)",
+    )
     resume.set_defaults(func=_cmd_resume)

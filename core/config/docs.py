@@ -25,6 +25,22 @@ out-of-range values are errors that name the key path (e.g. `search.num_trails: 
 key (did you mean 'search.num_trials'?)`). Any key can be overridden on the command line
 with `--set KEY=VALUE` (dotted path, YAML value).
 
+The reader is strict, so a mistake is reported rather than guessed:
+
+* **A key given twice** in one mapping is an error naming both lines (YAML readers
+  usually keep the last one silently).
+* **Numbers are numbers**: a quoted `batch_size: '64'` is refused ("expected a number,
+  not the string '64'"), in plugin `params` too. An integer where a float goes is fine
+  (`lr: 1` is 1.0), and `1e-3` is a float (as in YAML 1.2).
+* **Errors name their source**: the file and line for YAML errors, `--set KEY` for a
+  value given on the command line.
+* **A path with `{split}` inside braces** must be quoted: `params: {path: /data/{split}.npz}`
+  is a YAML error (`{` opens a mapping); write `params: {path: "/data/{split}.npz"}` or
+  use block style. The error says "quote the path".
+* **Tracking store**: a `sqlite:///` path in a folder that does not exist is an error
+  (kdforge does not create it), and a store file that is not an MLflow SQLite database
+  is reported before anything runs, with a hint.
+
 Plugin sections (`dataset`, `teacher`, `student`, `loss`, `architecture`) take a `name`
 and `params`; the parameters of each plugin are listed by `kdforge plugins show NAME`
 and in the plugin docs. Example configs live in `examples/`.

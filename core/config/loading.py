@@ -2,11 +2,18 @@
 
 Errors name the key path, the bad value and what was expected, and suggest the
 closest key for misspellings (``search.num_trails: unknown key (did you mean
-'search.num_trials'?)``).
+'search.num_trials'?)``). They name where the value came from: the file (with the line
+for YAML errors), or ``--set KEY`` for a command-line override.
+
+The YAML reader is PyYAML's safe loader with two changes: a key given twice in one
+mapping is an error naming both lines (PyYAML keeps the last silently), and ``1e-3``
+is a float as in YAML 1.2 (PyYAML 1.1 reads it as a string, which kdforge no longer
+turns into a number: a quoted ``'64'`` for a number is refused).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,10 +28,93 @@ __all__ = [
     "load_config",
     "load_search_config",
     "load_teacher_config",
+    "parse_yaml",
     "validate_config",
 ]
 
 _M = TypeVar("_M", bound=BaseModel)
+
+
+# YAML 1.2 floats, exponent without a dot included (``1e-3``, ``-2E+4``).
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe loader: duplicate keys are errors, ``1e-3`` is a float."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML reports it below
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice in one mapping (lines {first} and {line}); "
+                    "keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789"))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text with kdforge's config reader.
+
+    Args:
+        text: The YAML.
+        source: Where it came from (a file name, ``--set KEY``): errors start with it.
+
+    Raises:
+        ConfigError: invalid YAML or a duplicate key, naming ``source`` and the line.
+    """
+    loader = _ConfigLoader(text)
+    loader.name = source  # marks name the source, not "<unicode string>"
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_message(exc, text, source), hint=_yaml_hint(exc, text)) from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_message(exc: yaml.YAMLError, text: str, source: str) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    line = ""
+    if mark is not None and 0 <= mark.line < len(text.splitlines()):
+        line = f": {text.splitlines()[mark.line].strip()!r}"
+    detail = f"{problem} ({context})" if context else problem
+    return f"{source}: invalid YAML{where}{line}: {detail}"
+
+
+# ``key: {path: /data/{split}.npz}``: a brace placeholder inside a flow mapping.
+_BRACE_IN_FLOW = re.compile(r"\{[^{}'\"]*:\s*[^{}'\",]*\{\w*\}")
+
+
+def _yaml_hint(exc: yaml.YAMLError, text: str) -> str | None:
+    mark = getattr(exc, "problem_mark", None)
+    lines = text.splitlines()
+    if mark is None or not 0 <= mark.line < len(lines):
+        return None
+    if _BRACE_IN_FLOW.search(lines[mark.line]) or (
+        "{" in lines[mark.line] and "flow mapping" in str(getattr(exc, "context", ""))
+    ):
+        return (
+            "quote the path: a value holding {split} inside {...} must be quoted, e.g. "
+            'params: {path: "/data/{split}.npz"}'
+        )
+    return None
 
 
 def load_config(path: str | Path, model: type[_M], overrides: dict[str, Any] | None = None) -> _M:
@@ -44,11 +134,10 @@ def load_config(path: str | Path, model: type[_M], overrides: dict[str, Any] | N
     if file.is_dir():
         raise ConfigError(f"config path is a directory, expected a YAML file: {file}")
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: invalid YAML: {exc}") from None
+        text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read: {exc}") from None
+    raw = parse_yaml(text, str(file))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -57,7 +146,14 @@ def load_config(path: str | Path, model: type[_M], overrides: dict[str, Any] | N
         )
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
-    return validate_config(raw, model, source=str(file))
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        # Each problem is blamed on where its value came from: --set KEY or the file.
+        blame = {dotted: f"--set {dotted}" for dotted in overrides or {}}
+        raise ConfigError(
+            format_validation_error(exc, model, raw, str(file), blame=blame)
+        ) from None
 
 
 def validate_config(raw: dict[str, Any], model: type[_M], source: str = "config") -> _M:
@@ -79,7 +175,12 @@ def load_teacher_config(path: str | Path, overrides: dict[str, Any] | None = Non
 
 
 def format_validation_error(
-    exc: ValidationError, model: type[BaseModel], raw: Any, source: str, prefix: str = ""
+    exc: ValidationError,
+    model: type[BaseModel],
+    raw: Any,
+    source: str,
+    prefix: str = "",
+    blame: dict[str, str] | None = None,
 ) -> str:
     """One readable line per problem: key path, bad value, expectation, suggestion.
 
@@ -89,8 +190,9 @@ def format_validation_error(
         raw: The raw input.
         source: Where the input came from (a file name), or "" for none.
         prefix: Key path of ``raw`` inside the whole config (e.g. ``student.params``).
+        blame: Dotted keys set elsewhere (``--set``) and the source to name for a
+            problem at or below them instead of ``source``.
     """
-    lines = []
     by_key: dict[str, str] = {}
     for err in exc.errors():
         # Drop pydantic's union-branch labels ("float", "function-after[...]") from paths.
@@ -113,14 +215,28 @@ def format_validation_error(
             if text.startswith("Value error, "):
                 text = text[len("Value error, ") :]
             msg = f"{key}: {text}"
-            if "input" in err and kind != "model_type":
+            if "input" in err and kind != "model_type" and "not the string" not in text:
                 msg += f" (got {err['input']!r})"
         # For a union (a number or a range) keep the most specific complaint per key.
         if key in by_key and kind != "value_error":
             continue
         by_key[key] = msg
-    lines = list(by_key.values())
-    return (f"{source}: " if source else "") + "; ".join(lines)
+    own: list[str] = []
+    elsewhere: list[str] = []
+    for key, msg in by_key.items():
+        origin = _blamed(key, blame or {})
+        if origin is None:
+            own.append(msg)
+        else:
+            elsewhere.append(f"{origin}: {msg}")
+    parts = ([(f"{source}: " if source else "") + "; ".join(own)] if own else []) + elsewhere
+    return "; ".join(parts)
+
+
+def _blamed(key: str, blame: dict[str, str]) -> str | None:
+    """The override source for ``key``: the longest overridden key at or above it."""
+    hits = [d for d in blame if key == d or key.startswith(d + ".")]
+    return blame[max(hits, key=len)] if hits else None
 
 
 def _is_branch_label(part: str) -> bool:

@@ -7,9 +7,11 @@ validated before anything heavy loads.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from kdforge.interfaces import _refuse_quoted_number
 
 __all__ = [
     "CONSTRAINT_METRICS",
@@ -44,6 +46,12 @@ CONSTRAINT_METRICS: dict[str, str] = {
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    # A quoted number (``max: '5'``) is an error, not converted.
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_strings(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse_quoted_number(cls, value, info)
 
 
 class ObjectiveSpec(_Strict):

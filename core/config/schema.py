@@ -10,7 +10,14 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kdforge.config.objective_settings import (
     ConstraintSettings,
@@ -21,6 +28,7 @@ from kdforge.config.objective_settings import (
 )
 from kdforge.config.quantize_settings import QuantizeSettings
 from kdforge.config.teacher_cache_settings import TeacherCacheSettings
+from kdforge.interfaces import _refuse_quoted_number
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
@@ -41,6 +49,12 @@ __all__ = [
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    # A quoted number (``batch_size: '64'``) is an error, not converted.
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_strings(cls, value: Any, info: ValidationInfo) -> Any:
+        return _refuse_quoted_number(cls, value, info)
 
 
 class Range(_Strict):

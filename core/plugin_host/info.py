@@ -148,15 +148,34 @@ def describe_plugin(
     matches = registry.find(name, kind)
     if matches:
         return "\n\n".join(describe(r) for r in matches)
-    for k in [kind] if kind else list(registry.records):
-        if (k, name) in registry.conflicts or registry.failure_for(k, name):
-            registry.get(k, name)  # raises the specific error
+    kinds = [kind] if kind else list(registry.records)
+    for k in kinds:
+        exact = any((k, name) in f.names for f in registry.failures)
+        if (k, name) in registry.conflicts or exact:
+            registry.get(k, name)  # raises the specific error, of the right kind
+    # A plugin that failed to import registered nothing: its kind is unknown, so the
+    # error names none (it used to call every such plugin a "dataset", the first kind).
+    failure = registry.failure_for(kind, name) if kind else _failure_any_kind(registry, name)
+    if failure is not None:
+        label = kind.replace("_", " ") if kind else "plugin"
+        raise PluginError(
+            f"{label} {name!r} is not available: plugin {failure.entry_point!r} from "
+            f"distribution {failure.source!r} failed to "
+            f"{'import' if failure.stage == 'import' else 'register'}: {failure.error}",
+            hint=f"fix or reinstall {failure.source!r} (`pip install -U {failure.source}`); "
+            "`kdforge plugins` lists what loaded",
+        )
     names = sorted({r.name for r in registry.list(kind)})
     suggestion = closest_match(name, names)
     raise PluginError(
         f"unknown plugin {name!r}; available: {', '.join(names) or 'none'}",
         hint=f"did you mean {suggestion!r}?" if suggestion else "`kdforge plugins` lists them",
     )
+
+
+def _failure_any_kind(registry: PluginRegistry, name: str) -> Any:
+    """The failed plugin that most likely provides ``name``, whatever its kind."""
+    return next((f for f in registry.failures if f.may_provide("", name)), None)
 
 
 def _overrides_declared(cls: Any) -> bool:

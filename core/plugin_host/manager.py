@@ -15,8 +15,11 @@ Failures never take other plugins down. A third-party plugin that fails to impor
 raises while registering, or registers something invalid is reported as a
 :class:`PluginWarning` naming its distribution, entry point and error; asking for a
 name it would have provided raises a :class:`~kdforge.errors.PluginError` that says
-why it is missing. Two plugins registering the same name make that name unusable:
-asking for it raises an error naming both sources.
+why it is missing. Two third-party plugins registering the same name make that name
+unusable: asking for it raises an error naming both sources. A built-in is never
+displaced: a third-party plugin that registers a built-in's name (``hinton_kd``) is
+refused for that name, with a :class:`PluginWarning` and a failure record (stage
+``"clash"``) naming its distribution; the built-in keeps working.
 """
 
 from __future__ import annotations
@@ -224,6 +227,10 @@ def _make_register(item: _Loaded, kind: str) -> Callable[[str, Any], None]:
 
 def _add_or_conflict(registry: PluginRegistry, record: PluginRecord) -> None:
     key = (record.kind, record.name)
+    current = registry.records[record.kind].get(record.name)
+    if current is not None and current.source == BUILTIN_SOURCE:
+        _refuse_builtin_clash(registry, record)
+        return
     clash = registry.conflicts.get(key)
     existing = registry.records[record.kind].pop(record.name, None)
     if clash is None and existing is None:
@@ -235,6 +242,33 @@ def _add_or_conflict(registry: PluginRegistry, record: PluginRecord) -> None:
     warnings.warn(
         conflict_message(record.kind, record.name, clash) + "; the name is unusable until "
         "one of them goes",
+        PluginWarning,
+        stacklevel=5,
+    )
+
+
+def _refuse_builtin_clash(registry: PluginRegistry, record: PluginRecord) -> None:
+    """Keep the built-in; record and warn that ``record``'s distribution reused its name."""
+    label = record.kind.replace("_", " ")
+    error = (
+        f"PluginError: {label} {record.name!r} is a kdforge built-in name; "
+        f"{record.origin} registered it again and was refused for that name (a built-in "
+        "is never replaced)"
+    )
+    registry.failures.append(
+        PluginFailure(
+            record.source,
+            record.version,
+            record.entry_point or record.source,
+            error,
+            "clash",
+            ((record.kind, record.name),),
+        )
+    )
+    warnings.warn(
+        f"kdforge plugin distribution {record.source!r} registers the built-in "
+        f"{label} name {record.name!r}: refused, the built-in stays; the distribution "
+        "must register it under another name",
         PluginWarning,
         stacklevel=5,
     )

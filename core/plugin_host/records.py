@@ -92,7 +92,8 @@ class PluginFailure:
         version: Distribution version.
         entry_point: The entry point, as ``name = value``.
         error: ``ExceptionType: message``.
-        stage: ``"import"`` (loading the entry point) or ``"register"`` (its hooks).
+        stage: ``"import"`` (loading the entry point), ``"register"`` (its hooks), or
+            ``"clash"`` (it registered a built-in's name, which was refused).
         names: ``(kind, name)`` pairs it registered before failing (all dropped).
     """
 

@@ -57,8 +57,9 @@ from kdforge.search.ranges import searched_ranges
 from kdforge.search.run import SearchRun, load_data, prepare_run
 from kdforge.search.sampler import DefineByRun, make_searcher
 from kdforge.search.services import SearchServices
+from kdforge.search.state_digest import check_state_digests
 from kdforge.search.trial import load_trial_model
-from kdforge.search.tune import run_trials
+from kdforge.search.tune import TUNE_DIR, run_trials
 from kdforge.tracking.run_metadata import kdforge_version, log_search_metadata
 from kdforge.tracking.search_runs import (
     ParentRun,
@@ -131,6 +132,7 @@ def resume_search(
     tracking_uri: str | None = None,
     address: str | None = None,
     emit: Callable[[str], None] = print,
+    trust_state: bool = False,
 ) -> SearchResult:
     """Continue a search whose driver died (or whose tracking server went away).
 
@@ -143,9 +145,11 @@ def resume_search(
         tracking_uri: Overrides the URI the search used.
         address: Ray cluster address to join.
         emit: Where progress lines go.
+        trust_state: Restore Ray state files kdforge did not record (``--trust-state``).
     """
     folder = Path(search_dir).resolve()
     state = SearchState.load(folder)
+    check_state_digests(folder / TUNE_DIR, trust=trust_state)  # before Ray unpickles them
     config = load_search_config(folder / "config.yaml")
     plan = plan_search(config, tracking_uri=tracking_uri or state.tracking_uri, address=address)
     _preflight(plan)

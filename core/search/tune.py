@@ -32,6 +32,7 @@ from kdforge.search.callbacks import (
 )
 from kdforge.search.interrupt import SearchInterrupted, TrialsInterrupt
 from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
+from kdforge.search.state_digest import StateDigestRecorder, record_state_digests
 from kdforge.search.trial import TrialPayload, run_trial, split_config
 from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
 from kdforge.tracking.search_runs import ParentRun, existing_trial_runs, retire_lost_trials
@@ -80,7 +81,9 @@ def run_trials(
     )
     budget = FailureBudget(config.failure_budget)
     printer = ProgressPrinter(settings.num_trials, settings.epochs, emit, logger.trial_numbers)
-    callbacks = [logger, printer, budget]
+    tune_dir = search_dir / TUNE_DIR
+    # StateDigestRecorder: what `kdforge resume` may restore.
+    callbacks = [logger, printer, budget, StateDigestRecorder(tune_dir)]
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
     concurrent = _max_concurrent(config)
@@ -88,7 +91,6 @@ def run_trials(
         f"searching {plural(settings.num_trials, 'student')} ({config.student.name}), "
         f"{concurrent} at a time, up to {plural(settings.epochs, 'epoch')} each"
     )
-    tune_dir = search_dir / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(tune_dir)):
         tuner = _restore(tune_dir, trainable, callbacks, budget)
         emit(f"resuming the search in {tune_dir}")
@@ -129,6 +131,7 @@ def run_trials(
     ):
         printer.bar = bar
         grid = tuner.fit()
+    record_state_digests(tune_dir)  # Tune's last experiment checkpoint
     writer.flush()  # the last epochs' metrics, queued by the trial logger
     rows = [] if interrupt.seen else rows_from_results(grid, logger.trial_numbers, settings.epochs)
     # Tune's objects hold object-store references and sit in reference cycles; freed by
@@ -169,7 +172,7 @@ def _restore(
     tune_dir: Path, trainable: Any, callbacks: list[Any], budget: FailureBudget
 ) -> tune.Tuner:
     """The Tune experiment in ``tune_dir``, restored with this driver's callbacks."""
-    tuner = tune.Tuner.restore(
+    tuner = tune.Tuner.restore(  # opt-in: --trust-state, or digests checked on resume
         str(tune_dir),
         trainable=trainable,
         resume_unfinished=True,

@@ -67,8 +67,25 @@ class PluginContract:
         if self.registered_name is None:
             pytest.skip("registered_name not set")
 
-        record = get_registry().get(self.kind, self.registered_name)
-        assert record.cls is type(plugin), f"registry maps it to {record.cls!r}"
+        registry = get_registry()
+        kind, name = self.kind, self.registered_name
+        refused = [f for f in registry.failures if f.stage == "clash" and (kind, name) in f.names]
+        rivals = [r for r in registry.conflicts.get((kind, name), []) if r.cls is not type(plugin)]
+        if rivals and not refused:
+            # Another distribution registered the same name: it is the cause, name it.
+            pytest.fail(
+                f"{kind} {name!r} is also registered by "
+                f"{' and '.join(r.origin for r in rivals)}, so the name is unusable; "
+                "that distribution clashes with this plugin (uninstall it or rename one)"
+            )
+        record = registry.get(kind, name)
+        if record.cls is not type(plugin) and refused:
+            pytest.fail(
+                f"{kind} {name!r} is a kdforge built-in name: "
+                f"{', '.join(repr(f.source) for f in refused)} registered it again and "
+                "was refused; register this plugin under another name"
+            )
+        assert record.cls is type(plugin), f"registry maps it to {record.origin}"
 
 
 def example_inputs(info: DataInfo, n: int) -> torch.Tensor:

@@ -36,6 +36,7 @@ __all__ = [
     "download_student_checkpoint",
     "fetch_onnx_model",
     "log_registered_teacher",
+    "model_flavors",
     "register_onnx",
 ]
 
@@ -156,6 +157,37 @@ def fetch_onnx_model(model_uri: str, tracking_uri: str | None = None) -> OnnxMod
         input_shape=shape,
         input_dtype=dtype,
     )
+
+
+def model_flavors(model_uri: str, tracking_uri: str) -> tuple[set[str], str | None]:
+    """A logged model's flavours and its pyfunc loader module, from its MLmodel file only.
+
+    Nothing but the small ``MLmodel`` YAML file is downloaded or read, so this is safe
+    to call on a model that may hold pickled code.
+
+    Args:
+        model_uri: ``models:/...`` or ``runs:/...``.
+        tracking_uri: Where the registry lives.
+
+    Raises:
+        TrackingError: the model cannot be found.
+    """
+    import mlflow
+    from mlflow.models import get_model_info
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        info = get_model_info(model_uri)
+    except Exception as exc:
+        raise TrackingError(
+            f"cannot fetch model {model_uri} from {tracking_uri}: {first_line(exc)}",
+            hint="check the name/alias with the MLflow UI, or pass --tracking-uri "
+            "pointing at the store the search used",
+        ) from None
+    flavors = dict(info.flavors)
+    loader = (flavors.get("python_function") or {}).get("loader_module")
+    return set(flavors), None if loader is None else str(loader)
 
 
 def _signature_input(meta: Any) -> tuple[tuple[int, ...], str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kdforge.errors import TrackingError
+from kdforge.tracking.store_checks import check_server_credentials, check_sqlite_store
 
 # MLflow (~1.5 s to import) is imported inside the functions that log: a search then
 # imports it in the background while its data loads (kdforge.search.services).
@@ -65,8 +66,9 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     (:func:`cap_http_retries`) for the rest of the process.
 
     Raises:
-        TrackingError: an HTTP server that does not answer, or a SQLite/file location
-            that cannot be written.
+        TrackingError: an HTTP server that does not answer or refuses the credentials
+            (:mod:`kdforge.tracking.store_checks`), or a SQLite store in a missing
+            folder, a corrupt one, or a location that cannot be written.
     """
     cap_http_retries()
     if uri.startswith(("http://", "https://")):
@@ -82,18 +84,14 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
                 f"MLflow tracking server {uri} does not answer ({exc})",
                 hint="start it (mlflow server ...) or drop --tracking-uri to use local SQLite",
             ) from None
+        check_server_credentials(uri, timeout_s)
         return
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
         folder = db.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrackingError(
-                f"cannot create the tracking store folder {folder} (from {uri}): {exc}"
-            ) from None
         if db.exists() and db.is_dir():
             raise TrackingError(f"tracking store {db} is a directory, expected a SQLite file")
+        check_sqlite_store(db, uri)
         probe = folder / f".kdforge-write-probe-{time.time_ns()}"
         try:
             probe.write_text("")

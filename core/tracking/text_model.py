@@ -24,7 +24,7 @@ from pathlib import Path
 # MLflow (~1.5 s to import), onnx and transformers are imported by the function that
 # uses them: a search imports this module whatever its data; only text students need it.
 
-__all__ = ["SETTINGS_FILE", "register_text_model"]
+__all__ = ["SETTINGS_FILE", "is_kdforge_text_model", "register_text_model"]
 
 #: The artifact holding the tokenization settings and the class names.
 SETTINGS_FILE = "text_model.json"
@@ -115,3 +115,38 @@ def register_text_model(
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return version
+
+
+def is_kdforge_text_model(model_uri: str, tracking_uri: str) -> bool:
+    """True when ``model_uri`` is a raw-text model that :func:`register_text_model` logged.
+
+    Reads the ``MLmodel`` file and the model's code file only (both small text files;
+    nothing is loaded or run): a pyfunc logged from code whose code is exactly kdforge's
+    three lines. ``kdforge serve`` serves it without ``--trust-pickle``, since its code is
+    kdforge's installed :class:`TextClassifier` and its artifacts hold no pickle.
+
+    Args:
+        model_uri: ``models:/...`` or ``runs:/...``.
+        tracking_uri: Where the registry lives.
+    """
+    import mlflow
+    from mlflow.models import get_model_info
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        conf = get_model_info(model_uri).flavors.get("python_function") or {}
+    except Exception:  # not found: check_servable's model_flavors already said so
+        return False
+    code_path = conf.get("model_code_path")
+    if not code_path or conf.get("loader_module") != "mlflow.pyfunc.model":
+        return False
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            local = get_artifact_repository(model_uri).download_artifacts(
+                Path(str(code_path)).name, dst_path=scratch
+            )
+            return Path(local).read_text() == _CODE
+        except Exception:  # no readable code file: not ours
+            return False

@@ -5,10 +5,13 @@ resolved against ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else kdforg
 ``sqlite:///mlflow.db`` in the working directory). The model's files are downloaded to
 a temporary folder and loaded by flavour:
 
-* ``pytorch``: ``mlflow.pytorch.load_model``. MLflow 3 saves with ``torch.export``
-  (``.pt2``) and refuses pickled models unless ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``
-  is set, so loading runs no pickled code by default;
-* ``onnx``: run with onnxruntime on the CPU.
+* ``onnx`` (preferred by ``flavor: auto``): run with onnxruntime on the CPU; an ONNX
+  graph holds no Python code;
+* ``pytorch``: ``mlflow.pytorch.load_model`` of a ``torch.export`` archive (``.pt2``,
+  MLflow 3's default), with MLflow's pickle check forced on
+  (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` while it loads: MLflow 3.17 defaults it
+  to true). A pickled PyTorch model (``model.pth``) is refused before anything in it
+  is read, unless the teacher sets ``trust_pickle: true`` (the one opt-in, warned).
 
 ``kdforge train-teacher`` registers its teacher this way when the teacher config sets
 ``registered_model_name``. The input shape and classes come from the model signature.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,7 +55,11 @@ class MlflowParams(PluginParams):
         None, description="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI or sqlite)."
     )
     flavor: Literal["auto", "pytorch", "onnx"] = Field(
-        "auto", description="Which saved flavour to load; 'auto' prefers pytorch."
+        "auto", description="Which saved flavour to load; 'auto' prefers onnx, then pytorch."
+    )
+    trust_pickle: bool = Field(
+        False,
+        description="Load a pickled PyTorch model (runs any code it holds; only if trusted).",
     )
 
     @field_validator("uri")
@@ -107,15 +115,7 @@ class MlflowTeacher(Teacher):
             flavor = self._choose_flavor(set(meta.flavors))
             self._flavor = flavor
             if flavor == "pytorch":
-                try:
-                    model = mlflow.pytorch.load_model(local, map_location="cpu")
-                except MlflowException as exc:
-                    raise CheckpointError(
-                        f"{_WHERE}: MLflow refused to load {params.uri}: {first_line(exc)}",
-                        hint="log the model with MLflow 3's default (torch.export) format; "
-                        "pickled models need MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true",
-                    ) from None
-                self._model = model
+                self._model = self._load_pytorch(mlflow, MlflowException, Path(local), meta)
                 self._session = None
             else:
                 self._model = None
@@ -123,10 +123,45 @@ class MlflowTeacher(Teacher):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    def _load_pytorch(self, mlflow: Any, error: type[Exception], local: Path, meta: Any) -> Any:
+        """Load the pytorch flavour; a pickled model only with ``trust_pickle``."""
+        params = self.params
+        assert isinstance(params, MlflowParams)
+        data = local / str(meta.flavors["pytorch"].get("model_data", "data"))
+        pickled = (data / "model.pth").exists() or not (data / "model.pt2").exists()
+        if pickled and not params.trust_pickle:
+            raise CheckpointError(
+                f"{_WHERE}: refused to load {params.uri}: its PyTorch model is pickled "
+                "(not a torch.export .pt2 archive), and unpickling could run code; "
+                "nothing in it has run",
+                hint="log the teacher as ONNX (mlflow.onnx.log_model) or with MLflow 3's "
+                "default torch.export format; only if you trust it, set "
+                "teacher.params.trust_pickle: true",
+            )
+        if pickled:
+            message = (
+                f"{_WHERE}: trust_pickle is true: unpickling {params.uri}; "
+                "this runs any code the model holds"
+            )
+            warnings.warn(message, UserWarning, stacklevel=2)
+        try:
+            with _pickle_allowed(params.trust_pickle):
+                return mlflow.pytorch.load_model(str(local), map_location="cpu")
+        except error as exc:
+            raise CheckpointError(
+                f"{_WHERE}: MLflow refused to load {params.uri}: {first_line(exc)}",
+                hint="log the model as ONNX or with MLflow 3's default (torch.export) "
+                "format; only if you trust it, set teacher.params.trust_pickle: true",
+            ) from None
+        except Exception as exc:  # errors of the unpickled (trusted) code
+            raise CheckpointError(
+                f"{_WHERE}: loading {params.uri} failed: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
+
     def _choose_flavor(self, flavors: set[str]) -> str:
         params = self.params
         assert isinstance(params, MlflowParams)
-        wanted = ["pytorch", "onnx"] if params.flavor == "auto" else [params.flavor]
+        wanted = ["onnx", "pytorch"] if params.flavor == "auto" else [params.flavor]
         for flavor in wanted:
             if flavor in flavors:
                 return flavor
@@ -175,6 +210,25 @@ class MlflowTeacher(Teacher):
         state = dict(self.__dict__)
         state.pop("_session", None)
         return state
+
+
+@contextmanager
+def _pickle_allowed(allowed: bool) -> Iterator[None]:
+    """Set MLflow's pickle switch for one load, then restore it.
+
+    MLflow 3.17 defaults ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` to true; kdforge sets it
+    to false unless the user opted in, so MLflow also checks a .pt2 archive's records.
+    """
+    key = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+    before = os.environ.get(key)
+    os.environ[key] = "true" if allowed else "false"  # opt-in: trust_pickle
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 @contextmanager

@@ -46,7 +46,12 @@ def _env(instructions: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _expand(text: str, env: dict[str, str]) -> str:
-    """Shell/compose-style ${VAR:-default}, ${VAR} and $VAR expansion."""
+    """Shell/compose-style ${VAR:-default}, ${VAR:?error}, ${VAR} and $VAR expansion.
+
+    A required ``${VAR:?...}`` that ``env`` lacks becomes ``<VAR>``, so the services
+    that share one secret can be compared.
+    """
+    text = re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: env.get(m.group(1), f"<{m.group(1)}>"), text)
     text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), text)
     text = re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), text)
     return re.sub(r"\$(\w+)", lambda m: env.get(m.group(1), ""), text)
@@ -124,7 +129,7 @@ def test_mlflow_uses_postgres_and_minio_as_they_are_configured(compose):
     assert s3.hostname == "minio"
     assert minio_command[minio_command.index("--address") + 1] == f":{s3.port}"
     minio_env = services["minio"]["environment"]
-    assert env["AWS_ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"]
+    assert env["AWS_ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"] == "<MINIO_ROOT_USER>"
     assert env["AWS_SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"]
     bucket = urlparse(str(args["--artifacts-destination"])).netloc
     assert f"local/{bucket}" in services["minio-init"]["command"][0]
@@ -132,7 +137,7 @@ def test_mlflow_uses_postgres_and_minio_as_they_are_configured(compose):
 
     port = str(args["--port"])
     assert args["--host"] == "0.0.0.0"
-    assert f"{port}:{port}" in services["mlflow"]["ports"]
+    assert f"127.0.0.1:{port}:{port}" in services["mlflow"]["ports"]
     assert f"127.0.0.1:{port}/health" in " ".join(services["mlflow"]["healthcheck"]["test"])
 
 
@@ -147,9 +152,9 @@ def test_model_server_service_reaches_mlflow_and_publishes_its_port(compose):
     exposed = [
         a for i, a in _dockerfile(student["build"]["dockerfile"].split("/")[-1]) if i == "EXPOSE"
     ]
-    assert student["ports"] == [f"{exposed[0]}:{exposed[0]}"]
+    assert student["ports"] == [f"127.0.0.1:{exposed[0]}:{exposed[0]}"]
 
 
 def test_mlflow_image_installs_the_drivers_compose_needs():
     run = " ".join(a for i, a in _dockerfile("mlflow.Dockerfile") if i == "RUN")
-    assert "psycopg2" in run and "boto3" in run and "mlflow==" in run
+    assert "psycopg2" in run and "boto3" in run and "mlflow[auth]==" in run

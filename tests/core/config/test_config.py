@@ -45,8 +45,10 @@ def test_misspelled_key_suggests_the_right_one() -> None:
 
 
 def test_wrong_type_names_key_and_value() -> None:
-    with pytest.raises(ConfigError, match=r"search\.epochs: .*integer.*'many'"):
+    with pytest.raises(ConfigError, match=r"search\.epochs: expected a number.*'many'"):
         validate_config(_with(search__epochs="many"), SearchConfig)
+    with pytest.raises(ConfigError, match=r"search\.epochs: .*integer.*\[3\]"):
+        validate_config(_with(search__epochs=[3]), SearchConfig)
 
 
 def test_out_of_range_value() -> None:

@@ -363,7 +363,7 @@ def test_same_name_twice_is_an_error_naming_both_sources(site: FakeSite) -> None
     site.add("kdforge-twin-a", {"twin_a": "kdforge_twin_a"}, {"kdforge_twin_a": twin})
     site.add("kdforge-twin-b", {"twin_b": "kdforge_twin_b"}, {"kdforge_twin_b": twin})
     registry, caught = _registry_quietly()
-    assert {("loss", "twin_loss"), ("loss", "hinton_kd")} == set(registry.conflicts)
+    assert {("loss", "twin_loss")} == set(registry.conflicts)
     assert any("twin_loss" in str(w.message) for w in caught)
     with pytest.raises(PluginError) as error:
         registry.get("loss", "twin_loss")
@@ -371,8 +371,10 @@ def test_same_name_twice_is_an_error_naming_both_sources(site: FakeSite) -> None
     assert "registered more than once" in text
     assert "kdforge-twin-a 1.2.3, entry point 'twin_a = kdforge_twin_a'" in text
     assert "kdforge-twin-b 1.2.3, entry point 'twin_b = kdforge_twin_b'" in text
-    with pytest.raises(PluginError, match=r"by kdforge \(built-in\).*kdforge-twin-a"):
-        registry.get("loss", "hinton_kd")
+    # A built-in is never displaced: both reuses of hinton_kd are refused, named.
+    assert registry.get("loss", "hinton_kd").cls is HintonKD
+    refused = sorted(f.source for f in registry.failures if f.stage == "clash")
+    assert refused == ["kdforge-twin-a", "kdforge-twin-b"]
     assert registry.get("loss", "logit_mse")  # unrelated names keep working
 
 
@@ -443,3 +445,99 @@ def test_show_search_space_lists_sampled_hyperparameters(capsys) -> None:
     assert "student.width_0: int [8, 256] log" in shown
     assert "student.width_2: int [8, 256] log (conditional)" in shown
     assert "max_width: int = 256; >= 1" in shown
+
+
+SHADOW = '''
+import kdforge
+from kdforge.plugins.losses.hinton_kd import HintonKD
+
+class Shadow(HintonKD):
+    """A third-party loss that reuses the built-in name."""
+
+@kdforge.hookimpl
+def register_losses(register):
+    register("hinton_kd", Shadow)
+    register("shadow_extra", Shadow)
+'''
+
+
+def test_a_builtin_name_reused_by_a_third_party_plugin_is_refused_and_named(
+    site: FakeSite, capsys
+) -> None:
+    site.add("kdforge-shadow", {"shadow": "kdforge_shadow"}, {"kdforge_shadow": SHADOW})
+    registry, caught = _registry_quietly()
+    assert registry.get("loss", "hinton_kd").cls is HintonKD  # the built-in stays
+    assert registry.get("loss", "shadow_extra").source == "kdforge-shadow"  # the rest loads
+    (warning,) = [w for w in caught if "hinton_kd" in str(w.message)]
+    assert "'kdforge-shadow'" in str(warning.message) and "refused" in str(warning.message)
+    assert main(["plugins"]) == 0
+    listing = capsys.readouterr().out
+    assert "(failed) shadow = kdforge_shadow from kdforge-shadow" in listing
+    assert "kdforge built-in name" in listing
+
+
+def test_the_contract_kit_names_the_clashing_distribution(site: FakeSite) -> None:
+    from kdforge.testing import LossContract
+
+    site.add("kdforge-shadow", {"shadow": "kdforge_shadow"}, {"kdforge_shadow": SHADOW})
+    twin = '''
+    import kdforge
+    from kdforge.plugins.losses.logit_mse import LogitMSE
+
+    class Twin(LogitMSE):
+        """Twin."""
+
+    @kdforge.hookimpl
+    def register_losses(register):
+        register("shared_loss", Twin)
+    '''
+    site.add("kdforge-innocent", {"innocent": "kdforge_innocent"}, {"kdforge_innocent": twin})
+    site.add("kdforge-clasher", {"clasher": "kdforge_clasher"}, {"kdforge_clasher": twin})
+    _registry_quietly()
+    import kdforge_innocent
+    import kdforge_shadow
+
+    # The built-in's own contract still passes: the shadow did not displace it.
+    builtin = type("BuiltinContract", (LossContract,), {"registered_name": "hinton_kd"})
+    builtin().test_registered_under_its_name(HintonKD())
+    # The shadow's contract fails, naming itself as the one refused.
+    shadow = type("ShadowContract", (LossContract,), {"registered_name": "hinton_kd"})
+    with pytest.raises(pytest.fail.Exception, match=r"built-in name: 'kdforge-shadow'"):
+        shadow().test_registered_under_its_name(kdforge_shadow.Shadow())
+    # The innocent package's contract names the other distribution as the cause.
+    innocent = type("InnocentContract", (LossContract,), {"registered_name": "shared_loss"})
+    with pytest.raises(pytest.fail.Exception) as failed:
+        innocent().test_registered_under_its_name(kdforge_innocent.Twin())
+    text = str(failed.value)
+    assert "kdforge-clasher 1.2.3" in text and "clashes with this plugin" in text
+    assert "kdforge-innocent" not in text
+
+
+def test_show_names_the_kind_of_a_failed_plugin(site: FakeSite) -> None:
+    from kdforge.plugin_host.info import describe_plugin
+
+    broken = '''
+    import kdforge
+    from kdforge.plugins.losses.hinton_kd import HintonKD
+
+    class L(HintonKD):
+        """Broken loss."""
+
+    @kdforge.hookimpl
+    def register_losses(register):
+        register("broken_kd", L)
+        raise RuntimeError("boom")
+    '''
+    site.add("kdforge-broken-kd", {"broken_kd": "kdforge_broken_kd"}, {"kdforge_broken_kd": broken})
+    site.add(
+        "kdforge-missing",
+        {"missing_loss": "kdforge_missing_loss"},
+        {"kdforge_missing_loss": "import kdforge_no_such_dependency\n"},
+    )
+    _registry_quietly()
+    with pytest.raises(PluginError, match=r"^loss 'broken_kd' is not available"):
+        describe_plugin("broken_kd")
+    # An import failure registered nothing: no kind is claimed.
+    with pytest.raises(PluginError, match=r"^plugin 'missing_loss' is not available") as error:
+        describe_plugin("missing_loss")
+    assert "dataset" not in str(error.value)
