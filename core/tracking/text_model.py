@@ -38,6 +38,10 @@ set_model(TextClassifier())
 """
 
 
+#: MLflow's pyfunc loaders that, given ``model_code_path``, run that file and unpickle nothing.
+_CODE_LOADERS = ("mlflow.pyfunc.loaders.code_model", "mlflow.pyfunc.model")
+
+
 def register_text_model(
     onnx_path: Path,
     tokenizer_dir: str | Path,
@@ -140,7 +144,7 @@ def is_kdforge_text_model(model_uri: str, tracking_uri: str) -> bool:
     except Exception:  # not found: check_servable's model_flavors already said so
         return False
     code_path = conf.get("model_code_path")
-    if not code_path or conf.get("loader_module") != "mlflow.pyfunc.model":
+    if not code_path or conf.get("loader_module") not in _CODE_LOADERS:
         return False
     with tempfile.TemporaryDirectory() as scratch:
         try:

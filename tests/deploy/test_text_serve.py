@@ -9,6 +9,7 @@ registered as ``kdforge.tracking.text_model`` does for a text search, served by
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,41 @@ def test_kdforge_serve_answers_raw_text_with_class_names(text_model) -> None:
         assert 400 <= status < 500 and server.poll() is None, answer
     finally:
         stop_server(server)
+
+
+def test_serve_accepts_kdforge_text_model_but_not_other_code(text_model, tmp_path: Path) -> None:
+    """Only kdforge's own three-line code file passes the no-pickle check of serve."""
+    import mlflow
+
+    from kdforge.tracking.text_model import is_kdforge_text_model
+
+    uri, _, _ = text_model
+    assert is_kdforge_text_model("models:/reviews-student-text@champion", uri)
+    marker = tmp_path / "ran"
+    code = tmp_path / "other_model.py"
+    code.write_text(
+        "from pathlib import Path\n"
+        "from mlflow.models import set_model\n"
+        "from mlflow.pyfunc import PythonModel\n"
+        f"Path({str(marker)!r}).write_text('ran')\n"
+        "class M(PythonModel):\n"
+        "    def predict(self, context, model_input):\n"
+        "        return model_input\n"
+        "set_model(M())\n"
+    )
+    mlflow.set_tracking_uri(uri)
+    marker.unlink(missing_ok=True)  # logging imports the file once; serve must not
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            name="other", python_model=str(code), registered_model_name="other-code"
+        )
+    marker.unlink(missing_ok=True)
+    assert not is_kdforge_text_model("models:/other-code/1", uri)
+    done = subprocess.run(
+        kdforge_cli("serve", "models:/other-code/1", "--tracking-uri", uri),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "not an ONNX model" in done.stderr + done.stdout
+    assert not marker.exists()
