@@ -22,6 +22,7 @@ from torch import nn
 
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import SearchConfig
+from kdforge.config.split_record import ref_record, split_tag
 from kdforge.data import DataInfo, Split
 from kdforge.export.student import check_inputs, export_student, weight_files
 from kdforge.interfaces import Exporter
@@ -125,7 +126,10 @@ def export_and_register(
     out.update(_student_latency(result.path, inputs, config, emit))
     name = config.registered_model_name
     version = register_onnx(
-        result.path, name=name, example=inputs[:4].numpy(), tags=_version_tags(summary)
+        result.path,
+        name=name,
+        example=inputs[:4].numpy(),
+        tags={**_version_tags(summary), "kdforge.split": split_tag(ref_record(config.dataset))},
     )
     # export.promote: 'always' moves the alias; 'if_better' compares on the test split.
     promotion = promote_version(
@@ -134,6 +138,7 @@ def export_and_register(
         alias=config.export.alias,
         policy=config.export.promote,
         test=test,
+        test_split=ref_record(config.dataset),
     )
     emit(promotion.line())
     out.update(

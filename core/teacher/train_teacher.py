@@ -16,6 +16,7 @@ import torch
 
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import PluginRef, TeacherConfig, resolve_tracking_uri
+from kdforge.config.split_record import split_record, split_tag
 from kdforge.errors import ConfigError
 from kdforge.plugin_host.resolve import instantiate
 from kdforge.tracking.registry import log_registered_teacher
@@ -61,7 +62,7 @@ def train_teacher(
     _check_output(output)
     uri = resolve_tracking_uri(tracking_uri or config.tracking.uri)
     check_tracking_uri(uri)
-    splits = dataset.load(config.seed)
+    splits = dataset.load(config.dataset.split_seed)
     arch = dict(config.architecture.params)
     torch.manual_seed(config.seed)
     try:
@@ -118,13 +119,30 @@ def train_teacher(
         arch=arch,
         info=splits.info,
         model=model,
-        meta={**metrics, "dataset": config.dataset.name, "seed": config.seed, "name": config.name},
+        meta={
+            **metrics,
+            "dataset": config.dataset.name,
+            "seed": config.seed,
+            "name": config.name,
+            # Which rows it trained on: a search refuses to test on them.
+            "split": split_record(config.dataset, splits),
+        },
     )
     experiment_id = setup_experiment(uri, config.tracking.experiment)
     with open_run(f"teacher-{config.name}", experiment_id=experiment_id) as run_id:
-        log_tags({"kdforge.role": "teacher", "kdforge.dataset": config.dataset.name})
+        log_tags(
+            {
+                "kdforge.role": "teacher",
+                "kdforge.dataset": config.dataset.name,
+                "kdforge.split": split_tag(split_record(config.dataset, splits, hash_rows=False)),
+            }
+        )
         log_params(
-            {"architecture": config.architecture.name, **{f"arch.{k}": v for k, v in arch.items()}}
+            {
+                "architecture": config.architecture.name,
+                "dataset.split_seed": config.dataset.split_seed,
+                **{f"arch.{k}": v for k, v in arch.items()},
+            }
         )
         log_numeric_metrics(metrics)
         log_files(output)
