@@ -29,7 +29,7 @@ from kdforge.interfaces import Exporter
 from kdforge.objectives.costs import measure_onnx_latency_with
 from kdforge.report.leaderboard import TrialRow
 from kdforge.tracking.promote import promote_version
-from kdforge.tracking.registry import register_onnx
+from kdforge.tracking.registry import drop_interrupted_versions, register_onnx
 from kdforge.tracking.store import log_files, log_numeric_metrics
 from kdforge.training.evaluate import count_parameters, evaluate
 
@@ -125,6 +125,8 @@ def export_and_register(
         return out  # other formats are run artifacts; the registry holds ONNX models
     out.update(_student_latency(result.path, inputs, config, emit))
     name = config.registered_model_name
+    for orphan in drop_interrupted_versions(name):
+        emit(f"removed {name} version {orphan}, left by a registration a kill interrupted")
     version = register_onnx(
         result.path,
         name=name,

@@ -31,7 +31,13 @@ from kdforge.errors import TrackingError, first_line
 # MLflow (~1.5 s to import), onnx and onnxruntime are imported inside the functions
 # that use them: the Ray Serve replicas and a search import this module early.
 
-__all__ = ["OnnxModelFile", "fetch_onnx_model", "log_registered_teacher", "register_onnx"]
+__all__ = [
+    "OnnxModelFile",
+    "drop_interrupted_versions",
+    "fetch_onnx_model",
+    "log_registered_teacher",
+    "register_onnx",
+]
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,37 @@ def register_onnx(
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return version
+
+
+def drop_interrupted_versions(name: str) -> list[str]:
+    """Delete the versions of ``name`` the active run registered before (a killed driver).
+
+    A search registers one version per parent run; a version from the same run found
+    before registering comes from a registration a kill interrupted (its tags, alias
+    or summary never written). The resumed search registers anew, so no orphan stays.
+
+    Returns:
+        The deleted version numbers.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    active = mlflow.active_run()
+    if active is None:
+        return []
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(
+            f"name = '{name}' and run_id = '{active.info.run_id}'"
+        )
+    except MlflowException:  # no such model yet
+        return []
+    dropped = []
+    for version in versions:
+        client.delete_model_version(name, str(version.version))
+        dropped.append(str(version.version))
+    return dropped
 
 
 def fetch_onnx_model(model_uri: str, tracking_uri: str | None = None) -> OnnxModelFile:
