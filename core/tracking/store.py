@@ -22,6 +22,11 @@ from typing import Any
 
 from kdforge.errors import TrackingError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent starts are not guarded there
+    fcntl = None  # type: ignore[assignment]
+
 # MLflow (~1.5 s to import) is imported inside the functions that log: a search then
 # imports it in the background while its data loads (kdforge.search.services).
 
@@ -112,12 +117,7 @@ def schema_lock(uri: str) -> Iterator[None]:
     file would both try, and one fails inside MLflow. Under this lock the second waits
     and then finds the schema and the experiment made.
     """
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; concurrent starts are not guarded
+    if not uri.startswith("sqlite:///") or fcntl is None:
         yield
         return
     lock = Path(uri[len("sqlite:///") :] + ".kdforge-lock")
