@@ -6,6 +6,7 @@ node of a cluster are tracked without reaching the tracking server themselves.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -306,6 +307,11 @@ def _error_text(trial: Any) -> str:
 def error_summary(trial: Any) -> str:
     """The last meaningful line of a failed trial's error (its reason)."""
     text = _error_text(trial)
+    if "actor is dead" in text or "worker process has died" in text:
+        # Ray's message is a paragraph of possible causes; one line says what happened.
+        kind = re.search(r"Worker exit type: (\w+)", text)
+        cause = kind.group(1) if kind else "unknown"
+        return f"its Ray worker died (exit type {cause}: killed, out of memory or crashed)"
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:500] if lines else "trial raised an error"
 

@@ -77,7 +77,7 @@ def test_a_nan_loss_is_one_line_per_trial_with_the_traceback_kept(
     output = done.stdout + done.stderr
     assert done.returncode == 2, output[-4000:]
     _no_noise(output)
-    failed = [line for line in output.splitlines() if re.search(r"trial \w+ failed", line)]
+    failed = [line for line in output.splitlines() if re.search(r"\] trial \w+ failed", line)]
     assert len(failed) == 2, output
     for line in failed:
         # NaN before any update: the loss is at fault, not the learning rate.
@@ -111,9 +111,7 @@ def test_a_full_disk_in_a_trial_is_reported_as_disk_full(
 def test_a_dead_worker_is_retried_once(digits_teacher_path: Path, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    done, _, uri = _search(
-        digits_teacher_path, tmp_path, "die_once", **{"search.num_trials": 1}
-    )
+    done, _, uri = _search(digits_teacher_path, tmp_path, "die_once", **{"search.num_trials": 1})
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert (tmp_path / "died").exists()  # the first attempt did die
@@ -131,9 +129,10 @@ def test_a_worker_that_always_dies_fails_after_one_retry(
     done, folder, uri = _search(digits_teacher_path, tmp_path, "die", **{"search.num_trials": 1})
     output = done.stdout + done.stderr
     assert done.returncode == 2, output[-4000:]
-    failed = [line for line in output.splitlines() if re.search(r"trial \w+ failed", line)]
+    failed = [line for line in output.splitlines() if re.search(r"\] trial \w+ failed", line)]
     assert len(failed) == 1, output
     assert output.count("retrying it once") == 1
+    assert "its Ray worker died" in failed[0] and len(failed[0]) < 300
     text = (folder / "failures" / "trial-000.txt").read_text()
     assert "retried once" in text
     assert [r.info.status for r in _trial_runs(uri)] == ["FAILED"]
