@@ -80,7 +80,7 @@ class DiskFullError(KDForgeError):
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "database or disk is full")
 
 
 def disk_full_error(exc: BaseException, where: str = "") -> DiskFullError | None:

@@ -12,10 +12,10 @@ import torch
 
 from kdforge.batching import iter_batches
 from kdforge.config import DatasetRef
-from kdforge.config.split_record import count_seen
 from kdforge.data import DataSplits
 from kdforge.errors import DataError
 from kdforge.interfaces import Teacher
+from kdforge.plugin_host.split_record import count_seen
 
 __all__ = ["check_data_against_teacher", "check_split_against_teacher"]
 
@@ -99,7 +99,7 @@ def check_split_against_teacher(
 ) -> str | None:
     """Refuse a search whose val/test rows the teacher trained on.
 
-    A kdforge checkpoint records the teacher's split (:mod:`kdforge.config.split_record`):
+    A kdforge checkpoint records the teacher's split (:mod:`kdforge.plugin_host.split_record`):
     with row hashes, the search's val and test rows are looked up among the teacher's
     training rows; without, the dataset, its parameters and ``split_seed`` must match.
 

@@ -22,11 +22,11 @@ from torch import nn
 
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import SearchConfig
-from kdforge.config.split_record import ref_record, split_tag
 from kdforge.data import DataInfo, Split
 from kdforge.export.student import check_inputs, export_student, weight_files
 from kdforge.interfaces import Exporter
 from kdforge.objectives.costs import measure_onnx_latency_with
+from kdforge.plugin_host.split_record import ref_record, split_tag
 from kdforge.report.leaderboard import TrialRow
 from kdforge.tracking.promote import promote_version
 from kdforge.tracking.registry import drop_interrupted_versions, register_onnx

@@ -16,9 +16,9 @@ import torch
 
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import PluginRef, TeacherConfig, resolve_tracking_uri
-from kdforge.config.split_record import split_record, split_tag
 from kdforge.errors import ConfigError
 from kdforge.plugin_host.resolve import instantiate
+from kdforge.plugin_host.split_record import split_record, split_tag
 from kdforge.tracking.registry import log_registered_teacher
 from kdforge.tracking.store import (
     check_tracking_uri,

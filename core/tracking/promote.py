@@ -23,10 +23,10 @@ import torch
 
 from kdforge.batching import iter_batches
 from kdforge.config import DatasetRef, load_search_config, resolve_tracking_uri
-from kdforge.config.split_record import count_seen, ref_record, row_hashes, same_split
 from kdforge.data import Split
 from kdforge.errors import ConfigError, TrackingError
 from kdforge.plugin_host.resolve import instantiate
+from kdforge.plugin_host.split_record import count_seen, ref_record, row_hashes, same_split
 from kdforge.tracking.registry import fetch_onnx_model
 from kdforge.tracking.store import check_tracking_uri
 
@@ -203,7 +203,7 @@ def promote_version(
         test: The test split both versions are evaluated on (``if_better``).
         client: An MLflow client (default: one for the current tracking URI).
         test_split: The split record ``test`` comes from
-            (:func:`kdforge.config.split_record.ref_record`): rows of ``test`` that a
+            (:func:`kdforge.plugin_host.split_record.ref_record`): rows of ``test`` that a
             version trained on (it records another split, in its ``kdforge.split``
             tag) are left out, so both are compared on rows neither trained on.
 

@@ -252,7 +252,7 @@ def test_if_better_compares_on_rows_neither_version_trained_on(registry, models)
     from mlflow.tracking import MlflowClient
 
     from kdforge.config import DatasetRef
-    from kdforge.config.split_record import ref_record, split_tag
+    from kdforge.plugin_host.split_record import ref_record, split_tag
     from kdforge.plugins.datasets.digits import Digits
     from kdforge.tracking.promote import promote_version
 
@@ -283,7 +283,7 @@ def test_if_better_compares_on_rows_neither_version_trained_on(registry, models)
 
 def test_if_better_notes_a_version_without_a_split_record(registry, models, digits) -> None:
     from kdforge.config import DatasetRef
-    from kdforge.config.split_record import ref_record
+    from kdforge.plugin_host.split_record import ref_record
     from kdforge.tracking.promote import promote_version
 
     _, register, name = registry
