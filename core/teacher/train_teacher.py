@@ -130,12 +130,9 @@ def train_teacher(
     )
     experiment_id = setup_experiment(uri, config.tracking.experiment)
     with open_run(f"teacher-{config.name}", experiment_id=experiment_id) as run_id:
+        split = split_tag(split_record(config.dataset, splits, hash_rows=False))
         log_tags(
-            {
-                "kdforge.role": "teacher",
-                "kdforge.dataset": config.dataset.name,
-                "kdforge.split": split_tag(split_record(config.dataset, splits, hash_rows=False)),
-            }
+            {"kdforge.role": "teacher", "kdforge.dataset": config.dataset.name, "kdforge.split": split}
         )
         log_params(
             {
@@ -154,6 +151,7 @@ def train_teacher(
                 config.registered_model_name,
                 config.registered_model_alias,
                 uri,
+                tags={"kdforge.split": split},
             )
     emit(
         f"teacher saved to {output}: test_acc={test_acc:.4f} val_acc={result.best_val_acc:.4f} "

@@ -218,7 +218,12 @@ def _graph_names(onnx_bytes: bytes) -> tuple[str, str]:
 
 
 def log_registered_teacher(
-    model: nn.Module, train_x: Inputs, name: str, alias: str, tracking_uri: str
+    model: nn.Module,
+    train_x: Inputs,
+    name: str,
+    alias: str,
+    tracking_uri: str,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Log ``model`` in the active MLflow run, register it and set ``alias``.
 
@@ -228,6 +233,7 @@ def log_registered_teacher(
         name: Registered model name.
         alias: Alias to point at the new version.
         tracking_uri: The tracking/registry store.
+        tags: Model-version tags (e.g. ``kdforge.split``, the rows it trained on).
 
     Returns:
         ``{"registered_model": name, "version": int, "alias": alias, "uri": "models:/NAME@ALIAS"}``.
@@ -256,6 +262,8 @@ def log_registered_teacher(
         version = int(info.registered_model_version)
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         client.set_registered_model_alias(name, alias, str(version))
+        for key, value in (tags or {}).items():
+            client.set_model_version_tag(name, str(version), key, value)
     except MlflowException as exc:
         raise TrackingError(
             f"registered_model_name: registering the teacher as {name!r} failed: "
