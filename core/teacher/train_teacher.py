@@ -132,7 +132,11 @@ def train_teacher(
     with open_run(f"teacher-{config.name}", experiment_id=experiment_id) as run_id:
         split = split_tag(split_record(config.dataset, splits, hash_rows=False))
         log_tags(
-            {"kdforge.role": "teacher", "kdforge.dataset": config.dataset.name, "kdforge.split": split}
+            {
+                "kdforge.role": "teacher",
+                "kdforge.dataset": config.dataset.name,
+                "kdforge.split": split,
+            }
         )
         log_params(
             {
