@@ -159,6 +159,7 @@ def failed_result(exc: BaseException, progress: dict[str, Any]) -> dict[str, Any
     if isinstance(exc, TrainingDiverged):
         reason = lines[0] if lines else reason
     return {
+        **progress.get("last", {}),  # the last epoch's metrics (params, val_acc) stay
         "epoch": int(progress["epoch"]),
         "val_acc": float(progress["val_acc"]),
         "kdforge_status": FAILED,
@@ -183,6 +184,7 @@ def _run_trial(config: dict[str, Any], payload: TrialPayload, progress: dict[str
     if violation is not None:
         tune.report({**rejected_result(costs, violation), "node_id": node_id})
         return
+    progress["last"] = {**costs, "params": n_params}
     loss = payload.loss_cls(payload.loss_params, loss_hparams)
     best: dict[str, Any] = {"val_acc": -1.0, "test_acc": float("nan"), "state": None}
     started = time.perf_counter()
@@ -207,7 +209,7 @@ def _run_trial(config: dict[str, Any], payload: TrialPayload, progress: dict[str
             "device": device,
         }
         metrics.update({f"train_{k}": v for k, v in report.parts.items()})
-        progress.update(epoch=report.epoch, val_acc=best["val_acc"])
+        progress.update(epoch=report.epoch, val_acc=best["val_acc"], last=dict(metrics))
         if report.epoch == payload.epochs:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(best["state"], Path(folder) / STATE_FILE)
