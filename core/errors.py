@@ -9,18 +9,21 @@ without a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "ExportError",
     "KDForgeError",
     "PluginError",
     "SearchError",
     "TrackingError",
     "closest_match",
+    "disk_full_error",
     "first_line",
 ]
 
@@ -70,6 +73,46 @@ class ExportError(KDForgeError):
 
 class SearchError(KDForgeError):
     """The search could not run or produced no usable student."""
+
+
+class DiskFullError(KDForgeError):
+    """A write failed because the disk (or the user's quota) is full."""
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "database or disk is full")
+
+
+def disk_full_error(exc: BaseException, where: str = "") -> DiskFullError | None:
+    """A :class:`DiskFullError` when ``exc`` (or what caused it) is a full disk, else None.
+
+    Follows ``__cause__``, ``__context__`` and Ray's ``cause``, and reads the text of
+    errors that only carry the original as a message (a trial's error from a worker).
+
+    Args:
+        exc: The error raised.
+        where: What was being written (e.g. the search folder), for the message.
+    """
+    stack: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while stack:
+        error = stack.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        text = str(error)
+        if (isinstance(error, OSError) and error.errno in _DISK_FULL) or any(
+            marker in text for marker in _DISK_FULL_TEXT
+        ):
+            path = getattr(error, "filename", None) or where
+            return DiskFullError(
+                f"the disk is full: a write failed{f' under {path}' if path else ''} "
+                f"({first_line(error)})",
+                hint="free space on that disk (or move output_dir / the tracking store), then "
+                "run the command again; a search continues with `kdforge resume SEARCH_DIR`",
+            )
+        stack.extend([error.__cause__, error.__context__, getattr(error, "cause", None)])
+    return None
 
 
 def closest_match(name: str, choices: Iterable[str]) -> str | None:

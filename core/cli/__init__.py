@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from kdforge import progress
 from kdforge.cli import deploy, plugins, search, teacher, tracking
-from kdforge.errors import KDForgeError
+from kdforge.errors import KDForgeError, disk_full_error
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        full = disk_full_error(exc)  # wherever the disk filled, it is said so, in one line
+        if full is not None:
+            print(f"error: {full}\nhint: {full.hint}", file=sys.stderr)
+            return full.exit_code
         print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         print("hint: run again with --debug for the traceback", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from kdforge.config.loading import (
 from kdforge.config.schema import (
     DEFAULT_TRACKING_URI,
     BaselineSettings,
+    DatasetRef,
     ExportSettings,
     LossConfig,
     PluginRef,
@@ -34,6 +35,7 @@ from kdforge.config.schema import (
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "BaselineSettings",
+    "DatasetRef",
     "ExportSettings",
     "LossConfig",
     "PluginRef",

@@ -45,6 +45,14 @@ Plugin sections (`dataset`, `teacher`, `student`, `loss`, `architecture`) take a
 and `params`; the parameters of each plugin are listed by `kdforge plugins show NAME`
 and in the plugin docs. Example configs live in `examples/`.
 
+The train/val/test split has its own seed, `dataset.split_seed` (default 0), apart from
+`seed`: searches with other seeds test on the same rows as the teacher and the
+registered students. `kdforge train-teacher` records its split (and a hash of each
+training row) in the checkpoint; a search whose val or test rows the teacher trained
+on stops before the teacher step with a `DataError` naming how many rows and the
+`dataset.split_seed` that fits. A checkpoint written before `split_seed` existed is
+checked against its `seed`.
+
 This file is generated from the code: `python -m kdforge.config.docs > docs/config.md`.
 """
 

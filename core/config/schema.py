@@ -33,6 +33,7 @@ from kdforge.interfaces import _refuse_quoted_number
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "BaselineSettings",
+    "DatasetRef",
     "ExportSettings",
     "LossConfig",
     "PluginRef",
@@ -91,6 +92,16 @@ class TeacherRef(PluginRef):
         "teacher's reference (reports, plots). 'test' when the teacher was trained or "
         "fine-tuned on the rows kdforge carves validation from (its val_acc is then "
         "inflated, and the val/test gap warning is off).",
+    )
+
+
+class DatasetRef(PluginRef):
+    """The dataset plugin, its parameters and the seed of its train/val/test split."""
+
+    split_seed: int = Field(
+        0,
+        description="Seed of the train/val/test split, apart from `seed`: searches with any "
+        "seed, the teacher and the registered students then test on the same rows.",
     )
 
 
@@ -284,9 +295,11 @@ class SearchConfig(_Strict):
     """A ``kdforge search`` configuration file."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Search name.")
-    seed: int = Field(0, description="Seed of the data split, the sampler and the trials.")
+    seed: int = Field(
+        0, description="Seed of the sampler and the trials (the split has dataset.split_seed)."
+    )
     output_dir: str = Field("kdforge-runs", description="Where search folders are written.")
-    dataset: PluginRef = Field(description="Dataset plugin.")
+    dataset: DatasetRef = Field(description="Dataset plugin.")
     teacher: TeacherRef = Field(description="Teacher plugin.")
     student: StudentConfig = Field(description="Student search space plugin.")
     loss: LossConfig = Field(
@@ -358,8 +371,8 @@ class TeacherConfig(_Strict):
     """A ``kdforge train-teacher`` configuration file."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Teacher name.")
-    seed: int = Field(0, description="Seed of the data split and the training.")
-    dataset: PluginRef = Field(description="Dataset plugin (same split rules as the search).")
+    seed: int = Field(0, description="Seed of the training (the split has dataset.split_seed).")
+    dataset: DatasetRef = Field(description="Dataset plugin (same split rules as the search).")
     architecture: PluginRef = Field(
         description="Search-space plugin name and fixed `params` = the architecture to build."
     )

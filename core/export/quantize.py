@@ -106,7 +106,7 @@ def quantize_search_dir(
             hint="quantization needs export.exporter: onnx",
         )
 
-    splits = instantiate("dataset", config.dataset, "dataset").load(config.seed)
+    splits = instantiate("dataset", config.dataset, "dataset").load(config.dataset.split_seed)
     test_x = splits.test.x.numpy().astype(np.float32)
     test_y = splits.test.y.numpy()
     target = folder / QUANTIZED_FILE

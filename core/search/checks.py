@@ -15,12 +15,15 @@ import optuna
 import torch
 
 from kdforge.batching import iter_batches
+from kdforge.config import DatasetRef
 from kdforge.data import DataSplits
 from kdforge.errors import ConfigError, DataError, KDForgeError
 from kdforge.interfaces import SearchSpace, Teacher
+from kdforge.plugin_host.split_record import count_seen
 
 __all__ = [
     "check_data_against_teacher",
+    "check_split_against_teacher",
     "check_student_space",
     "describe_splits",
     "teacher_gap_warning",
@@ -194,3 +197,57 @@ def teacher_gap_warning(
         "validation is carved from). Give kdforge validation rows the teacher never saw "
         "(a val file), or set teacher.held_out: test to use test as its reference"
     )
+
+
+def check_split_against_teacher(
+    dataset: DatasetRef, splits: DataSplits, teacher: Teacher, teacher_name: str
+) -> str | None:
+    """Refuse a search whose val/test rows the teacher trained on.
+
+    A kdforge checkpoint records the teacher's split (:mod:`kdforge.plugin_host.split_record`):
+    with row hashes, the search's val and test rows are looked up among the teacher's
+    training rows; without, the dataset, its parameters and ``split_seed`` must match.
+
+    Returns:
+        A line saying what was checked, or None when the teacher records no split.
+
+    Raises:
+        DataError: evaluation rows the teacher trained on, with counts and the fix.
+    """
+    meta = getattr(teacher, "meta", None)
+    if not isinstance(meta, dict) or meta.get("dataset") != dataset.name:
+        return None
+    record = meta.get("split")
+    if not isinstance(record, dict):  # checkpoints before split_seed: split by `seed`
+        record = {"dataset": dataset.name, "params": None, "split_seed": meta.get("seed")}
+    theirs = record.get("split_seed")
+    fix = (
+        f"set dataset.split_seed: {theirs} (the teacher's split), or train the teacher on "
+        f"this split (dataset.split_seed {dataset.split_seed})"
+    )
+    hashes = record.get("train_hashes")
+    if hashes is not None:
+        baseline = dict(record.get("self_seen") or {})
+        leaks = []
+        for name in ("val", "test"):
+            rows = getattr(splits, name)
+            seen = int(count_seen(rows.x, hashes).sum())
+            if seen > int(baseline.get(name, 0)):
+                leaks.append(f"{seen} of {len(rows)} {name} rows")
+        if leaks:
+            raise DataError(
+                f"dataset: {' and '.join(leaks)} of this search were in teacher "
+                f"{teacher_name!r}'s training split (split_seed {theirs}; this search: "
+                f"{dataset.split_seed}), so its accuracy there would be inflated",
+                hint=fix,
+            )
+        return "teacher split checked: no val/test row of this search was in its training rows"
+    same = theirs == dataset.split_seed and record.get("params") in (None, dict(dataset.params))
+    if not same:
+        raise DataError(
+            f"dataset: teacher {teacher_name!r} was trained on another split of "
+            f"{dataset.name!r} (split_seed {theirs}; this search: {dataset.split_seed}), "
+            "so this search's val/test rows include rows it trained on",
+            hint=fix,
+        )
+    return None

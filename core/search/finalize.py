@@ -27,10 +27,11 @@ from kdforge.data import DataInfo, Split
 from kdforge.export.student import check_inputs, export_student, weight_files
 from kdforge.interfaces import Exporter, SearchSpace
 from kdforge.objectives.costs import measure_onnx_latency_with
+from kdforge.plugin_host.split_record import ref_record, split_tag
 from kdforge.report.leaderboard import TrialRow
 from kdforge.report.render import baseline_setting
 from kdforge.tracking.promote import promote_version
-from kdforge.tracking.registry import register_onnx
+from kdforge.tracking.registry import drop_interrupted_versions, register_onnx
 from kdforge.tracking.store import log_files, log_numeric_metrics
 from kdforge.tracking.text_model import register_text_model
 from kdforge.training.evaluate import count_parameters, evaluate
@@ -167,8 +168,13 @@ def export_and_register(
     with progress.phase("latency", emit=emit):
         out.update(_student_latency(result.path, inputs, config, emit))
     name = config.registered_model_name
+    for orphan in drop_interrupted_versions(name):
+        emit(f"removed {name} version {orphan}, left by a registration a kill interrupted")
     version = register_onnx(
-        result.path, name=name, example=inputs[:4].numpy(), tags=_version_tags(summary)
+        result.path,
+        name=name,
+        example=inputs[:4].numpy(),
+        tags={**_version_tags(summary), "kdforge.split": split_tag(ref_record(config.dataset))},
     )
     # export.promote: 'always' moves the alias; 'if_better' compares on the test split.
     promotion = promote_version(
@@ -177,6 +183,7 @@ def export_and_register(
         alias=config.export.alias,
         policy=config.export.promote,
         test=test,
+        test_split=ref_record(config.dataset),
     )
     emit(promotion.line())
     out.update(

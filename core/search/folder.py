@@ -83,12 +83,16 @@ def new_search_dir(config: SearchConfig) -> Path:
     root = Path(config.output_dir).resolve() / config.name
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = root / stamp
-    suffix = 1
-    while folder.exists():
-        suffix += 1
-        folder = root / f"{stamp}-{suffix}"
     try:
-        folder.mkdir(parents=True)
+        root.mkdir(parents=True, exist_ok=True)
+        # mkdir is atomic: of two searches started in the same second, the second
+        # takes the next suffix instead of failing on the first one's folder.
+        for suffix in range(2, 10_000):
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                folder = root / f"{stamp}-{suffix}"
         probe = folder / ".write-probe"
         probe.write_text("")
         probe.unlink()

@@ -19,6 +19,7 @@ from kdforge.data import DataSplits
 from kdforge.objectives.constraints import trial_objectives_for
 from kdforge.search.checks import (
     check_data_against_teacher,
+    check_split_against_teacher,
     check_student_space,
     describe_splits,
     teacher_gap_warning,
@@ -78,9 +79,10 @@ def load_data(plan: SearchPlan) -> LoadedData:
         DataError, ConfigError: naming the split, key or plugin at fault.
     """
     config = plan.config
-    splits = plan.dataset.load(config.seed)
+    splits = plan.dataset.load(config.dataset.split_seed)
     plan.teacher.load()
     check_data_against_teacher(splits, plan.teacher, config.teacher.name)
+    check_split_against_teacher(config.dataset, splits, plan.teacher, config.teacher.name)
     # The space suggests differently once it is bound (e.g. transformer copies layers).
     plan.space.bind_teacher(plan.teacher)
     check_student_space(splits, plan.space, config.student.name)

@@ -32,6 +32,7 @@ from kdforge.data import DataInfo
 from kdforge.interfaces import SearchSpace
 from kdforge.objectives.constraints import constraint_excess
 from kdforge.search.initial_points import LossSettings
+from kdforge.search.trial import FAILED
 
 __all__ = [
     "SCHEDULER_METRIC",
@@ -158,6 +159,10 @@ class ConstrainedOptunaSearch(OptunaSearch):
         """Set ``value / limit - 1`` per limit on the Optuna trial, then tell Optuna."""
         # Ray's OptunaSearch offers no public way to reach the Optuna trial it made for a
         # Tune trial; tests/test_private_apis.py fails if this attribute goes away.
+        if result and result.get("kdforge_status") == FAILED:
+            # A trial that failed reports it as its last result: Optuna records a failure.
+            super().on_trial_complete(trial_id, None, error=True)
+            return
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and self._kdforge_limits and result:
             for name, value in constraint_excess(result, self._kdforge_limits).items():

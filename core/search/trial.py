@@ -13,6 +13,7 @@ import hashlib
 import json
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,19 @@ from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace
 from kdforge.objectives.constraints import TrialObjectives, measure_trial, rejected_result
 from kdforge.teacher.online import OnlineTeacher
 from kdforge.training.evaluate import count_parameters, evaluate
-from kdforge.training.trainer import EpochReport, TrainResult, TrainSettings, train_model
+from kdforge.training.trainer import (
+    EpochReport,
+    TrainingDiverged,
+    TrainResult,
+    TrainSettings,
+    train_model,
+)
 
 __all__ = [
+    "FAILED",
     "STATE_FILE",
     "TrialPayload",
+    "failed_result",
     "load_trial_model",
     "run_trial",
     "split_config",
@@ -117,6 +126,10 @@ def trial_device(gpus: float) -> str:
     return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
+#: ``kdforge_status`` of the last result of a trial whose training raised.
+FAILED = "failed"
+
+
 def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     """Ray Tune function trainable: distill one sampled student.
 
@@ -124,7 +137,39 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     ``epoch_val_acc``, ``test_acc`` (of the best-validation weights), losses,
     ``params`` and ``epoch`` after each epoch; the last epoch carries a checkpoint
     with the best-validation weights.
+
+    An error of the trial itself (a NaN loss, a plugin that raises, a full disk) ends
+    it with one last result, ``kdforge_status: failed`` with the reason and the
+    traceback, instead of an exception: Ray then prints no traceback, and only what
+    kills a worker is a Tune error (retried once, ``FailureConfig``).
     """
+    progress: dict[str, Any] = {"epoch": 0, "val_acc": 0.0}
+    try:
+        _run_trial(config, payload, progress)
+    except (StopIteration, GeneratorExit):
+        raise  # Ray's own ways of ending a trial
+    except Exception as exc:
+        tune.report(failed_result(exc, progress))
+
+
+def failed_result(exc: BaseException, progress: dict[str, Any]) -> dict[str, Any]:
+    """The last result of a trial that raised ``exc`` after ``progress``."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    if isinstance(exc, TrainingDiverged):
+        reason = lines[0] if lines else reason
+    return {
+        **progress.get("last", {}),  # the last epoch's metrics (params, val_acc) stay
+        "epoch": int(progress["epoch"]),
+        "val_acc": float(progress["val_acc"]),
+        "kdforge_status": FAILED,
+        "kdforge_error": reason[:500],
+        "kdforge_traceback": traceback.format_exc()[-50_000:],
+        "node_id": ray.get_runtime_context().get_node_id(),
+    }
+
+
+def _run_trial(config: dict[str, Any], payload: TrialPayload, progress: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, payload.threads))
     node_id = ray.get_runtime_context().get_node_id()
     seed = trial_seed(payload.seed, config)
@@ -139,6 +184,7 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     if violation is not None:
         tune.report({**rejected_result(costs, violation), "node_id": node_id})
         return
+    progress["last"] = {**costs, "params": n_params}
     loss = payload.loss_cls(payload.loss_params, loss_hparams)
     best: dict[str, Any] = {"val_acc": -1.0, "test_acc": float("nan"), "state": None}
     started = time.perf_counter()
@@ -163,6 +209,7 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
             "device": device,
         }
         metrics.update({f"train_{k}": v for k, v in report.parts.items()})
+        progress.update(epoch=report.epoch, val_acc=best["val_acc"], last=dict(metrics))
         if report.epoch == payload.epochs:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(best["state"], Path(folder) / STATE_FILE)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from ray.tune.schedulers import ASHAScheduler
 
 from kdforge import progress
 from kdforge.config import SearchConfig
-from kdforge.errors import SearchError, TrackingError
+from kdforge.errors import SearchError, TrackingError, disk_full_error, first_line
 from kdforge.report.leaderboard import TrialRow, write_csv
 from kdforge.search.callbacks import (
     FailureBudget,
+    FailureFiles,
     MlflowTrialLogger,
     ProgressPrinter,
     trial_status,
@@ -33,15 +35,17 @@ from kdforge.search.callbacks import (
 from kdforge.search.interrupt import SearchInterrupted, TrialsInterrupt
 from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
 from kdforge.search.state_digest import StateDigestRecorder, record_state_digests
-from kdforge.search.trial import TrialPayload, run_trial, split_config
+from kdforge.search.trial import FAILED, TrialPayload, run_trial, split_config
 from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
 from kdforge.tracking.search_runs import ParentRun, existing_trial_runs, retire_lost_trials
 from kdforge.wording import plural
 
-__all__ = ["TUNE_DIR", "rows_from_results", "run_trials"]
+__all__ = ["FAILURES_DIR", "TUNE_DIR", "rows_from_results", "run_trials"]
 
 #: The Tune experiment's folder inside the search folder.
 TUNE_DIR = "tune"
+#: Failed trials' tracebacks inside the search folder (``trial-NNN.txt``).
+FAILURES_DIR = "failures"
 
 
 def run_trials(
@@ -76,11 +80,23 @@ def run_trials(
         existing_trial_runs(parent.tracking_uri, parent.run_id) if resume else ({}, {})
     )
     writer = TrackingWriter(parent.tracking_uri, search_dir / JOURNAL_NAME, known_runs)
+    failures = FailureFiles(search_dir / FAILURES_DIR)
     logger = MlflowTrialLogger(
-        writer, parent.experiment_id, parent.run_id, settings.epochs, trial_numbers=known_numbers
+        writer,
+        parent.experiment_id,
+        parent.run_id,
+        settings.epochs,
+        trial_numbers=known_numbers,
+        failures=failures,
     )
     budget = FailureBudget(config.failure_budget)
-    printer = ProgressPrinter(settings.num_trials, settings.epochs, emit, logger.trial_numbers)
+    printer = ProgressPrinter(
+        settings.num_trials,
+        settings.epochs,
+        emit,
+        numbers=logger.trial_numbers,
+        failures=failures,
+    )
     tune_dir = search_dir / TUNE_DIR
     # StateDigestRecorder: what `kdforge resume` may restore.
     callbacks = [logger, printer, budget, StateDigestRecorder(tune_dir)]
@@ -91,8 +107,10 @@ def run_trials(
         f"searching {plural(settings.num_trials, 'student')} ({config.student.name}), "
         f"{concurrent} at a time, up to {plural(settings.epochs, 'epoch')} each"
     )
-    if resume and tune.Tuner.can_restore(str(tune_dir)):
-        tuner = _restore(tune_dir, trainable, callbacks, budget)
+    if resume and (known_runs or tune.Tuner.can_restore(str(tune_dir))):
+        # Never start the budget again over a search that has results: a state Ray
+        # cannot read (a full disk truncated it) stops the resume, keeping them all.
+        tuner = _restore(tune_dir, trainable, callbacks, budget, len(known_runs))
         emit(f"resuming the search in {tune_dir}")
     else:
         tuner = tune.Tuner(
@@ -119,20 +137,32 @@ def run_trials(
                 callbacks=callbacks,
                 stop=budget.stopper(),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # A trial whose worker died runs once more before it counts as failed;
+                # a trial's own errors end it with a result instead (run_trial).
+                failure_config=tune.FailureConfig(max_failures=1),
             ),
         )
     started = time.perf_counter()
     # The per-trial lines are the plain-output progress; a terminal also gets a bar.
-    with (
-        progress.phase(
-            "search", total=settings.num_trials, unit="trials", emit=emit, plain=False
-        ) as bar,
-        TrialsInterrupt() as interrupt,
-    ):
-        printer.bar = bar
-        grid = tuner.fit()
+    try:
+        with (
+            _quiet_tune(),
+            progress.phase(
+                "search", total=settings.num_trials, unit="trials", emit=emit, plain=False
+            ) as bar,
+            TrialsInterrupt() as interrupt,
+        ):
+            printer.bar = bar
+            grid = tuner.fit()
+    except Exception as exc:
+        full = disk_full_error(exc, str(search_dir))
+        if full is not None:
+            raise full from None
+        raise
+    finally:
+        logger.close_open_runs()  # no nested run stays RUNNING, however the trials ended
+        writer.flush()  # the last epochs' metrics, queued by the trial logger
     record_state_digests(tune_dir)  # Tune's last experiment checkpoint
-    writer.flush()  # the last epochs' metrics, queued by the trial logger
     rows = [] if interrupt.seen else rows_from_results(grid, logger.trial_numbers, settings.epochs)
     # Tune's objects hold object-store references and sit in reference cycles; freed by
     # a later garbage collection, after the search has shut its Ray down (or in the next
@@ -151,6 +181,10 @@ def run_trials(
         retire_lost_trials(writer, {row.trial_id for row in rows}, emit)
     # Kept in the search folder whatever happens next (lost server, failure budget).
     write_csv(rows, search_dir / "leaderboard.csv")
+    if budget.disk_full is not None:
+        full = disk_full_error(RuntimeError(budget.disk_full), str(search_dir))
+        assert full is not None
+        raise full
     if budget.exhausted:
         raise SearchError(
             f"stopped the search: {len(budget.failures)} trials failed (search.max_failures "
@@ -169,16 +203,43 @@ def run_trials(
 
 
 def _restore(
-    tune_dir: Path, trainable: Any, callbacks: list[Any], budget: FailureBudget
+    tune_dir: Path, trainable: Any, callbacks: list[Any], budget: FailureBudget, runs: int
 ) -> tune.Tuner:
-    """The Tune experiment in ``tune_dir``, restored with this driver's callbacks."""
-    tuner = tune.Tuner.restore(  # opt-in: --trust-state, or digests checked on resume
-        str(tune_dir),
-        trainable=trainable,
-        resume_unfinished=True,
-        resume_errored=False,
-        restart_errored=False,
+    """The Tune experiment in ``tune_dir``, restored with this driver's callbacks.
+
+    Raises:
+        SearchError: Ray's state cannot be read (missing, truncated or corrupt);
+            nothing was run and every trial's result and MLflow run is kept.
+        DiskFullError: reading it failed because the disk is full.
+    """
+    kept = (
+        f"nothing was run, and the {runs} trial runs in MLflow and the files in "
+        f"{tune_dir.parent} are kept"
     )
+    if not tune.Tuner.can_restore(str(tune_dir)):
+        raise SearchError(
+            f"cannot resume: Ray Tune's state in {tune_dir} is missing or incomplete; {kept}",
+            hint="free disk space if it was full; the trials' results stay in MLflow and "
+            "leaderboard.csv, start a new search to continue",
+        )
+    try:
+        tuner = tune.Tuner.restore(  # opt-in: --trust-state, or digests checked on resume
+            str(tune_dir),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+    except Exception as exc:
+        full = disk_full_error(exc, str(tune_dir))
+        if full is not None:
+            raise full from None
+        raise SearchError(
+            f"cannot resume: Ray Tune's state in {tune_dir} cannot be read "
+            f"({type(exc).__name__}: {first_line(exc)}), e.g. truncated by a full disk; {kept}",
+            hint="free disk space if it was full; the trials' results stay in MLflow and "
+            "leaderboard.csv, start a new search to continue",
+        ) from None
     # The pickled run config holds the killed driver's callbacks, which know neither
     # this process's MLflow runs nor its output. Ray has no public way to replace them
     # on restore, so the run config is reached through the private local tuner;
@@ -188,7 +249,27 @@ def _restore(
     restored = internal.get_run_config()
     restored.callbacks = callbacks
     restored.stop = budget.stopper()
+    restored.failure_config = tune.FailureConfig(max_failures=1)
     return tuner
+
+
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """Ray Tune's own error logs off: each failure is one kdforge line (and a file).
+
+    Tune logs every errored trial with its whole traceback (30-170 lines); the
+    callbacks print the reason and keep the traceback in ``failures/``.
+    """
+    names = ("ray.tune", "ray.tune.execution.tune_controller", "ray.tune.tune")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 def _max_concurrent(config: SearchConfig) -> int:
@@ -219,9 +300,13 @@ def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[T
         with contextlib.suppress(KeyError, TypeError, ValueError):
             arch, hparams, lr = split_config(config)
         last_epoch = metrics.get("epoch")
-        status = trial_status(last_epoch, epochs, error=error is not None)
+        failed = error is not None or metrics.get("kdforge_status") == FAILED
+        status = trial_status(last_epoch, epochs, error=failed)
         if metrics.get("kdforge_status") == "rejected" and error is None:
             status = "rejected"
+        reason = _error_line(error) if error is not None else ""
+        if metrics.get("kdforge_status") == FAILED:
+            reason = str(metrics.get("kdforge_error", ""))
         checkpoint = None
         if result.checkpoint is not None and status == "finished":
             checkpoint = result.checkpoint.path
@@ -237,7 +322,7 @@ def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[T
                 lr=lr,
                 loss_hparams=hparams,
                 arch=arch,
-                error=_error_line(error) if error is not None else "",
+                error=reason,
                 checkpoint=checkpoint,
                 node_id=str(metrics.get("node_id", "")),
                 device=str(metrics.get("device", "")),

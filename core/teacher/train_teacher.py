@@ -19,6 +19,7 @@ from kdforge.checkpoint import save_checkpoint
 from kdforge.config import PluginRef, TeacherConfig, resolve_tracking_uri
 from kdforge.errors import ConfigError
 from kdforge.plugin_host.resolve import instantiate
+from kdforge.plugin_host.split_record import split_record, split_tag
 from kdforge.tracking.registry import log_registered_teacher
 from kdforge.tracking.store import (
     check_tracking_uri,
@@ -63,7 +64,7 @@ def train_teacher(
     _check_output(output)
     uri = resolve_tracking_uri(tracking_uri or config.tracking.uri)
     check_tracking_uri(uri)
-    splits = dataset.load(config.seed)
+    splits = dataset.load(config.dataset.split_seed)
     arch = dict(config.architecture.params)
     torch.manual_seed(config.seed)
     try:
@@ -119,13 +120,31 @@ def train_teacher(
         arch=arch,
         info=splits.info,
         model=model,
-        meta={**metrics, "dataset": config.dataset.name, "seed": config.seed, "name": config.name},
+        meta={
+            **metrics,
+            "dataset": config.dataset.name,
+            "seed": config.seed,
+            "name": config.name,
+            # Which rows it trained on: a search refuses to test on them.
+            "split": split_record(config.dataset, splits),
+        },
     )
     experiment_id = setup_experiment(uri, config.tracking.experiment)
     with open_run(f"teacher-{config.name}", experiment_id=experiment_id) as run_id:
-        log_tags({"kdforge.role": "teacher", "kdforge.dataset": config.dataset.name})
+        split = split_tag(split_record(config.dataset, splits, hash_rows=False))
+        log_tags(
+            {
+                "kdforge.role": "teacher",
+                "kdforge.dataset": config.dataset.name,
+                "kdforge.split": split,
+            }
+        )
         log_params(
-            {"architecture": config.architecture.name, **{f"arch.{k}": v for k, v in arch.items()}}
+            {
+                "architecture": config.architecture.name,
+                "dataset.split_seed": config.dataset.split_seed,
+                **{f"arch.{k}": v for k, v in arch.items()},
+            }
         )
         log_numeric_metrics(metrics)
         log_files(output)
@@ -137,6 +156,7 @@ def train_teacher(
                 config.registered_model_name,
                 config.registered_model_alias,
                 uri,
+                tags={"kdforge.split": split},
             )
     emit(
         f"teacher saved to {output}: test_acc={test_acc:.4f} val_acc={result.best_val_acc:.4f} "

@@ -120,6 +120,10 @@ class TrackingWriter:
         """Set a tag on run ``key``."""
         self._do("set_tag", key=key, name=name, value=value)
 
+    def log_artifact(self, key: str, path: str) -> None:
+        """Log the local file ``path`` as an artifact of run ``key``."""
+        self._do("log_artifact", key=key, path=path)
+
     def set_terminated(self, key: str, status: str) -> None:
         """End run ``key`` with ``status`` (FINISHED, FAILED, KILLED)."""
         self._do("set_terminated", key=key, status=status)
@@ -166,6 +170,8 @@ def _apply(client: Any, run_ids: dict[str, str], record: dict[str, Any]) -> None
             client.log_batch(run_id, metrics=metrics, params=params)
     elif op == "set_tag":
         client.set_tag(run_id, record["name"], record["value"])
+    elif op == "log_artifact":
+        client.log_artifact(run_id, record["path"])
     elif op == "set_terminated":
         client.set_terminated(run_id, record["status"])
     else:

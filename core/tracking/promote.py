@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import torch
 
 from kdforge.batching import iter_batches
-from kdforge.config import load_search_config, resolve_tracking_uri
+from kdforge.config import DatasetRef, load_search_config, resolve_tracking_uri
 from kdforge.data import Split
 from kdforge.errors import ConfigError, TrackingError
 from kdforge.plugin_host.resolve import instantiate
+from kdforge.plugin_host.split_record import count_seen, ref_record, row_hashes, same_split
 from kdforge.tracking.registry import fetch_onnx_model
 from kdforge.tracking.store import check_tracking_uri
 
@@ -189,6 +191,7 @@ def promote_version(
     policy: Policy = "always",
     test: Split | None = None,
     client: MlflowClient | None = None,
+    test_split: dict[str, Any] | None = None,
 ) -> Promotion:
     """Offer ``version`` of ``name`` to ``alias`` under ``policy``; move it if it wins.
 
@@ -199,6 +202,10 @@ def promote_version(
         policy: ``always``, or ``if_better`` (needs ``test``).
         test: The test split both versions are evaluated on (``if_better``).
         client: An MLflow client (default: one for the current tracking URI).
+        test_split: The split record ``test`` comes from
+            (:func:`kdforge.plugin_host.split_record.ref_record`): rows of ``test`` that a
+            version trained on (it records another split, in its ``kdforge.split``
+            tag) are left out, so both are compared on rows neither trained on.
 
     Returns:
         The :class:`Promotion`; the candidate version also gets the tags
@@ -224,7 +231,7 @@ def promote_version(
                 "promote 'if_better' needs the test split to compare on",
                 hint="pass the search's config (kdforge promote --if-better --config ...)",
             )
-        _compare(result, test)
+        _compare(result, test, test_split, mlflow_client)
     if result.promoted and previous != version:
         mlflow_client.set_registered_model_alias(name, alias, version)
     mlflow_client.set_model_version_tag(
@@ -236,8 +243,12 @@ def promote_version(
     return result
 
 
-def _compare(result: Promotion, test: Split) -> None:
+def _compare(
+    result: Promotion, test: Split, test_split: dict[str, Any] | None, client: MlflowClient
+) -> None:
     """Fill in both accuracies and the decision of an ``if_better`` promotion."""
+    versions = [result.candidate_version, str(result.previous_version)]
+    test, note = _rows_neither_trained_on(result.name, versions, test, test_split, client)
     candidate = onnx_test_accuracy(f"models:/{result.name}/{result.candidate_version}", test)
     result.candidate_test_acc = candidate
     try:
@@ -258,8 +269,79 @@ def _compare(result: Promotion, test: Split) -> None:
     )
     result.reason = (
         f"test accuracy {candidate:.4f} (v{result.candidate_version}) {relation} {current:.4f} "
-        f"(v{result.previous_version}) on the same {len(test)} test rows: {outcome}"
+        f"(v{result.previous_version}) on the same {len(test)} test rows{note}: {outcome}"
     )
+
+
+def _version_split(name: str, version: str, client: MlflowClient) -> dict[str, Any] | None:
+    """The split record a model version was trained on (its ``kdforge.split`` tag)."""
+    tags = client.get_model_version(name, version).tags or {}
+    try:
+        record = json.loads(tags.get("kdforge.split", ""))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _rows_neither_trained_on(
+    name: str,
+    versions: list[str],
+    test: Split,
+    test_split: dict[str, Any] | None,
+    client: MlflowClient,
+) -> tuple[Split, str]:
+    """``test`` without the rows either version trained on, and a note saying so.
+
+    A version that records the same split as ``test`` never saw its test rows; one
+    that records another split of the same dataset is re-split with its own seed and
+    its training rows are dropped (matched by their inputs).
+
+    Raises:
+        ConfigError: no test row is left.
+    """
+    if test_split is None:
+        return test, ""
+    keep = np.ones(len(test), dtype=bool)
+    dropped: list[str] = []
+    unknown: list[str] = []
+    for version in versions:
+        record = _version_split(name, version, client)
+        if record is None:
+            unknown.append(f"v{version}")
+            continue
+        if same_split(record, test_split) or record.get("dataset") != test_split.get("dataset"):
+            continue
+        ref = DatasetRef(
+            name=str(record["dataset"]),
+            params=dict(record.get("params") or {}),
+            split_seed=int(record["split_seed"]),
+        )
+        train = instantiate("dataset", ref, "dataset").load(ref.split_seed).train
+        seen = count_seen(test.x, row_hashes(train.x))
+        dropped.append(f"{int((seen & keep).sum())} in v{version}'s training split")
+        keep &= ~seen
+    note = ""
+    if dropped:
+        if not keep.any():
+            raise ConfigError(
+                f"every test row was in the training split of a version of {name!r} "
+                f"({', '.join(dropped)}); the versions cannot be compared fairly",
+                hint="compare versions trained with the same dataset.split_seed",
+            )
+        index = torch.from_numpy(np.flatnonzero(keep))
+        test = Split(_take(test.x, index), test.y[index])
+        note = f" neither version trained on (left out: {', '.join(dropped)})"
+    if unknown:
+        note += f" ({', '.join(unknown)} records no split: it may have trained on some)"
+    return test, note
+
+
+def _take(x: Any, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of in-memory or streamed inputs, as a tensor."""
+    if isinstance(x, torch.Tensor):
+        return x[index]
+    parts = [batch for _, batch in iter_batches(x, 512)]
+    return torch.cat(parts)[index]
 
 
 def promote_target(
@@ -314,16 +396,24 @@ def promote_target(
     check_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     test = None
+    test_split = None
     if if_better:
         if config is None:
             raise ConfigError(
                 "--if-better needs the search config whose test split both versions run on",
                 hint="pass --config SEARCH.yaml, or give a search folder instead of a model name",
             )
-        test = instantiate("dataset", config.dataset, "dataset").load(config.seed).test
+        dataset = instantiate("dataset", config.dataset, "dataset")
+        test = dataset.load(config.dataset.split_seed).test
+        test_split = ref_record(config.dataset)
     chosen = str(version) if version else latest_version(name)
     result = promote_version(
-        name, chosen, alias=alias, policy="if_better" if if_better else "always", test=test
+        name,
+        chosen,
+        alias=alias,
+        policy="if_better" if if_better else "always",
+        test=test,
+        test_split=test_split,
     )
     if result.promoted:
         client = MlflowClient()

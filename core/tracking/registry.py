@@ -34,6 +34,7 @@ from kdforge.errors import TrackingError, first_line
 __all__ = [
     "OnnxModelFile",
     "download_student_checkpoint",
+    "drop_interrupted_versions",
     "fetch_onnx_model",
     "log_registered_teacher",
     "model_flavors",
@@ -111,6 +112,37 @@ def register_onnx(
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return version
+
+
+def drop_interrupted_versions(name: str) -> list[str]:
+    """Delete the versions of ``name`` the active run registered before (a killed driver).
+
+    A search registers one version per parent run; a version from the same run found
+    before registering comes from a registration a kill interrupted (its tags, alias
+    or summary never written). The resumed search registers anew, so no orphan stays.
+
+    Returns:
+        The deleted version numbers.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    active = mlflow.active_run()
+    if active is None:
+        return []
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(
+            f"name = '{name}' and run_id = '{active.info.run_id}'"
+        )
+    except MlflowException:  # no such model yet
+        return []
+    dropped = []
+    for version in versions:
+        client.delete_model_version(name, str(version.version))
+        dropped.append(str(version.version))
+    return dropped
 
 
 def fetch_onnx_model(model_uri: str, tracking_uri: str | None = None) -> OnnxModelFile:
@@ -219,7 +251,12 @@ def _graph_names(onnx_bytes: bytes) -> tuple[str, str]:
 
 
 def log_registered_teacher(
-    model: nn.Module, train_x: Inputs, name: str, alias: str, tracking_uri: str
+    model: nn.Module,
+    train_x: Inputs,
+    name: str,
+    alias: str,
+    tracking_uri: str,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Log ``model`` in the active MLflow run, register it and set ``alias``.
 
@@ -229,6 +266,7 @@ def log_registered_teacher(
         name: Registered model name.
         alias: Alias to point at the new version.
         tracking_uri: The tracking/registry store.
+        tags: Model-version tags (e.g. ``kdforge.split``, the rows it trained on).
 
     Returns:
         ``{"registered_model": name, "version": int, "alias": alias, "uri": "models:/NAME@ALIAS"}``.
@@ -257,6 +295,8 @@ def log_registered_teacher(
         version = int(info.registered_model_version)
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         client.set_registered_model_alias(name, alias, str(version))
+        for key, value in (tags or {}).items():
+            client.set_model_version_tag(name, str(version), key, value)
     except MlflowException as exc:
         raise TrackingError(
             f"registered_model_name: registering the teacher as {name!r} failed: "

@@ -23,6 +23,11 @@ from typing import Any
 from kdforge.errors import TrackingError
 from kdforge.tracking.store_checks import check_server_credentials, check_sqlite_store
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent starts are not guarded there
+    fcntl = None  # type: ignore[assignment]
+
 # MLflow (~1.5 s to import) is imported inside the functions that log: a search then
 # imports it in the background while its data loads (kdforge.search.services).
 
@@ -39,6 +44,7 @@ __all__ = [
     "log_params",
     "log_tags",
     "open_run",
+    "schema_lock",
     "setup_experiment",
     "use_tracking_uri",
 ]
@@ -100,16 +106,39 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
             raise TrackingError(f"cannot write the tracking store folder {folder}: {exc}") from None
 
 
+@contextlib.contextmanager
+def schema_lock(uri: str) -> Iterator[None]:
+    """Hold a file lock beside a SQLite store (``DB.kdforge-lock``); other URIs: no lock.
+
+    MLflow creates (and migrates) a SQLite store's schema on the first connection of a
+    process and an experiment on first use; two searches starting together on a new
+    file would both try, and one fails inside MLflow. Under this lock the second waits
+    and then finds the schema and the experiment made.
+    """
+    if not uri.startswith("sqlite:///") or fcntl is None:
+        yield
+        return
+    lock = Path(uri[len("sqlite:///") :] + ".kdforge-lock")
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def setup_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri`` and return the id of ``experiment`` (created if needed)."""
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     try:
-        found = mlflow.get_experiment_by_name(experiment)
-        if found is not None:
-            return str(found.experiment_id)
-        return str(mlflow.create_experiment(experiment))
+        # The first call on a new SQLite file creates MLflow's schema: one process at a time.
+        with schema_lock(uri):
+            found = mlflow.get_experiment_by_name(experiment)
+            if found is not None:
+                return str(found.experiment_id)
+            return str(mlflow.create_experiment(experiment))
     except Exception as exc:
         raise TrackingError(
             f"cannot use MLflow experiment {experiment!r} at {uri}: {exc}"

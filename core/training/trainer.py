@@ -41,6 +41,47 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+def _divergence_reason(
+    value: float,
+    epoch: int,
+    step: int,
+    lr: float,
+    batch: torch.Tensor,
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    idx: torch.Tensor,
+) -> str:
+    """Why the loss is not finite, with the hint that fits the cause.
+
+    Non-finite inputs or teacher outputs are the data's fault; a non-finite loss on
+    finite outputs before any update is the loss's own; only a loss that breaks after
+    training went on is divergence, which a lower learning rate fixes.
+    """
+    where = f"training loss became {value} at epoch {epoch}, step {step + 1}"
+    if batch.is_floating_point() and not bool(torch.isfinite(batch).all()):
+        return f"{where}: the batch's inputs contain NaN or inf; clean the dataset"
+    if teacher_logits is not None:
+        rows = teacher_logits[idx.to(teacher_logits.device)]
+        if rows.is_floating_point() and not bool(torch.isfinite(rows).all()):
+            return f"{where}: the teacher's outputs contain NaN or inf; check the teacher"
+    if not bool(torch.isfinite(logits.detach()).all()):
+        if step == 0:
+            return f"{where}: the untrained student's outputs are not finite; check the model"
+        return (
+            f"{where} (lr={lr:.3g}): the student's outputs diverged; "
+            "lower the learning-rate range (search.lr)"
+        )
+    if step == 0:
+        return (
+            f"{where}, before any update, on finite inputs and outputs: the loss itself "
+            "returns NaN/inf (check the loss plugin and its hyperparameters), whatever the lr"
+        )
+    return (
+        f"{where} (lr={lr:.3g}) on finite outputs: the loss broke as training went on; "
+        "lower the learning-rate range (search.lr) or check the loss's hyperparameters"
+    )
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Optimisation settings of one training run."""
@@ -183,6 +224,7 @@ def train_model(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled and amp_dtype == torch.float16)
     best_acc, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     history: list[EpochReport] = []
+    step = 0  # optimizer steps taken: a loss broken before the first says the lr is not why
     for epoch in range(1, settings.epochs + 1):
         model.train()
         order = torch.randperm(len(x), generator=generator).to(device)
@@ -215,9 +257,11 @@ def train_model(
             current = float(value.detach())
             if not math.isfinite(current):
                 raise TrainingDiverged(
-                    f"training loss became {current} at epoch {epoch} "
-                    f"(lr={settings.lr:.3g}); lower the learning-rate range"
+                    _divergence_reason(
+                        current, epoch, step, settings.lr, batch, logits, teacher_logits, idx
+                    )
                 )
+            step += 1
             optimizer.zero_grad(set_to_none=True)
             if scaler.is_enabled():
                 scaler.scale(value).backward()

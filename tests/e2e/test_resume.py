@@ -93,6 +93,11 @@ def test_sigkill_then_resume_keeps_finished_trials(
     ]
     assert len(children) == TRIALS
     by_trial = {int(r.data.tags["kdforge.trial_number"]): r for r in children}
+    assert len(by_trial) == TRIALS  # one run per trial: a restarted trial's old run is retired
+    for run in children:
+        assert run.info.status in {"FINISHED", "FAILED", "KILLED"}
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert len(steps) == len(set(steps)), f"metrics logged twice: {steps}"
     for number in finished:
         history = client.get_metric_history(by_trial[int(number)].info.run_id, "val_acc")
         steps = [m.step for m in history]

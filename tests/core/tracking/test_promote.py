@@ -241,3 +241,55 @@ def test_cli_promote_if_better_needs_a_config(registry, models, capsys) -> None:
     assert main(["promote", name, "--if-better", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert "--if-better needs the search config" in err and "hint:" in err
+
+
+def _row_set(x) -> set[bytes]:
+    return {row.tobytes() for row in x.flatten(1).numpy()}
+
+
+def test_if_better_compares_on_rows_neither_version_trained_on(registry, models) -> None:
+    """A champion split with another seed: its training rows leave the comparison."""
+    from mlflow.tracking import MlflowClient
+
+    from kdforge.config import DatasetRef
+    from kdforge.plugin_host.split_record import ref_record, split_tag
+    from kdforge.plugins.datasets.digits import Digits
+    from kdforge.tracking.promote import promote_version
+
+    uri, register, name = registry
+    client = MlflowClient(uri)
+    champion = register("good")
+    client.set_model_version_tag(
+        name,
+        champion,
+        "kdforge.split",
+        split_tag(ref_record(DatasetRef(name="digits", split_seed=0))),
+    )
+    promote_version(name, champion)
+    candidate = register("good")
+    ours = DatasetRef(name="digits", split_seed=3)
+    client.set_model_version_tag(name, candidate, "kdforge.split", split_tag(ref_record(ours)))
+    test = Digits().load(3).test
+    leaked = len(_row_set(test.x) & _row_set(Digits().load(0).train.x))
+    assert leaked > 50  # another seed: many of these test rows trained the champion
+    result = promote_version(
+        name, candidate, policy="if_better", test=test, test_split=ref_record(ours)
+    )
+    assert f"left out: {leaked} in v{champion}'s training split" in result.reason
+    assert f"same {len(test) - leaked} test rows neither version trained on" in result.reason
+    # On rows it never saw, the champion is no longer flattered: both score the same.
+    assert result.candidate_test_acc == result.previous_test_acc
+
+
+def test_if_better_notes_a_version_without_a_split_record(registry, models, digits) -> None:
+    from kdforge.config import DatasetRef
+    from kdforge.plugin_host.split_record import ref_record
+    from kdforge.tracking.promote import promote_version
+
+    _, register, name = registry
+    promote_version(name, register("good"))
+    record = ref_record(DatasetRef(name="digits"))
+    result = promote_version(
+        name, register("bad"), policy="if_better", test=digits.test, test_split=record
+    )
+    assert "records no split" in result.reason and not result.promoted

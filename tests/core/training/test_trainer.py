@@ -124,3 +124,50 @@ def test_adamw_falls_back_where_torch_cannot_fuse() -> None:
 
     meta = torch.nn.Parameter(torch.empty(3, device="meta"))  # no fused kernel there
     assert make_optimizer([meta], 1e-3, 0.0).defaults["fused"] is None
+
+
+def _diverged(x, y, lr: float, loss=None, teacher=None, epochs: int = 2) -> str:
+    with pytest.raises(TrainingDiverged) as caught:
+        train_model(
+            _model(),
+            x=x,
+            y=y,
+            val_x=x,
+            val_y=y,
+            settings=TrainSettings(epochs=epochs, lr=lr, batch_size=512),
+            loss=loss,
+            teacher_logits=teacher,
+        )
+    return str(caught.value)
+
+
+class _BrokenLoss(HintonKD):
+    """A loss that returns NaN on finite outputs: its own fault, whatever the lr."""
+
+    def __call__(self, student, teacher, labels):  # type: ignore[no-untyped-def]
+        result = super().__call__(student, teacher, labels)
+        return type(result)(result.total * float("nan"), result.parts)
+
+
+@pytest.mark.parametrize("lr", [1e-6, 1e-2])
+def test_the_hint_names_the_cause_not_the_lr(lr: float) -> None:
+    x, y = _blobs()
+    bad_inputs = x.clone()
+    bad_inputs[0, 0] = float("nan")
+    text = _diverged(bad_inputs, y, lr)
+    assert "inputs contain NaN" in text and "learning-rate" not in text
+    teacher = torch.randn(len(x), int(y.max()) + 1)
+    loss = _BrokenLoss(hparams={"temperature": 2.0, "alpha": 0.5})
+    text = _diverged(x, y, lr, loss=loss, teacher=teacher)
+    assert "the loss itself" in text and "before any update" in text
+    assert "lower the learning-rate" not in text
+    bad_teacher = teacher.clone()
+    bad_teacher[3] = float("nan")
+    text = _diverged(x, y, lr, loss=HintonKD(hparams={}), teacher=bad_teacher)
+    assert "teacher's outputs" in text and "learning-rate" not in text
+
+
+def test_divergence_after_training_went_on_suggests_a_lower_lr() -> None:
+    x, y = _blobs()
+    text = _diverged(x * 1e3, y, lr=1e6, epochs=30)
+    assert "lower the learning-rate range" in text and "step 1," not in text

@@ -1,0 +1,105 @@
+"""Searches started together on one new SQLite store and one output folder all finish."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_search_config
+
+
+def _setup(uri: str, start: object, out: object) -> None:
+    from kdforge.tracking.store import setup_experiment
+
+    start.wait()  # type: ignore[attr-defined]
+    try:
+        out.put(setup_experiment(uri, "together"))  # type: ignore[attr-defined]
+    except Exception as exc:  # reported to the test, which fails on it
+        out.put(f"error: {exc}")  # type: ignore[attr-defined]
+
+
+def _new_dir(output_dir: str, start: object, out: object) -> None:
+    from kdforge.config import SearchConfig
+    from kdforge.search.folder import new_search_dir
+
+    config = SearchConfig.model_validate(
+        {
+            "name": "same",
+            "output_dir": output_dir,
+            "dataset": {"name": "digits"},
+            "teacher": {"name": "checkpoint", "params": {"path": "t.pt"}},
+            "student": {"name": "mlp"},
+        }
+    )
+    start.wait()  # type: ignore[attr-defined]
+    try:
+        out.put(str(new_search_dir(config)))  # type: ignore[attr-defined]
+    except Exception as exc:
+        out.put(f"error: {exc}")  # type: ignore[attr-defined]
+
+
+def _race(target, args: tuple, n: int) -> list[str]:
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, start, out)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    start.set()
+    results = [out.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    return results
+
+
+@pytest.mark.slow  # each process imports MLflow: a minute on a loaded machine
+@pytest.mark.parametrize("round_", range(2))
+def test_processes_creating_one_new_store_together_all_succeed(tmp_path, round_) -> None:
+    results = _race(_setup, (f"sqlite:///{tmp_path / 'mlflow.db'}",), 3)
+    assert not [r for r in results if r.startswith("error")], results
+    assert len(set(results)) == 1  # one experiment, found by all
+
+
+def test_searches_started_in_the_same_second_get_their_own_folders(tmp_path) -> None:
+    results = _race(_new_dir, (str(tmp_path / "runs"),), 4)
+    assert not [r for r in results if r.startswith("error")], results
+    assert len(set(results)) == 4 and all(Path(r).is_dir() for r in results)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("round_", range(2))
+def test_two_searches_at_once_on_one_new_store_both_finish(
+    digits_teacher_path: Path, tmp_path: Path, round_
+) -> None:
+    raw = tiny_search_config(
+        digits_teacher_path,
+        tmp_path,
+        **{
+            "search.num_trials": 1,
+            "search.epochs": 1,
+            "search.grace_period": 1,
+            "search.max_concurrent": 1,
+            "baseline.enabled": False,
+        },
+    )
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-m", "kdforge", "search", str(config)]
+    procs = [
+        subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=600)[0].decode() for proc in procs]
+    for proc, text in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, text[-3000:]
+    folders = sorted((tmp_path / "runs" / "tiny").iterdir())
+    assert len(folders) == 2
+    versions = {
+        json.loads((f / "summary.json").read_text())["registered_model_version"] for f in folders
+    }
+    assert versions == {"1", "2"}
