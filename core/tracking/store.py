@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kdforge.errors import TrackingError
+from kdforge.tracking.sqlite_template import copy_schema_template
 
 # MLflow (~1.5 s to import) is imported inside the functions that log: a search then
 # imports it in the background while its data loads (kdforge.search.services).
@@ -102,10 +103,19 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
             raise TrackingError(f"cannot write the tracking store folder {folder}: {exc}") from None
 
 
+def _create_schema(uri: str) -> None:
+    """A new SQLite store gets its schema from a template made once, not from migrations.
+
+    The one place a search creates a store's schema (:mod:`kdforge.tracking.sqlite_template`).
+    """
+    copy_schema_template(uri)
+
+
 def setup_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri`` and return the id of ``experiment`` (created if needed)."""
     import mlflow
 
+    _create_schema(uri)
     mlflow.set_tracking_uri(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)
