@@ -8,9 +8,14 @@ measures teacher and chosen student **the same way**: both exported to ONNX by t
 batch 1 and batch 256, median of ``--repeats`` runs after warm-up, the two models
 alternating over ``--rounds`` rounds (the median of the rounds is kept). The search's
 own ``speed-up`` line is PyTorch eager timing of a batch of 256 (one thread); it is
-printed too, labelled as such. Usage::
+printed too, labelled as such.
 
-    python benchmarks/demo.py [--repeats 200] [--rounds 3]
+``--latency-only`` skips the teacher training and the search: it builds the demo
+teacher's architecture (``examples/digits/teacher.yaml``: MLP 1024-512-256) and the
+README's student (MLP, one hidden layer of 77) with untrained weights (latency does
+not depend on the weights) and times those two the same way. Usage::
+
+    python benchmarks/demo.py [--repeats 200] [--rounds 3] [--latency-only]
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-only", action="store_true")
     args = parser.parse_args()
     print(f"$ python benchmarks/demo.py {' '.join(sys.argv[1:])}".rstrip())
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -69,6 +75,9 @@ def main() -> None:
     kdforge = str(Path(sys.executable).with_name("kdforge"))
     with tempfile.TemporaryDirectory(prefix="kdforge-demo-") as tmp:
         work = Path(tmp)
+        if args.latency_only:
+            _latency(work, args.repeats, args.rounds, *_architectures(work))
+            return
         for name in ("teacher.yaml", "search.yaml"):
             shutil.copy(ROOT / "examples" / "digits" / name, work / name)
         teacher_s = _run([kdforge, "train-teacher", "teacher.yaml"], work)
@@ -78,20 +87,48 @@ def main() -> None:
             CheckpointTeacher.Params(path=str(work / "kdforge-runs" / "digits-teacher.pt"))
         )
         teacher.load()
-        example = torch.zeros(8, 64)
         teacher_onnx = work / "teacher.onnx"
-        OnnxExporter().export(teacher._model, example, teacher_onnx)
-        results: dict[str, list[tuple[float, float]]] = {"teacher": [], "student": []}
-        for _ in range(args.rounds):
-            for name, path in (("teacher", teacher_onnx), ("student", student_onnx)):
-                r = measure_onnx_latency(
-                    path, example, batch_size=BATCH, repeats=args.repeats, warmup=20, threads=1
-                )
-                results[name].append((r.latency_ms, r.latency_batch_ms))
-    print(f"\ntrain-teacher {teacher_s:.1f} s, search {search_s:.1f} s (processes, start to exit)")
+        OnnxExporter().export(teacher._model, torch.zeros(8, 64), teacher_onnx)
+        print(
+            f"\ntrain-teacher {teacher_s:.1f} s, search {search_s:.1f} s (processes, start to exit)"
+        )
+        _latency(work, args.repeats, args.rounds, teacher_onnx, student_onnx)
+
+
+def _architectures(work: Path) -> tuple[Path, Path]:
+    """The demo teacher's and the README student's architectures as ONNX (untrained)."""
+    from kdforge.data import DataInfo
+    from kdforge.search_spaces.mlp import MLPSpace
+
+    info = DataInfo(name="digits", input_shape=(64,), num_classes=10)
+    shapes = {
+        "teacher": {"depth": 3, "width_0": 1024, "width_1": 512, "width_2": 256, "dropout": 0.2},
+        "student": {"depth": 1, "width_0": 77, "dropout": 0.0},
+    }
+    paths = []
+    for name, arch in shapes.items():
+        torch.manual_seed(0)
+        model = MLPSpace(MLPSpace.Params(max_width=1024, max_depth=3)).build(arch, info).eval()
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name}: MLP {arch}, {params:,} parameters (untrained)")
+        path = work / f"{name}.onnx"
+        OnnxExporter().export(model, torch.zeros(8, 64), path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _latency(work: Path, repeats: int, rounds: int, teacher_onnx: Path, student_onnx: Path) -> None:
+    example = torch.zeros(8, 64)
+    results: dict[str, list[tuple[float, float]]] = {"teacher": [], "student": []}
+    for _ in range(rounds):
+        for name, path in (("teacher", teacher_onnx), ("student", student_onnx)):
+            r = measure_onnx_latency(
+                path, example, batch_size=BATCH, repeats=repeats, warmup=20, threads=1
+            )
+            results[name].append((r.latency_ms, r.latency_batch_ms))
     print(
-        f"ONNX Runtime, CPU, 1 intra-op thread, median of {args.repeats} runs per round, "
-        f"median of {args.rounds} alternating rounds:"
+        f"ONNX Runtime, CPU, 1 intra-op thread, median of {repeats} runs per round, "
+        f"median of {rounds} alternating rounds:"
     )
     med = {
         name: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows))

@@ -79,7 +79,7 @@ def shared_ray_address() -> str | None:
 def start_shared_ray(num_cpus: int | None = None, port: int = SHARED_RAY_PORT) -> str:
     """Start a local Ray that later kdforge commands join; return its address.
 
-    It listens on 127.0.0.1 only, runs without the dashboard, keeps its files in a
+    It runs without the dashboard (its node address is 127.0.0.1), keeps its files in a
     temp folder of its own (so :func:`stop_shared_ray` stops it and no other Ray of
     this user) and keeps running after this process exits.
 
