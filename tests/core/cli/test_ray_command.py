@@ -28,7 +28,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_a_started_ray_is_joined_then_stopped(tmp_path: Path) -> None:
+def test_a_started_ray_is_joined_then_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = {**os.environ, "KDFORGE_CACHE_DIR": str(tmp_path / "cache")}
     kdforge = [sys.executable, "-m", "kdforge.cli"]
     port = _free_port()
@@ -57,8 +59,5 @@ def test_a_started_ray_is_joined_then_stopped(tmp_path: Path) -> None:
     assert "stopped the local Ray" in stopped.stdout
     with socket.socket() as s:  # nothing listens on its port any more
         assert s.connect_ex(("127.0.0.1", port)) != 0
-    os.environ["KDFORGE_CACHE_DIR"] = env["KDFORGE_CACHE_DIR"]
-    try:
-        assert shared_ray_address() is None
-    finally:
-        del os.environ["KDFORGE_CACHE_DIR"]
+    monkeypatch.setenv("KDFORGE_CACHE_DIR", env["KDFORGE_CACHE_DIR"])
+    assert shared_ray_address() is None
