@@ -18,24 +18,30 @@ from its start to its exit:
   default) + cosine, KD loss, validation every epoch, test accuracy of the best epoch,
   best weights kept), no Ray, no MLflow.
 
-Two settings:
+Equal parallelism, against the best plain arrangement: kdforge runs with its defaults
+(``cpus_per_trial: 1``: as many trials at once as there are CPUs, one torch thread
+each); the plain loop runs both ways the same cores can be used, as one process with
+torch's default threads (trials one after the other) and as one process per CPU with
+one thread each (every C-th student), and the faster is the baseline. kdforge runs three
+times, each with a new SQLite store:
 
-* ``default``: kdforge's defaults (``cpus_per_trial: 1``, so as many trials at once as
-  there are CPUs, one torch thread each) against the plain loop with torch's default
-  threads: what a user gets.
-* ``same``: kdforge with ``cpus_per_trial`` = all CPUs, i.e. one trial at a time using
-  every core, exactly like the plain loop: the difference is kdforge's overhead, and
-  ``overhead per trial = (wall (a) - wall (b)) / N``.
+* **first search on the machine**: kdforge's user cache folder is empty, so the search
+  makes the empty-store template (``kdforge.tracking.sqlite_template``) and starts its
+  own local Ray;
+* **default**: a later search: the store is copied from the template, Ray starts;
+* **joins ``kdforge ray start``**: a local Ray started beforehand (its start is timed
+  apart and not counted) is joined; its processes count in the peak memory.
 
-It prints the wall-time ratio (a)/(b), the overhead per trial, the peak memory of each
-whole process tree (kdforge's driver, Ray's processes and workers; RSS summed from
-``/proc`` every 0.2 s), trials per minute, and where (a)'s time goes (from the time
-each line of kdforge's output arrived). ``--scale`` repeats both at 2x and 4x the data
-rows and the trial count (training work 4x and 16x) and prints how wall time grows.
-Usage::
+It prints each wall time, the ratio to the best plain arrangement, kdforge's **fixed
+cost per search** (wall time outside the trials, per slot: start-up, Ray, MLflow, Tune
+setup, idle slots while the last trials finish, reports, exit; ``wall = per search +
+(training + N x per trial) / slots``) and **per trial** (a trial's time in Tune, its
+nested MLflow run open -> closed, minus its training), where the search's time goes
+(from the time each output line arrived), and the peak memory of each whole process
+tree (RSS summed from ``/proc`` every 0.2 s). Usage::
 
-    python benchmarks/search_overhead.py [--settings default same] [--trials 8]
-        [--rows 20000] [--epochs 8] [--scale] [--plain-optimizer fused|default]
+    python benchmarks/search_overhead.py [--trials 8] [--rows 100000] [--epochs 8]
+        [--plain-optimizer fused|default]
 """
 
 from __future__ import annotations
@@ -119,15 +125,15 @@ class PeakRss:
     Sampled from a thread of this (idle, waiting) benchmark process.
     """
 
-    def __init__(self, root: int, period: float = 0.2) -> None:
-        self.root, self.period, self.peak = root, period, 0
+    def __init__(self, root: int, period: float = 0.2, extra: tuple[int, ...] = ()) -> None:
+        self.root, self.period, self.peak, self.extra = root, period, 0, extra
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.root))
+            self.peak = max(self.peak, sum(tree_rss(r) for r in (self.root, *self.extra)))
             self._stop.wait(self.period)
 
     def stop(self) -> int:
@@ -160,8 +166,13 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def timed_process(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``command``; wall time from start to exit, peak tree RSS, timed output lines."""
+def timed_process(
+    command: list[str], env: dict[str, str] | None = None, extra: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    """Run ``command``; wall time from start to exit, peak tree RSS, timed output lines.
+
+    ``extra``: more process trees counted in the peak (a shared Ray's processes).
+    """
     started = time.perf_counter()
     proc = subprocess.Popen(
         command,
@@ -170,7 +181,7 @@ def timed_process(command: list[str], env: dict[str, str] | None = None) -> dict
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
-    memory = PeakRss(proc.pid)
+    memory = PeakRss(proc.pid, extra=extra)
     lines: list[tuple[float, str]] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -239,14 +250,36 @@ def plain_trial(
     return {"val_acc": best_val, "test_acc": best_test, "seconds": time.perf_counter() - started}
 
 
-def plain_main(folder: Path, n: int, epochs: int, batch_size: int, optimizer: str) -> None:
-    """The (b) process: load the data and teacher logits, train n students, print JSON."""
+def plain_main(
+    folder: Path, n: int, epochs: int, batch_size: int, optimizer: str, procs: int, shard: int
+) -> None:
+    """The (b) process: train the n students, print JSON.
+
+    ``procs`` > 1 and ``shard`` < 0: start ``procs`` copies of this process, each with
+    one torch thread and every ``procs``-th student, and gather their results.
+    """
+    if procs > 1 and shard < 0:
+        base = [sys.executable, __file__, "--plain-worker", str(folder), "--trials", str(n)]
+        base += ["--epochs", str(epochs), "--batch-size", str(batch_size)]
+        base += ["--plain-optimizer", optimizer, "--plain-procs", str(procs)]
+        children = [
+            subprocess.Popen([*base, "--plain-shard", str(i)], stdout=subprocess.PIPE, text=True)
+            for i in range(procs)
+        ]
+        results: list[dict[str, float]] = []
+        for child in children:
+            out, _ = child.communicate()
+            line = next(t for t in out.splitlines() if t.startswith("RESULTS "))
+            results += json.loads(line.removeprefix("RESULTS "))["trials"]
+        print("RESULTS " + json.dumps({"trials": results, "threads": 1}))
+        return
+    if procs > 1:
+        torch.set_num_threads(1)
     arrays = np.load(folder / "data.npz")
     data = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
     data["teacher"] = torch.from_numpy(np.load(folder / "teacher_logits.npy"))
-    results = [
-        plain_trial(i, arch, data, epochs, batch_size, optimizer) for i, arch in enumerate(archs(n))
-    ]
+    mine = [(i, a) for i, a in enumerate(archs(n)) if procs <= 1 or i % procs == shard]
+    results = [plain_trial(i, arch, data, epochs, batch_size, optimizer) for i, arch in mine]
     print("RESULTS " + json.dumps({"trials": results, "threads": torch.get_num_threads()}))
 
 
@@ -356,148 +389,162 @@ def _phase_marks(lines: list[tuple[float, str]]) -> dict[str, float]:
 # --------------------------------------------------------------------------- compare
 
 
+def _fmt_run(name: str, run: dict[str, Any], n: int, mean: float) -> str:
+    return (
+        f"  {name:44s} {run['wall']:7.2f} s  ({60 * n / run['wall']:5.1f} trials/min, mean "
+        f"trial training {mean:5.2f} s, peak RSS {run['peak'] / 2**20:6.0f} MiB)"
+    )
+
+
+def _kdforge_arm(
+    folder: Path, tag: str, base: dict[str, Any], cache: Path, extra: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    """One ``kdforge search`` with a new SQLite store; its wall time, peak RSS and trials."""
+    config = json.loads(json.dumps(base))
+    config["output_dir"] = str(folder / f"runs-{tag}")
+    config["tracking"]["uri"] = f"sqlite:///{folder / f'mlflow-{tag}.db'}"
+    path = folder / f"search-{tag}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    kdforge = Path(sys.executable).with_name("kdforge")
+    run = timed_process(
+        [str(kdforge), "search", str(path)], env={"KDFORGE_CACHE_DIR": str(cache)}, extra=extra
+    )
+    run["trials"] = trial_results(config["tracking"]["uri"])
+    return run
+
+
 def compare(
-    rows: int,
-    n: int,
-    epochs: int,
-    batch_size: int,
-    setting: str,
-    optimizer: str,
-    verbose: bool = True,
+    rows: int, n: int, epochs: int, batch_size: int, optimizer: str, verbose: bool = True
 ) -> dict[str, float]:
-    """Run (b) then (a) on the same generated data and print the comparison."""
+    """Run the plain arrangements and the kdforge arms on the same data; print them."""
+    from kdforge.cluster.ray_init import _processes_of, start_shared_ray, stop_shared_ray
+
     cpus = os.cpu_count() or 1
-    cpus_per_trial = float(cpus) if setting == "same" else None
     with tempfile.TemporaryDirectory(prefix="kdforge-overhead-") as tmp:
         folder = make_data(rows, Path(tmp))
+        config = search_config(folder, n, epochs, batch_size, None)  # cpus_per_trial: 1
         config_path = folder / "search.yaml"
-        config = search_config(folder, n, epochs, batch_size, cpus_per_trial)
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         warm_teacher_cache(config_path)
         plain_cmd = [sys.executable, __file__, "--plain-worker", str(folder)]
         plain_cmd += ["--trials", str(n), "--epochs", str(epochs)]
         plain_cmd += ["--batch-size", str(batch_size), "--plain-optimizer", optimizer]
-        b = timed_process(plain_cmd)
-        result_line = next(text for _, text in b["lines"] if text.startswith("RESULTS "))
-        b_out = json.loads(result_line.removeprefix("RESULTS "))
-        kdforge = Path(sys.executable).with_name("kdforge")
-        a = timed_process([str(kdforge), "search", str(config_path)])
-        a_trials = trial_results(config["tracking"]["uri"])
-    if len(a_trials) != n:
-        raise RuntimeError(f"kdforge reported {len(a_trials)} trials, expected {n}")
-    concurrent = cpus if setting == "default" else 1
-    ratio = a["wall"] / b["wall"]
-    per_trial = (a["wall"] - b["wall"]) / n
-    a_train = sum(float(r["train_time_s"]) for r in a_trials)
-    b_train = sum(float(r["seconds"]) for r in b_out["trials"])
-    if verbose:
-        print(
-            f"\n[{setting}] {n} students x {epochs} epochs, {rows} train rows, batch "
-            f"{batch_size}; (a) {concurrent} trial(s) at a time with "
-            f"{cpus if setting == 'same' else 1} torch thread(s) each; (b) one process, "
-            f"{b_out['threads']} torch threads, {optimizer} AdamW"
-        )
-        for name, run, mean in (
-            ("(b) plain loop ", b, b_train / n),
-            ("(a) kdforge    ", a, a_train / n),
-        ):
-            print(
-                f"  {name} {run['wall']:7.2f} s  ({60 * n / run['wall']:5.1f} trials/min, "
-                f"mean trial training {mean:.2f} s, peak RSS {run['peak'] / 2**20:6.0f} MiB)"
-            )
-        gaps = trial_gaps(a_trials, concurrent)
-        marks = _phase_marks(a["lines"])
+        plains = {}
+        for procs in sorted({1, cpus}):
+            run = timed_process([*plain_cmd, "--plain-procs", str(procs)])
+            line = next(text for _, text in run["lines"] if text.startswith("RESULTS "))
+            run["out"] = json.loads(line.removeprefix("RESULTS "))
+            plains[procs] = run
+        cache = folder / "user-cache"  # kdforge's user cache folder, empty at first
+        arms = {"first": _kdforge_arm(folder, "first", config, cache)}
+        arms["default"] = _kdforge_arm(folder, "default", config, cache)
+        os.environ["KDFORGE_CACHE_DIR"] = str(cache)
+        started = time.perf_counter()
+        address = start_shared_ray(num_cpus=cpus)
+        ray_start = time.perf_counter() - started
+        try:
+            ray_pids = tuple(_processes_of(address, f"/tmp/kdforge-ray-{os.getuid()}-6390"))
+            arms["shared"] = _kdforge_arm(folder, "shared", config, cache, extra=ray_pids)
+        finally:
+            stop_shared_ray()
+    for tag, arm in arms.items():
+        if len(arm["trials"]) != n:
+            raise RuntimeError(f"kdforge ({tag}) reported {len(arm['trials'])} trials, not {n}")
+    best_procs = min(plains, key=lambda p: plains[p]["wall"])
+    best = plains[best_procs]
+    out: dict[str, float] = {"b": best["wall"]}
+    print(
+        f"\n{n} students x {epochs} epochs, {rows} train rows, batch {batch_size}, {optimizer} "
+        f"AdamW, {cpus} CPUs. Equal parallelism: kdforge runs {cpus} trials at a time with one "
+        f"torch thread each (cpus_per_trial: 1, its default); the plain loop runs as one process "
+        f"with {cpus} torch threads, or as {cpus} processes with one thread each and every "
+        f"{cpus}-th student; the faster of the two is the baseline."
+    )
+    for procs, run in plains.items():
+        what = f"(b) plain, {procs} process(es) x {run['out']['threads']} thread(s)"
+        mean = sum(float(t["seconds"]) for t in run["out"]["trials"]) / n
+        print(_fmt_run(what + (" *" if procs == best_procs else ""), run, n, mean))
+    labels = {
+        "first": "(a) kdforge, first search on the machine",
+        "default": "(a) kdforge, default (own Ray, new store)",
+        "shared": "(a) kdforge, joins `kdforge ray start`",
+    }
+    for tag, arm in arms.items():
+        trials = arm["trials"]
+        mean = sum(float(t["train_time_s"]) for t in trials) / n
+        print(_fmt_run(labels[tag], arm, n, mean))
+    print(f"  (`kdforge ray start` itself, once, not counted above: {ray_start:.1f} s)")
+    print("  arm                 ratio to best plain  fixed/search  fixed/trial (first, later)")
+    for tag, arm in arms.items():
+        gaps = trial_gaps(arm["trials"], cpus)
+        spans = sum(t["run_end"] - t["run_start"] for t in arm["trials"])
         # wall (a) = per search + (training + N x per trial) / concurrency, exactly.
-        spans = sum(t["run_end"] - t["run_start"] for t in a_trials)
-        per_search = a["wall"] - spans / concurrent
-        print(f"  ratio (a)/(b)   {ratio:7.2f}")
+        per_search = arm["wall"] - spans / cpus
+        ratio = arm["wall"] / best["wall"]
+        out[f"ratio_{tag}"], out[f"search_{tag}"] = ratio, per_search
         print(
-            f"  fixed overhead per trial: {gaps['in_trial']:.2f} s (a trial's time in Tune, its "
-            f"MLflow run open -> closed, minus its training; first trial per worker "
-            f"{gaps['first']:.2f} s, later ones {gaps['later']:.2f} s)"
+            f"  {tag:18s}  {ratio:19.2f}  {per_search:10.2f} s  {gaps['in_trial']:6.2f} s "
+            f"({gaps['first']:.2f}, {gaps['later']:.2f})"
         )
-        print(
-            f"  fixed overhead per search: {per_search:.2f} s (wall time outside the trials' "
-            f"runs, per slot: start, Ray, MLflow, Tune setup, idle slots, reports, exit)"
-        )
-        print(f"  (wall (a) - wall (b)) / N: {per_trial:.2f} s per trial")
-        best_a = max(float(r["val_acc"]) for r in a_trials)
-        best_b = max(float(r["val_acc"]) for r in b_out["trials"])
-        print(f"  best val acc    (a) {best_a:.3f}  (b) {best_b:.3f}")
-        if len(marks) == 5:
-            print("  where (a)'s time goes (from the time each line of output arrived):")
-            rows_out = [
-                ("start, imports, config and plugins", marks["started"]),
-                ("data and cached teacher outputs", marks["teacher"] - marks["started"]),
+        marks = _phase_marks(arm["lines"])
+        if verbose and len(marks) == 5:
+            a_train = sum(float(r["train_time_s"]) for r in arm["trials"])
+            parts = [
+                ("start, imports, config, plugins", marks["started"]),
+                ("data, cached teacher outputs", marks["teacher"] - marks["started"]),
                 ("wait for Ray/MLflow, Tune setup", marks["searching"] - marks["teacher"]),
                 ("trials (Tune's fit)", marks["finished"] - marks["searching"]),
-                ("  of which training in trials", a_train / concurrent),
-                ("leaderboard, plots, report, exit", a["wall"] - marks["finished"]),
+                ("  of which training / slot", a_train / cpus),
+                ("reports, exit", arm["wall"] - marks["finished"]),
             ]
-            for label, seconds in rows_out:
-                print(f"    {label:38s} {seconds:6.2f} s")
-    gaps = trial_gaps(a_trials, concurrent)
-    spans = sum(t["run_end"] - t["run_start"] for t in a_trials)
-    return {
-        "a": a["wall"],
-        "b": b["wall"],
-        "ratio": ratio,
-        "per_trial": per_trial,
-        "fixed_trial": gaps["in_trial"],
-        "fixed_search": a["wall"] - spans / concurrent,
-    }
+            print("      " + "; ".join(f"{k} {v:.2f} s" for k, v in parts))
+    print(
+        "  fixed/search: wall time outside the trials' runs, per slot (start, Ray, MLflow, Tune "
+        "setup, idle slots at the end, reports, exit); fixed/trial: a trial's time in Tune "
+        "(its MLflow run open -> closed) minus its training"
+    )
+    return out
+
+
+def _header() -> None:
+    import datetime
+    import platform
+
+    print("$ python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; {platform.node()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}; "
+        f"load average {load} at the start (a shared machine: other jobs ran meanwhile, "
+        "so compare the arms of one run, not runs)"
+    )
 
 
 def main() -> None:
-    """Parse the arguments and run the comparisons (and the scaling mode)."""
+    """Parse the arguments and run the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--rows", type=int, default=100000)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument(
-        "--settings", nargs="+", choices=("default", "same"), default=["default", "same"]
-    )
     parser.add_argument("--plain-optimizer", choices=("fused", "default"), default="fused")
-    parser.add_argument("--scale", action="store_true", help="also run at 2x and 4x")
     parser.add_argument("--plain-worker", metavar="FOLDER", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-procs", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--plain-shard", type=int, default=-1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_worker:
         plain_main(
-            Path(args.plain_worker), args.trials, args.epochs, args.batch_size, args.plain_optimizer
+            Path(args.plain_worker),
+            args.trials,
+            args.epochs,
+            args.batch_size,
+            args.plain_optimizer,
+            args.plain_procs,
+            args.plain_shard,
         )
         return
-    for setting in args.settings:
-        base = compare(
-            args.rows, args.trials, args.epochs, args.batch_size, setting, args.plain_optimizer
-        )
-        if not args.scale:
-            continue
-        print(f"\n[{setting}] scaling: data rows and trial count both x f (training work x f^2)")
-        print(
-            "    f   work   (b) wall  growth   (a) wall  growth   ratio  (a-b)/N  "
-            "fixed/trial  fixed/search"
-        )
-        print(
-            f"    1     1x {base['b']:9.1f}s   1.00x {base['a']:9.1f}s   1.00x  "
-            f"{base['ratio']:5.2f}  {base['per_trial']:6.2f}s  {base['fixed_trial']:9.2f}s  "
-            f"{base['fixed_search']:10.2f}s"
-        )
-        for f in (2, 4):
-            r = compare(
-                args.rows * f,
-                args.trials * f,
-                args.epochs,
-                args.batch_size,
-                setting,
-                args.plain_optimizer,
-                verbose=False,
-            )
-            print(
-                f"    {f}  {f * f:4d}x {r['b']:9.1f}s  {r['b'] / base['b']:5.2f}x {r['a']:9.1f}s  "
-                f"{r['a'] / base['a']:5.2f}x  {r['ratio']:5.2f}  {r['per_trial']:6.2f}s  "
-                f"{r['fixed_trial']:9.2f}s  {r['fixed_search']:10.2f}s"
-            )
+    _header()
+    compare(args.rows, args.trials, args.epochs, args.batch_size, args.plain_optimizer)
 
 
 if __name__ == "__main__":

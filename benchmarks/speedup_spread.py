@@ -76,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    print(f"$ python benchmarks/speedup_spread.py --runs {args.runs}")
+    print(time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     splits = Digits().load(0)
     space = MLPSpace()
     torch.manual_seed(0)

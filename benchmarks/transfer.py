@@ -21,6 +21,10 @@ average. One process, no Ray. Usage::
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
+import os
+import platform
 import statistics
 import sys
 import time
@@ -74,20 +78,38 @@ def run_seed(seed: int, fraction: float, epochs: int, temperature: float, alpha:
     )
     teacher_acc = evaluate(teacher, full.test.x, full.test.y)[0]
     settings = TrainSettings(epochs=epochs, lr=1e-2, batch_size=32, seed=seed)
-    scratch = _train(STUDENT, few, few.train.x, few.train.y, settings)
     both = training_inputs(few)
+    # Same optimizer steps: the trainer makes ceil(rows / batch) steps per epoch.
+    distilled_steps = epochs * math.ceil(len(both.x) / settings.batch_size)
+    scratch_steps_per_epoch = math.ceil(len(few.train) / settings.batch_size)
+    same_steps = TrainSettings(
+        epochs=math.ceil(distilled_steps / scratch_steps_per_epoch),
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        seed=seed,
+    )
+    scratch = _train(STUDENT, few, few.train.x, few.train.y, same_steps)
+    scratch_epochs = _train(STUDENT, few, few.train.x, few.train.y, settings)
     logits = predict_logits(teacher, both.x)
     loss = HintonKD(hparams={"temperature": temperature, "alpha": alpha})
     distilled = _train(STUDENT, few, both.x, both.y, settings, loss=loss, teacher_logits=logits)
     gap = teacher_acc - scratch
+    gap_epochs = teacher_acc - scratch_epochs
     return {
         "seed": seed,
         "labeled": len(few.train),
         "transfer": len(few.transfer) if few.transfer is not None else 0,
+        "steps": distilled_steps,
+        "scratch_steps": same_steps.epochs * scratch_steps_per_epoch,
+        "scratch_epochs_steps": epochs * scratch_steps_per_epoch,
         "teacher": teacher_acc,
         "scratch": scratch,
+        "scratch_same_epochs": scratch_epochs,
         "distilled": distilled,
         "recovered": (distilled - scratch) / gap if gap > 0 else float("nan"),
+        "recovered_vs_same_epochs": (
+            (distilled - scratch_epochs) / gap_epochs if gap_epochs > 0 else float("nan")
+        ),
     }
 
 
@@ -101,6 +123,12 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the soft loss")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    print(f"$ python {' '.join(sys.argv)}")
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; {platform.node()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared machine); "
+        f"torch {torch.__version__}, 1 thread"
+    )
     started = time.perf_counter()
     rows = [
         run_seed(s, args.transfer_fraction, args.epochs, args.temperature, args.alpha)
@@ -108,18 +136,25 @@ def main() -> None:
     ]
     print(
         f"digits, {args.transfer_fraction:.0%} of training labels hidden; student MLP {STUDENT}; "
-        f"KD T={args.temperature} alpha={args.alpha}; {args.epochs} epochs"
+        f"KD T={args.temperature} alpha={args.alpha}; distilled {args.epochs} epochs"
     )
-    print("seed  labeled  transfer  teacher  scratch  distilled  gap recovered")
+    print(
+        "optimizer steps: distilled {}, scratch (same steps) {}, scratch (same epochs) {}".format(
+            rows[0]["steps"], rows[0]["scratch_steps"], rows[0]["scratch_epochs_steps"]
+        )
+    )
+    print("seed  labeled  transfer  teacher  scratch  scratch(same epochs)  distilled  recovered")
     for r in rows:
         print(
             f"{r['seed']:>4}  {r['labeled']:>7}  {r['transfer']:>8}  {r['teacher']:.4f}   "
-            f"{r['scratch']:.4f}   {r['distilled']:.4f}     {r['recovered']:>6.1%}"
+            f"{r['scratch']:.4f}   {r['scratch_same_epochs']:.4f}                "
+            f"{r['distilled']:.4f}     {r['recovered']:>6.1%}"
         )
-    for key in ("teacher", "scratch", "distilled", "recovered"):
+    keys = ("teacher", "scratch", "scratch_same_epochs", "distilled", "recovered")
+    for key in (*keys, "recovered_vs_same_epochs"):
         values = [r[key] for r in rows]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"mean {key:<10} {statistics.mean(values):.4f} +- {spread:.4f}")
+        print(f"mean {key:<24} {statistics.mean(values):.4f} +- {spread:.4f}")
     print(f"({time.perf_counter() - started:.0f}s)")
 
 

@@ -4,7 +4,8 @@ Two paths draw the same batches in the same order for the same seed, so they tra
 identical models:
 
 * **in memory**: inputs are one tensor, batched by indexing it with a seeded
-  permutation (no DataLoader: several times faster on CPU for small data);
+  permutation (no DataLoader, no per-row collation; ``benchmarks/datasets_streaming.py``
+  compares the two paths);
 * **streaming**: inputs are :class:`~kdforge.data.LazyInputs` (files read on demand),
   fed by a ``torch`` DataLoader whose worker processes read and decode the rows of
   each batch in parallel.

@@ -7,6 +7,7 @@ Tests that need Ray take the ``ray_session`` fixture; it starts one local Ray in
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# kdforge's user cache (the `kdforge ray start` address, the empty-store template) is the
+# session's own: tests never join a developer's shared Ray nor write to ~/.cache.
+os.environ["KDFORGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="kdforge-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,10 @@
 
 Each group of commands is a module that adds its subcommands to the parser
 (:mod:`~kdforge.cli.search`, :mod:`~kdforge.cli.teacher`, :mod:`~kdforge.cli.plugins`,
-:mod:`~kdforge.cli.deploy`, :mod:`~kdforge.cli.tracking`). A command imports its
-implementation when it runs, so ``kdforge --help`` or ``kdforge plugins`` never wait
-for Ray, MLflow or Optuna to import: this is the one place in kdforge where a kdforge
-module is imported inside a function.
+:mod:`~kdforge.cli.deploy`, :mod:`~kdforge.cli.tracking`, :mod:`~kdforge.cli.cluster`). A
+command imports its implementation when it runs, so ``kdforge --help`` or ``kdforge
+plugins`` never wait for Ray, MLflow or Optuna to import: this is the one place in
+kdforge where a kdforge module is imported inside a function.
 
 Errors of the kdforge family print one line (plus a hint) and exit 2; anything else
 exits 1 with a pointer to ``--debug``, which shows the traceback.
@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 
 from kdforge import progress
-from kdforge.cli import deploy, plugins, search, teacher, tracking
+from kdforge.cli import cluster, deploy, plugins, search, teacher, tracking
 from kdforge.errors import KDForgeError, disk_full_error
 
 __all__ = ["build_parser", "main", "run"]
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_commands(sub)  # plugins, new-plugin
     deploy.add_commands(sub)  # serve, quantize
     tracking.add_commands(sub)  # report, promote
+    cluster.add_commands(sub)  # ray start, ray stop, ray status
     return parser
 
 

@@ -3,12 +3,25 @@
 :class:`RayStartup` starts Ray in a thread of its own, so a search loads its data and
 teacher outputs (and sets up MLflow) while Ray's processes come up, and shuts Ray down
 in the background once the search no longer needs it.
+
+A local Ray takes ~5 s to start on a small machine, the largest part of a quick
+search's fixed cost. ``kdforge ray start`` (:func:`start_shared_ray`) starts one that
+stays up and writes its address to the user cache folder; every later command that
+would start a local Ray joins it instead (:func:`shared_ray_address`), until ``kdforge
+ray stop``. Without it, each search starts and stops its own Ray, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from kdforge.errors import KDForgeError, SearchError
@@ -16,7 +29,137 @@ from kdforge.errors import KDForgeError, SearchError
 # Ray is imported inside the functions that start or join it: the address check and
 # the commands that never start Ray (plugins, report, serve without --ray) skip it.
 
-__all__ = ["RayStartup", "check_ray_address", "init_ray"]
+__all__ = [
+    "RayStartup",
+    "check_ray_address",
+    "init_ray",
+    "shared_ray_address",
+    "start_shared_ray",
+    "stop_shared_ray",
+]
+
+#: Port of the Ray that ``kdforge ray start`` starts (Ray's default is 6379).
+SHARED_RAY_PORT = 6390
+
+
+def _address_file() -> Path:
+    """Where ``kdforge ray start`` writes its Ray's address (kdforge's user cache folder,
+    the same as kdforge.tracking.sqlite_template's)."""
+    if os.environ.get("KDFORGE_CACHE_DIR"):
+        base = Path(os.environ["KDFORGE_CACHE_DIR"])
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdforge"
+    return base / "ray-address"
+
+
+def _answers(address: str, timeout_s: float) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _recorded() -> tuple[str, str] | None:
+    """(address, Ray temp folder) written by ``kdforge ray start``, if any."""
+    try:
+        address, _, temp_dir = _address_file().read_text().strip().partition(" ")
+    except OSError:
+        return None
+    return (address, temp_dir) if address else None
+
+
+def shared_ray_address() -> str | None:
+    """The address of the Ray ``kdforge ray start`` started, if it is up; else None."""
+    recorded = _recorded()
+    return recorded[0] if recorded and _answers(recorded[0], 0.5) else None
+
+
+def start_shared_ray(num_cpus: int | None = None, port: int = SHARED_RAY_PORT) -> str:
+    """Start a local Ray that later kdforge commands join; return its address.
+
+    It runs without the dashboard (its node address is 127.0.0.1), keeps its files in a
+    temp folder of its own (so :func:`stop_shared_ray` stops it and no other Ray of
+    this user) and keeps running after this process exits.
+
+    Raises:
+        SearchError: ``ray start`` failed (its output is in the message).
+    """
+    running = shared_ray_address()
+    if running:
+        return running
+    temp_dir = f"/tmp/kdforge-ray-{os.getuid()}-{port}"  # short: Ray's socket paths
+    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head"]
+    command += [f"--port={port}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}"]
+    command += ["--include-dashboard=false", "--disable-usage-stats"]
+    if num_cpus:
+        command.append(f"--num-cpus={num_cpus}")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SearchError(
+            f"`ray start` failed (exit {done.returncode}): {done.stderr.strip()[-500:]}",
+            hint=f"is port {port} taken? `kdforge ray start --port N` picks another",
+        )
+    address = f"127.0.0.1:{port}"
+    file = _address_file()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(f"{address} {temp_dir}\n")
+    return address
+
+
+def _processes_of(address: str, temp_dir: str) -> list[int]:
+    """Ids of this user's processes of the Ray at ``address`` and their children (Linux)."""
+    mine, parents = [], {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(stat[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if (temp_dir and temp_dir in cmdline) or f"--address={address}" in cmdline:
+            mine.append(int(entry.name))
+    found = set(mine)
+    for pid, parent in parents.items():  # Ray's agents carry neither in their command line
+        if parent in found:
+            found.add(pid)
+    return sorted(found)
+
+
+def stop_shared_ray(grace_s: float = 5.0) -> bool:
+    """Stop the Ray ``kdforge ray start`` started; False when none was recorded.
+
+    Its processes get SIGTERM, then SIGKILL after ``grace_s`` (as ``ray stop`` does,
+    but only this Ray's: ``ray stop`` stops every Ray of the user on the machine).
+    """
+    recorded = _recorded()
+    if recorded is None:
+        return False
+    _address_file().unlink()
+    pids = _processes_of(*recorded)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.2)
+        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def check_ray_address(address: str | None, error: type[KDForgeError] = SearchError) -> None:
@@ -55,8 +198,12 @@ def init_ray(
 ) -> bool:
     """Join the Ray cluster at ``address``, or start a local Ray (no dashboard).
 
+    Without an address, a Ray started by ``kdforge ray start`` is joined when it is up
+    (:func:`shared_ray_address`); otherwise a local Ray starts.
+
     Args:
-        address: Cluster address (``host:port`` or ``auto``); None starts a local Ray.
+        address: Cluster address (``host:port`` or ``auto``); None joins the shared
+            local Ray or starts one.
         num_cpus: CPUs of a local Ray (default: all).
         log_to_driver: Forward worker output to this process.
         error: The kdforge error raised when the cluster cannot be reached.
@@ -68,6 +215,7 @@ def init_ray(
 
     if ray.is_initialized():
         return False
+    address = address or shared_ray_address()
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": log_to_driver,

@@ -21,8 +21,22 @@ fixture instead::
         def plugin(self, tmp_path):
             return MyTeacher(MyTeacher.Params(path=str(make_weights(tmp_path))))
 
-Class attributes tune each contract (see each class). This module needs pytest.
+Class attributes tune each contract (see each class). This module needs pytest and
+cloudpickle: ``pip install "kdforge[testing]"``.
 """
+
+from kdforge.errors import PluginError
+
+# One clear error instead of a ModuleNotFoundError from deep inside the kit: pytest and
+# cloudpickle come with the `testing` extra, not with kdforge itself.
+try:
+    import cloudpickle  # noqa: F401
+    import pytest  # noqa: F401
+except ImportError as exc:
+    raise PluginError(
+        f"kdforge.testing needs {exc.name or 'pytest and cloudpickle'}, which is not installed",
+        hint='install the plugin test kit\'s extra: pip install "kdforge[testing]"',
+    ) from None
 
 from kdforge.testing._base import PluginContract
 from kdforge.testing._data import DatasetContract, TeacherContract

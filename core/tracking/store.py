@@ -27,6 +27,7 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; concurrent starts are not guarded there
     fcntl = None  # type: ignore[assignment]
+from kdforge.tracking.sqlite_template import copy_schema_template
 
 # MLflow (~1.5 s to import) is imported inside the functions that log: a search then
 # imports it in the background while its data loads (kdforge.search.services).
@@ -127,6 +128,14 @@ def schema_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _create_schema(uri: str) -> None:
+    """A new SQLite store gets its schema from a template made once, not from migrations.
+
+    The one place a search creates a store's schema (:mod:`kdforge.tracking.sqlite_template`).
+    """
+    copy_schema_template(uri)
+
+
 def setup_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri`` and return the id of ``experiment`` (created if needed)."""
     import mlflow
@@ -135,6 +144,7 @@ def setup_experiment(uri: str, experiment: str) -> str:
     try:
         # The first call on a new SQLite file creates MLflow's schema: one process at a time.
         with schema_lock(uri):
+            _create_schema(uri)
             found = mlflow.get_experiment_by_name(experiment)
             if found is not None:
                 return str(found.experiment_id)
