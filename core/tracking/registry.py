@@ -284,6 +284,7 @@ def log_registered_teacher(
     with torch.no_grad():
         output = model(example)
     example_np = np.asarray(example.detach().cpu().numpy())
+    mlflow.set_registry_uri(tracking_uri)  # register where the run logs, whatever was set before
     try:
         info = mlflow.pytorch.log_model(
             model,

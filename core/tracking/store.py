@@ -140,7 +140,7 @@ def setup_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri`` and return the id of ``experiment`` (created if needed)."""
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
+    _point_at(mlflow, uri)
     try:
         # The first call on a new SQLite file creates MLflow's schema: one process at a time.
         with schema_lock(uri):
@@ -179,10 +179,17 @@ def finite_metrics(values: dict[str, Any]) -> dict[str, float]:
 
 
 def use_tracking_uri(uri: str) -> None:
-    """Point MLflow's fluent API (the active run's logging) at ``uri``."""
+    """Point MLflow's fluent API (the active run's logging and registering) at ``uri``."""
     import mlflow
 
+    _point_at(mlflow, uri)
+
+
+def _point_at(mlflow: Any, uri: str) -> None:
+    # The registry too: a registry URI set earlier in this process (reading a model's
+    # flavours from another store, say) would otherwise keep receiving registrations.
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
 
 
 @contextlib.contextmanager
