@@ -1,0 +1,259 @@
+"""Pruned-and-distilled vs fresh distilled students at 10x and 20x fewer parameters.
+
+On a generated, harder-than-digits task (scikit-learn ``make_classification``: 16
+classes, 3 clusters per class, 40 features, 2% flipped labels; 6000/1000/1000 rows), one
+MLP teacher (40-512-512-256-16, ~420k parameters) is trained on the labels. Then, for
+each budget (teacher parameters / 10 and / 20):
+
+1. **Search** (same budget for both paths: the same number of trained trials and the
+   same epochs per trial, the same learning rate and loss): Optuna TPE over
+
+   * (a) the ``mlp`` space (a fresh student, depth 1-3, widths 8-512), and
+   * (b) the ``pruned`` space (the teacher cut with 3 per-stage ratios in [0.5, 0.95],
+     importance l1/l2/lamp, at most one dropped block),
+
+   each trial distilled with Hinton KD through kdforge's trainer (no Ray: plain loops,
+   one process). A sample over the parameter budget is rejected before training and
+   does not count as a trial (as ``constraints.max_params`` does in a search). The best
+   trial by validation accuracy wins.
+2. **Final comparison**, 5 seeds: the winner of each path is trained again (the pruned
+   one is cut from the teacher again) and distilled; **scratch** is the fresh winner's
+   architecture trained on the labels alone. The share of the teacher-scratch gap a
+   path recovers is ``(path - scratch) / (teacher - scratch)`` of mean test accuracies.
+
+Usage::
+
+    python benchmarks/prune_vs_fresh.py [--trials 10] [--epochs 15] [--seeds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from sklearn.datasets import make_classification
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kdforge import save_checkpoint
+from kdforge.data import DataInfo
+from kdforge.interfaces import SearchSpace
+from kdforge.plugins.losses.hinton_kd import HintonKD
+from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
+from kdforge.search_spaces.mlp import MLPSpace
+from kdforge.search_spaces.pruned import PrunedSpace
+from kdforge.training.evaluate import count_parameters, evaluate, predict_logits
+from kdforge.training.trainer import TrainSettings, train_model
+
+TEACHER = {"depth": 3, "width_0": 512, "width_1": 512, "width_2": 256, "dropout": 0.1}
+LR = 2e-3
+BATCH = 128
+
+
+def make_data(seed: int = 0) -> tuple[DataInfo, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """The generated 16-class task, standardised, split 6000/1000/1000."""
+    x, y = make_classification(
+        n_samples=8000,
+        n_features=40,
+        n_informative=30,
+        n_redundant=5,
+        n_classes=16,
+        n_clusters_per_class=3,
+        class_sep=1.5,
+        flip_y=0.02,
+        random_state=seed,
+    )
+    x = (x - x[:6000].mean(0)) / x[:6000].std(0)
+    xt = torch.tensor(x, dtype=torch.float32)
+    yt = torch.tensor(y, dtype=torch.long)
+    splits = {
+        "train": (xt[:6000], yt[:6000]),
+        "val": (xt[6000:7000], yt[6000:7000]),
+        "test": (xt[7000:], yt[7000:]),
+    }
+    return DataInfo(name="make_classification16", input_shape=(40,), num_classes=16), splits
+
+
+def train(
+    model: torch.nn.Module,
+    data: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    epochs: int,
+    seed: int,
+    teacher_logits: torch.Tensor | None,
+) -> tuple[float, float]:
+    """Train in place (KD when teacher logits are given); ``(val_acc, test_acc)``."""
+    x, y = data["train"]
+    loss = HintonKD() if teacher_logits is not None else None
+    train_model(
+        model,
+        x=x,
+        y=y,
+        val_x=data["val"][0],
+        val_y=data["val"][1],
+        settings=TrainSettings(epochs=epochs, lr=LR, batch_size=BATCH, seed=seed),
+        loss=loss,
+        teacher_logits=teacher_logits,
+    )
+    return evaluate(model, *data["val"])[0], evaluate(model, *data["test"])[0]
+
+
+def search(
+    space: SearchSpace,
+    info: DataInfo,
+    data: dict[str, Any],
+    logits: torch.Tensor,
+    *,
+    budget: int,
+    trials: int,
+    epochs: int,
+    seed: int,
+) -> tuple[dict[str, Any], float, int, int]:
+    """TPE over ``space`` within ``budget`` parameters: ``(best arch, val, params, rejected)``."""
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
+    )
+    best: tuple[dict[str, Any], float, int] = ({}, -1.0, 0)
+    rejected = 0
+    done = 0
+    while done < trials and rejected < 2000:
+        trial = study.ask()
+        extra = space.suggest(trial, info) or {}
+        arch = {**trial.params, **extra}
+        torch.manual_seed(seed)
+        model = space.build(arch, info)
+        n = count_parameters(model)
+        if n > budget:
+            rejected += 1
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        val, _ = train(model, data, epochs=epochs, seed=seed, teacher_logits=logits)
+        study.tell(trial, val)
+        done += 1
+        if val > best[1]:
+            best = (arch, val, n)
+    return best[0], best[1], best[2], rejected
+
+
+def final(
+    space: SearchSpace,
+    arch: dict[str, Any],
+    info: DataInfo,
+    data: dict[str, Any],
+    logits: torch.Tensor | None,
+    *,
+    seeds: int,
+    epochs: int,
+) -> list[float]:
+    """Test accuracies of ``arch`` trained ``seeds`` times (distilled when logits given)."""
+    out = []
+    for seed in range(seeds):
+        torch.manual_seed(1000 + seed)
+        model = space.build(dict(arch), info)
+        out.append(train(model, data, epochs=epochs, seed=1000 + seed, teacher_logits=logits)[1])
+    return out
+
+
+def main() -> None:
+    """Run the comparison and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--teacher-epochs", type=int, default=40)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budgets", default="10,20")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("KDF_BENCH_THREADS", "2")))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.perf_counter()
+    print(f"# prune_vs_fresh  {datetime.now(UTC):%Y-%m-%d %H:%M UTC}")
+    print(f"# command: python benchmarks/prune_vs_fresh.py {' '.join(sys.argv[1:])}")
+    print(
+        f"# machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads "
+        "(shared with other jobs: timings are under load)"
+    )
+    info, data = make_data()
+    torch.manual_seed(0)
+    teacher = MLPSpace().build(TEACHER, info)
+    _, t_test = train(teacher, data, epochs=args.teacher_epochs, seed=0, teacher_logits=None)
+    t_params = count_parameters(teacher)
+    logits = predict_logits(teacher, data["train"][0])
+    print(f"teacher MLP {TEACHER}: {t_params} params, test acc {t_test:.4f}")
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = save_checkpoint(
+            Path(folder) / "teacher.pt", space="mlp", arch=TEACHER, info=info, model=teacher
+        )
+        bound = CheckpointTeacher(CheckpointTeacher.Params(path=str(path)))
+        bound.load()
+        pruned = PrunedSpace(
+            PrunedSpace.Params(min_ratio=0.5, max_ratio=0.95, stages=3, max_dropped_blocks=1)
+        )
+        pruned.bind_teacher(bound)
+        fresh = MLPSpace(MLPSpace.Params(min_width=8, max_width=512, max_dropout=0.2))
+        rows = []
+        for factor in [int(f) for f in args.budgets.split(",")]:
+            budget = t_params // factor
+            results = {}
+            for label, space in (("fresh", fresh), ("pruned", pruned)):
+                t0 = time.perf_counter()
+                arch, val, n, rejected = search(
+                    space,
+                    info,
+                    data,
+                    logits,
+                    budget=budget,
+                    trials=args.trials,
+                    epochs=args.epochs,
+                    seed=factor,
+                )
+                search_s = time.perf_counter() - t0
+                accs = final(space, arch, info, data, logits, seeds=args.seeds, epochs=args.epochs)
+                shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in arch.items()}
+                shown.pop("teacher_recipe", None)
+                print(
+                    f"{factor}x {label}: best {shown} params {n} (teacher/{t_params / n:.1f}) "
+                    f"val {val:.4f}; search {search_s:.0f}s, {rejected} samples over budget; "
+                    f"test accs {[round(a, 4) for a in accs]}"
+                )
+                results[label] = (arch, n, accs)
+            scratch = final(
+                fresh, results["fresh"][0], info, data, None, seeds=args.seeds, epochs=args.epochs
+            )
+            print(f"{factor}x scratch (fresh arch, labels only): {[round(a, 4) for a in scratch]}")
+            s_mean = statistics.mean(scratch)
+            gap = t_test - s_mean
+            row = [factor, budget, s_mean]
+            for label in ("fresh", "pruned"):
+                accs = results[label][2]
+                mean = statistics.mean(accs)
+                row += [results[label][1], mean, statistics.stdev(accs), (mean - s_mean) / gap]
+            rows.append(row)
+    print()
+    print(f"teacher test acc {t_test:.4f} ({t_params} params); {args.seeds} seeds per mean")
+    print(
+        "| budget | max params | scratch acc | fresh params | fresh KD acc | fresh gap "
+        "recovered | pruned params | pruned KD acc | pruned gap recovered |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for f, b, s, fn, fm, fs, fr, pn, pm, ps, pr in rows:
+        print(
+            f"| {f}x | {b} | {s:.4f} | {fn} | {fm:.4f} ± {fs:.4f} | {fr:.0%} | {pn} | "
+            f"{pm:.4f} ± {ps:.4f} | {pr:.0%} |"
+        )
+    print(f"\ntotal wall time {time.perf_counter() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
