@@ -48,7 +48,8 @@ def require_torch_pruning() -> Any:
         import torch_pruning
     except ImportError:
         raise ConfigError(
-            "search space 'pruned' needs the `torch-pruning` package (extra kdforge[prune]), which is not installed",
+            "search space 'pruned' needs the `torch-pruning` package (extra kdforge[prune]), "
+            "which is not installed",
             hint="pip install 'kdforge[prune]'",
         ) from None
     return torch_pruning
