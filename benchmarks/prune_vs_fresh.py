@@ -120,9 +120,7 @@ def search(
     seed: int,
 ) -> tuple[dict[str, Any], float, int, int]:
     """TPE over ``space`` within ``budget`` parameters: ``(best arch, val, params, rejected)``."""
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
-    )
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     best: tuple[dict[str, Any], float, int] = ({}, -1.0, 0)
     rejected = 0
     done = 0
@@ -173,6 +171,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budgets", default="10,20")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress in logs
     torch.set_num_threads(int(os.environ.get("KDF_BENCH_THREADS", "2")))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()

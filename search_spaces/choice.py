@@ -118,6 +118,8 @@ class ChoiceSpace(SearchSpace):
             )
         prefix = f"{chosen}."
         inner = {k[len(prefix) :]: v for k, v in arch.items() if k.startswith(prefix)}
+        if "init_from_teacher" in arch:  # set by the from-scratch baseline for every space
+            inner["init_from_teacher"] = arch["init_from_teacher"]
         return space, inner
 
     def build(self, arch: dict[str, Any], info: DataInfo) -> nn.Module:

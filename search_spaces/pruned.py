@@ -21,7 +21,8 @@ teacher's architecture again: a kdforge checkpoint's ``space``/``arch``/``info``
 needed), or else the teacher plugin's ``name``/``params`` (its files are loaded again, and
 its fingerprint must match). Cuts are shape-deterministic (see ``_cut``), so
 ``build(arch)`` + the student's ``state_dict`` gives the trained student back: nothing is
-unpickled.
+unpickled. The from-scratch baseline (``init_from_teacher: False``) re-initialises the
+cut model's weights, so the distillation gain includes what the inherited weights bring.
 """
 
 from __future__ import annotations
@@ -192,6 +193,9 @@ class PrunedSpace(SearchSpace):
     def build(self, arch: dict[str, Any], info: DataInfo) -> nn.Module:
         """Cut the teacher as ``arch`` says (the bound teacher, or one rebuilt from the recipe).
 
+        With ``init_from_teacher: False`` in ``arch`` (the from-scratch baseline) the cut
+        model's weights are initialised afresh instead of inherited.
+
         Raises:
             ConfigError: no teacher bound and no ``teacher_recipe`` in ``arch``, or a cut
                 the teacher's graph does not allow.
@@ -209,7 +213,7 @@ class PrunedSpace(SearchSpace):
             raise ConfigError(
                 f"student importance {importance!r} is not one of {', '.join(IMPORTANCES)}"
             )
-        return apply_cut(
+        model = apply_cut(
             teacher,
             example_batch(info),
             ratios=ratios,
@@ -217,6 +221,13 @@ class PrunedSpace(SearchSpace):
             drop=drop,
             round_to=int(arch.get("round_to", self._round_to())),
         )
+        if arch.get("init_from_teacher") is False:
+            # The from-scratch baseline: the cut's architecture without the teacher's weights.
+            for module in model.modules():
+                reset = getattr(module, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+        return model
 
     def _round_to(self) -> int:
         p = self.params

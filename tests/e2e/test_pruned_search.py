@@ -1,0 +1,79 @@
+"""End to end: a search over students pruned from the teacher, through real Ray and MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from kdforge import build_checkpoint_model, load_checkpoint
+from kdforge.config import SearchConfig
+from kdforge.search.driver import run_search
+from tests.conftest import tiny_search_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_pruned_search_registers_a_champion_that_reruns(
+    ray_session, digits_teacher_path: Path, tmp_path: Path
+) -> None:
+    import mlflow
+    import onnxruntime as ort
+    from mlflow.tracking import MlflowClient
+
+    from kdforge.plugins.datasets.digits import Digits
+
+    teacher = build_checkpoint_model(load_checkpoint(digits_teacher_path))
+    teacher_params = sum(p.numel() for p in teacher.parameters())
+    raw = tiny_search_config(
+        digits_teacher_path,
+        tmp_path,
+        **{
+            "student": {"name": "pruned", "params": {"min_ratio": 0.3, "max_ratio": 0.9}},
+            "search.num_trials": 2,
+            "search.epochs": 2,
+            "search.grace_period": 1,
+            # Checked on the pruned graph before training: the ratio-0.3 cut is over it.
+            "constraints.max_params": teacher_params // 2,
+            "quantize": {"mode": "dynamic", "max_accuracy_drop": 1.0, "latency_runs": 5},
+        },
+    )
+    config = SearchConfig.model_validate(raw)
+    result = run_search(config, emit=lambda _: None)
+    assert result.best is not None and result.best.status == "finished"
+    summary = json.loads((result.search_dir / "summary.json").read_text())
+    assert summary["student_params"] <= teacher_params // 2
+
+    student = build_checkpoint_model(load_checkpoint(result.search_dir / "student.pt"))
+    assert sum(p.numel() for p in student.parameters()) == summary["student_params"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    version = MlflowClient(uri).get_model_version_by_alias(config.registered_model_name, "champion")
+    assert float(version.tags["compression_ratio"]) >= 2
+    x = Digits().load(config.seed).test.x[:16].numpy()
+    with torch.no_grad():
+        expected = student(torch.from_numpy(x)).numpy()
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{config.registered_model_name}@champion", dst_path=str(tmp_path / "dl")
+        )
+    )
+    session = ort.InferenceSession(
+        str(next(local.rglob("*.onnx"))), providers=["CPUExecutionProvider"]
+    )
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert list(result.search_dir.rglob("*int8*.onnx")), "the pruned student was not quantized"
+
+    # best_config.yaml re-runs the same cut: the same architecture and parameter count.
+    best = yaml.safe_load((result.search_dir / "best_config.yaml").read_text())
+    assert best["student"]["name"] == "pruned" and "teacher_recipe" in best["student"]["fixed"]
+    again = SearchConfig.model_validate({**best, "output_dir": str(tmp_path / "again")})
+    rerun = run_search(again, emit=lambda _: None)
+    assert rerun.best is not None
+    assert rerun.best.arch == result.best.arch
+    assert rerun.best.params == result.best.params
