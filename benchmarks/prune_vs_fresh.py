@@ -8,7 +8,7 @@ each budget (teacher parameters / 10 and / 20):
 1. **Search** (same budget for both paths: the same number of trained trials and the
    same epochs per trial, the same learning rate and loss): Optuna TPE over
 
-   * (a) the ``mlp`` space (a fresh student, depth 1-3, widths 8-512), and
+   * (a) the ``mlp`` space (a fresh student, depth 1-3, widths 64-512), and
    * (b) the ``pruned`` space (the teacher cut with 3 per-stage ratios in [0.5, 0.95],
      importance l1/l2/lamp, at most one dropped block),
 
@@ -23,7 +23,7 @@ each budget (teacher parameters / 10 and / 20):
 
 Usage::
 
-    python benchmarks/prune_vs_fresh.py [--trials 10] [--epochs 15] [--seeds 5]
+    python benchmarks/prune_vs_fresh.py [--trials 6] [--epochs 10] [--seeds 5]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from kdforge.training.trainer import TrainSettings, train_model
 
 TEACHER = {"depth": 3, "width_0": 512, "width_1": 512, "width_2": 256, "dropout": 0.1}
 LR = 2e-3
-BATCH = 128
+BATCH = 256
 
 
 def make_data(seed: int = 0) -> tuple[DataInfo, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
@@ -165,9 +165,9 @@ def final(
 def main() -> None:
     """Run the comparison and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--teacher-epochs", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budgets", default="10,20")
     args = parser.parse_args()
@@ -200,7 +200,7 @@ def main() -> None:
             PrunedSpace.Params(min_ratio=0.5, max_ratio=0.95, stages=3, max_dropped_blocks=1)
         )
         pruned.bind_teacher(bound)
-        fresh = MLPSpace(MLPSpace.Params(min_width=8, max_width=512, max_dropout=0.2))
+        fresh = MLPSpace(MLPSpace.Params(min_width=64, max_width=512, max_dropout=0.2))
         rows = []
         for factor in [int(f) for f in args.budgets.split(",")]:
             budget = t_params // factor

@@ -96,7 +96,8 @@ class ChoiceSpace(SearchSpace):
             raise ConfigError("student.params.spaces: a choice needs at least one space")
         chosen = str(trial.suggest_categorical("space", list(self._spaces)))
         space = self._spaces[chosen]
-        extra = space.suggest(_Prefixed(trial, f"{chosen}."), info) or {}
+        prefixed: Any = _Prefixed(trial, f"{chosen}.")  # duck-typed optuna.Trial
+        extra = space.suggest(prefixed, info) or {}
         out = {f"{chosen}.{k}": v for k, v in extra.items()}
         params = space.params.model_dump(mode="json", exclude_defaults=True)
         if params:

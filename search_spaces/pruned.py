@@ -70,7 +70,7 @@ class PrunedParams(PluginParams):
         description="Consecutive runs of layers with their own ratio; 1: one global `ratio`.",
     )
     importances: list[Importance] = Field(
-        default_factory=lambda: ["l1", "l2", "lamp"],
+        default_factory=lambda: list[Importance](["l1", "l2", "lamp"]),
         min_length=1,
         description="Importance criteria to choose from: l1, l2, lamp, fpgm, bn_scale.",
     )

@@ -39,7 +39,7 @@ def test_pruned_search_registers_a_champion_that_reruns(
             "search.grace_period": 1,
             # Checked on the pruned graph before training: the ratio-0.3 cut is over it.
             "constraints.max_params": teacher_params // 2,
-            "quantize": {"mode": "dynamic", "max_accuracy_drop": 1.0, "latency_runs": 5},
+            "quantize": {"mode": "dynamic", "max_accuracy_drop": 1.0, "latency_runs": 10},
         },
     )
     config = SearchConfig.model_validate(raw)
