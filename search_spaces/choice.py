@@ -93,7 +93,7 @@ class ChoiceSpace(SearchSpace):
     def suggest(self, trial: Any, info: DataInfo) -> dict[str, Any] | None:
         """Sample ``space``, then that space's values as ``<space>.<name>``."""
         if not self._spaces:
-            raise ConfigError("student.params.spaces: a choice needs at least one space")
+            return None  # unconfigured (e.g. `kdforge plugins show`): nothing to sample
         chosen = str(trial.suggest_categorical("space", list(self._spaces)))
         space = self._spaces[chosen]
         prefixed: Any = _Prefixed(trial, f"{chosen}.")  # duck-typed optuna.Trial

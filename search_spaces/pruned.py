@@ -167,11 +167,11 @@ class PrunedSpace(SearchSpace):
         Returns ``teacher_recipe``, plus ``importance`` when only one is configured and
         ``round_to`` when it is not 1.
         """
-        if self._teacher is None:
-            raise ConfigError("search space 'pruned': no teacher was bound", hint=_BIND_HINT)
         p = self.params
         assert isinstance(p, PrunedParams)
-        extra: dict[str, Any] = {"teacher_recipe": self._recipe}
+        # Unbound (e.g. `kdforge plugins show`), only the cut's values are sampled; the
+        # search driver always binds the teacher first.
+        extra: dict[str, Any] = {} if self._recipe is None else {"teacher_recipe": self._recipe}
         if p.round_to > 1:
             extra["round_to"] = p.round_to  # a rebuild from a checkpoint has default params
         if p.stages == 1:
@@ -183,8 +183,9 @@ class PrunedSpace(SearchSpace):
             trial.suggest_categorical("importance", list(p.importances))
         else:
             extra["importance"] = p.importances[0]
+        blocks = [] if self._teacher is None else self._blocks_for(self._teacher, info)
         dropped = 0
-        for i, _ in enumerate(self._blocks_for(self._teacher, info)):
+        for i, _ in enumerate(blocks):
             if dropped >= p.max_dropped_blocks:
                 break
             dropped += bool(trial.suggest_categorical(f"drop_{i}", [False, True]))

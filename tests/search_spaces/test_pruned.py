@@ -16,6 +16,7 @@ from kdforge.config import SearchConfig
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
+from kdforge.report.best_config import FixedArchitecture
 from kdforge.search_spaces.choice import ChoiceSpace
 from kdforge.search_spaces.cnn import CNNSpace
 from kdforge.search_spaces.mlp import MLPSpace
@@ -190,10 +191,25 @@ def test_missing_torch_pruning_names_the_extra(
 
 
 def test_unbound_space_says_what_to_do() -> None:
+    trial = optuna.create_study().ask()
+    arch = {**(PrunedSpace().suggest(trial, IMAGE) or {}), **trial.params}
+    assert "ratio" in arch and "teacher_recipe" not in arch  # `kdforge plugins show` samples
     with pytest.raises(ConfigError, match="no teacher was bound"):
-        PrunedSpace().suggest(optuna.create_study().ask(), IMAGE)
-    with pytest.raises(ConfigError, match="teacher_recipe"):
-        PrunedSpace().build({"ratio": 0.2}, IMAGE)
+        PrunedSpace().build(arch, IMAGE)
+    with pytest.raises(ConfigError, match="at least one space"):
+        ChoiceSpace().bind_teacher(None)
+
+
+def test_fixed_architecture_binds_the_teacher_to_the_pruned_space(tmp_path: Path) -> None:
+    # best_config.yaml wraps the space in FixedArchitecture: the re-run must cut the
+    # trained teacher again (inherited weights), not a freshly built one.
+    path = _teacher_file(tmp_path, "mlp")
+    arch = {**_sample(_bound(path), IMAGE, 1)[0], "ratio": 0.4}
+    fixed = FixedArchitecture(PrunedSpace(), arch)
+    fixed.bind_teacher(CheckpointTeacher(CheckpointTeacher.Params(path=str(path))))
+    x = torch.randn(3, 1, 8, 8)
+    expected = _bound(path).build(arch, IMAGE).eval()(x)
+    assert torch.equal(fixed.build(fixed.suggest(None, IMAGE) or {}, IMAGE).eval()(x), expected)
 
 
 def test_feature_names_are_the_teachers(tmp_path: Path) -> None:
