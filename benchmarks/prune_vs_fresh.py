@@ -13,9 +13,11 @@ each budget (teacher parameters / 10 and / 20):
      importance l1/l2/lamp, at most one dropped block),
 
    each trial distilled with Hinton KD through kdforge's trainer (no Ray: plain loops,
-   one process). A sample over the parameter budget is rejected before training and
-   does not count as a trial (as ``constraints.max_params`` does in a search). The best
-   trial by validation accuracy wins.
+   one process). Like ``kdforge search``, the loss's temperature and alpha are searched
+   with the architecture (``--fixed-kd`` keeps their defaults, T=4, alpha=0.5). A
+   sample over the parameter budget is rejected before training and does not count as
+   a trial (as ``constraints.max_params`` does in a search). The best trial by
+   validation accuracy wins.
 2. **Final comparison**, 5 seeds: the winner of each path is trained again (the pruned
    one is cut from the teacher again) and distilled; **scratch** is the fresh winner's
    architecture trained on the labels alone. The share of the teacher-scratch gap a
@@ -91,10 +93,11 @@ def train(
     epochs: int,
     seed: int,
     teacher_logits: torch.Tensor | None,
+    hparams: dict[str, float] | None = None,
 ) -> tuple[float, float]:
     """Train in place (KD when teacher logits are given); ``(val_acc, test_acc)``."""
     x, y = data["train"]
-    loss = HintonKD() if teacher_logits is not None else None
+    loss = HintonKD(hparams=hparams) if teacher_logits is not None else None
     train_model(
         model,
         x=x,
@@ -118,10 +121,15 @@ def search(
     trials: int,
     epochs: int,
     seed: int,
-) -> tuple[dict[str, Any], float, int, int]:
-    """TPE over ``space`` within ``budget`` parameters: ``(best arch, val, params, rejected)``."""
+    search_loss: bool,
+) -> tuple[dict[str, Any], dict[str, float], float, int, int]:
+    """TPE within ``budget`` parameters: ``(best arch, loss hparams, val, params, rejected)``.
+
+    With ``search_loss`` the loss's declared hyperparameters (temperature, alpha) are
+    sampled too, as ``kdforge search`` does by default; else they keep their defaults.
+    """
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    best: tuple[dict[str, Any], float, int] = ({}, -1.0, 0)
+    best: tuple[dict[str, Any], dict[str, float], float, int] = ({}, {}, -1.0, 0)
     rejected = 0
     done = 0
     while done < trials and rejected < 2000:
@@ -135,12 +143,20 @@ def search(
             rejected += 1
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
-        val, _ = train(model, data, epochs=epochs, seed=seed, teacher_logits=logits)
+        hparams = {}
+        if search_loss:
+            for hp in HintonKD.hyperparameters:
+                hparams[hp.name] = trial.suggest_float(
+                    f"loss/{hp.name}", hp.low, hp.high, log=hp.log
+                )
+        val, _ = train(
+            model, data, epochs=epochs, seed=seed, teacher_logits=logits, hparams=hparams
+        )
         study.tell(trial, val)
         done += 1
-        if val > best[1]:
-            best = (arch, val, n)
-    return best[0], best[1], best[2], rejected
+        if val > best[2]:
+            best = (arch, hparams, val, n)
+    return best[0], best[1], best[2], best[3], rejected
 
 
 def final(
@@ -152,13 +168,18 @@ def final(
     *,
     seeds: int,
     epochs: int,
+    hparams: dict[str, float] | None = None,
 ) -> list[float]:
     """Test accuracies of ``arch`` trained ``seeds`` times (distilled when logits given)."""
     out = []
     for seed in range(seeds):
         torch.manual_seed(1000 + seed)
         model = space.build(dict(arch), info)
-        out.append(train(model, data, epochs=epochs, seed=1000 + seed, teacher_logits=logits)[1])
+        out.append(
+            train(
+                model, data, epochs=epochs, seed=1000 + seed, teacher_logits=logits, hparams=hparams
+            )[1]
+        )
     return out
 
 
@@ -170,6 +191,9 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budgets", default="10,20")
+    parser.add_argument(
+        "--fixed-kd", action="store_true", help="keep temperature/alpha at their defaults"
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress in logs
     torch.set_num_threads(int(os.environ.get("KDF_BENCH_THREADS", "2")))
@@ -207,7 +231,7 @@ def main() -> None:
             results = {}
             for label, space in (("fresh", fresh), ("pruned", pruned)):
                 t0 = time.perf_counter()
-                arch, val, n, rejected = search(
+                arch, hparams, val, n, rejected = search(
                     space,
                     info,
                     data,
@@ -216,13 +240,24 @@ def main() -> None:
                     trials=args.trials,
                     epochs=args.epochs,
                     seed=factor,
+                    search_loss=not args.fixed_kd,
                 )
                 search_s = time.perf_counter() - t0
-                accs = final(space, arch, info, data, logits, seeds=args.seeds, epochs=args.epochs)
+                accs = final(
+                    space,
+                    arch,
+                    info,
+                    data,
+                    logits,
+                    seeds=args.seeds,
+                    epochs=args.epochs,
+                    hparams=hparams,
+                )
                 shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in arch.items()}
                 shown.pop("teacher_recipe", None)
                 print(
-                    f"{factor}x {label}: best {shown} params {n} (teacher/{t_params / n:.1f}) "
+                    f"{factor}x {label}: best {shown} loss {hparams or 'defaults'} params {n} "
+                    f"(teacher/{t_params / n:.1f}) "
                     f"val {val:.4f}; search {search_s:.0f}s, {rejected} samples over budget; "
                     f"test accs {[round(a, 4) for a in accs]}"
                 )
