@@ -220,6 +220,41 @@ def test_feature_names_are_the_teachers(tmp_path: Path) -> None:
     assert space.feature_names(arch, IMAGE) == list(teacher.feature_names)
 
 
+def test_a_feature_loss_distills_a_pruned_student_layer_by_layer(tmp_path: Path) -> None:
+    # The cut keeps the teacher's module paths, so the automatic layer map pairs every
+    # teacher layer with the student layer of the same name; FitNets then trains on it.
+    from kdforge import FeatureTap, match_layers
+    from kdforge.plugins.losses.fitnets import FitNets
+    from kdforge.training.trainer import TrainSettings, train_model
+
+    path = _teacher_file(tmp_path, "cnn")
+    teacher = build_checkpoint_model(load_checkpoint(path))
+    space = _bound(path)
+    arch = {"ratio": 0.5, "importance": "l1"}
+    names = space.feature_names(arch, IMAGE)
+    pairs = match_layers(list(teacher.feature_names), names)
+    assert pairs == [(n, n) for n in teacher.feature_names]
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    with torch.no_grad(), FeatureTap(teacher, names) as tap:
+        logits = teacher(x)
+        features = tap.pop()
+    student = space.build(arch, IMAGE)
+    before = [p.detach().clone() for p in student.parameters()]
+    result = train_model(
+        student,
+        x=x,
+        y=y,
+        val_x=x,
+        val_y=y,
+        settings=TrainSettings(epochs=2, lr=1e-2, batch_size=16),
+        loss=FitNets(),
+        teacher_logits=logits,
+        teacher_features=features,
+    )
+    assert result is not None
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+
+
 def test_student_list_is_a_searched_choice(tmp_path: Path) -> None:
     raw = tiny_search_config(tmp_path / "t.pt", tmp_path)
     raw["student"] = [{"name": "pruned", "params": {"stages": 2}}, {"name": "cnn"}]
