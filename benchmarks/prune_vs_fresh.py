@@ -62,10 +62,13 @@ LR = 2e-3
 BATCH = 256
 
 
-def make_data(seed: int = 0) -> tuple[DataInfo, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """The generated 16-class task, standardised, split 6000/1000/1000."""
+def make_data(
+    seed: int = 0, train_rows: int = 6000
+) -> tuple[DataInfo, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """The generated 16-class task, standardised, split train_rows/1000/1000."""
+    n = train_rows
     x, y = make_classification(
-        n_samples=8000,
+        n_samples=n + 2000,
         n_features=40,
         n_informative=30,
         n_redundant=5,
@@ -75,13 +78,13 @@ def make_data(seed: int = 0) -> tuple[DataInfo, dict[str, tuple[torch.Tensor, to
         flip_y=0.02,
         random_state=seed,
     )
-    x = (x - x[:6000].mean(0)) / x[:6000].std(0)
+    x = (x - x[:n].mean(0)) / x[:n].std(0)
     xt = torch.tensor(x, dtype=torch.float32)
     yt = torch.tensor(y, dtype=torch.long)
     splits = {
-        "train": (xt[:6000], yt[:6000]),
-        "val": (xt[6000:7000], yt[6000:7000]),
-        "test": (xt[7000:], yt[7000:]),
+        "train": (xt[:n], yt[:n]),
+        "val": (xt[n : n + 1000], yt[n : n + 1000]),
+        "test": (xt[n + 1000 :], yt[n + 1000 :]),
     }
     return DataInfo(name="make_classification16", input_shape=(40,), num_classes=16), splits
 
@@ -191,6 +194,7 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budgets", default="10,20")
+    parser.add_argument("--train-rows", type=int, default=6000)
     parser.add_argument(
         "--fixed-kd", action="store_true", help="keep temperature/alpha at their defaults"
     )
@@ -206,7 +210,7 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads "
         "(shared with other jobs: timings are under load)"
     )
-    info, data = make_data()
+    info, data = make_data(train_rows=args.train_rows)
     torch.manual_seed(0)
     teacher = MLPSpace().build(TEACHER, info)
     _, t_test = train(teacher, data, epochs=args.teacher_epochs, seed=0, teacher_logits=None)

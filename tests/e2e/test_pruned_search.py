@@ -77,3 +77,43 @@ def test_pruned_search_registers_a_champion_that_reruns(
     assert rerun.best is not None
     assert rerun.best.arch == result.best.arch
     assert rerun.best.params == result.best.params
+
+
+def test_one_search_chooses_between_a_pruned_teacher_and_a_fresh_student(
+    ray_session, digits_teacher_path: Path, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    raw = tiny_search_config(
+        digits_teacher_path,
+        tmp_path,
+        **{
+            "student": [
+                {"name": "pruned", "params": {"min_ratio": 0.5, "max_dropped_blocks": 0}},
+                {"name": "mlp", "params": {"max_depth": 1, "max_width": 16}},
+            ],
+            "search.num_trials": 4,
+            "search.epochs": 2,
+            "search.grace_period": 1,
+            "search.sampler": "random",
+            "seed": 1,
+            "baseline.seeds": 1,
+            "export.enabled": False,
+        },
+    )
+    config = SearchConfig.model_validate(raw)
+    assert config.student.name == "choice"
+    result = run_search(config, emit=lambda _: None)
+    chosen = {row.arch["space"] for row in result.rows}
+    assert chosen == {"pruned", "mlp"}, chosen  # the seed-1 sampler draws both families
+    for row in result.rows:
+        family = row.arch["space"]
+        assert all(
+            k.startswith(f"{family}.") for k in row.arch if k not in ("space", "space_params")
+        )
+    student = build_checkpoint_model(load_checkpoint(result.search_dir / "student.pt"))
+    assert sum(p.numel() for p in student.parameters()) == result.best.params
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.data.params.get("student.space") for r in runs} >= {"pruned", "mlp"}
