@@ -1,9 +1,9 @@
 """Pruned-and-distilled vs fresh distilled students at 10x and 20x fewer parameters.
 
 On a generated, harder-than-digits task (scikit-learn ``make_classification``: 16
-classes, 3 clusters per class, 40 features, 2% flipped labels; 6000/1000/1000 rows), one
-MLP teacher (40-512-512-256-16, ~420k parameters) is trained on the labels. Then, for
-each budget (teacher parameters / 10 and / 20):
+classes, 3 clusters per class, 40 features, 2% flipped labels; 6000/1000/1000 rows, or
+``--train-rows`` training rows), one MLP teacher (40-512-512-256-16, ~420k parameters)
+is trained on the labels. Then, for each budget (teacher parameters / 10 and / 20):
 
 1. **Search** (same budget for both paths: the same number of trained trials and the
    same epochs per trial, the same learning rate and loss): Optuna TPE over
@@ -26,6 +26,7 @@ each budget (teacher parameters / 10 and / 20):
 Usage::
 
     python benchmarks/prune_vs_fresh.py [--trials 6] [--epochs 10] [--seeds 5]
+        [--train-rows 6000] [--fixed-kd] [--budgets 10,20]
 """
 
 from __future__ import annotations
