@@ -259,7 +259,7 @@ def main() -> None:
                     hparams=hparams,
                 )
                 shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in arch.items()}
-                shown.pop("teacher_recipe", None)
+                shown.pop("_teacher_recipe", None)
                 print(
                     f"{factor}x {label}: best {shown} loss {hparams or 'defaults'} params {n} "
                     f"(teacher/{t_params / n:.1f}) "

@@ -13,8 +13,10 @@ The host calls the methods in the order given in each class docstring.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -153,7 +155,30 @@ class SearchSpace(_Plugin):
     ``torch.nn.Module`` mapping inputs ``(n, *info.input_shape)`` to logits
     ``(n, info.num_classes)``. ``build`` is also used to rebuild checkpoints, so it
     must be deterministic given ``arch``.
+
+    An ``arch`` key whose name starts with ``_`` (e.g. a constant ``suggest`` returns
+    only so that ``build`` can rebuild the model, like a long JSON recipe) is kept in
+    checkpoints and ``best_config.yaml`` but not shown: leaderboards and MLflow params
+    carry ``<name>_digest`` (12 hex digits of its SHA-256) instead (:meth:`shown_arch`).
     """
+
+    @staticmethod
+    def shown_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
+        """``arch`` as leaderboards and tracking show it: ``_`` keys as short digests.
+
+        A key's last dotted part decides (``pruned._recipe`` of the ``choice`` space too):
+        ``_recipe`` is shown as ``recipe_digest``.
+        """
+        out: dict[str, Any] = {}
+        for key, value in arch.items():
+            head, dot, name = str(key).rpartition(".")
+            if name.startswith("_"):
+                text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+                digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+                out[f"{head}{dot}{name.lstrip('_')}_digest"] = digest
+            else:
+                out[key] = value
+        return out
 
     @abstractmethod
     def suggest(self, trial: optuna.Trial, info: DataInfo) -> dict[str, Any] | None:

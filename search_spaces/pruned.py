@@ -16,7 +16,7 @@ The student is the cut teacher *with the teacher's weights*; the trial then dist
 with the configured loss. It keeps the teacher's module paths, so feature losses pair
 teacher and student layers of the same name.
 
-Rebuilding: ``arch`` also holds ``teacher_recipe``, a JSON string saying how to build the
+Rebuilding: ``arch`` also holds ``_teacher_recipe``, a JSON string saying how to build the
 teacher's architecture again: a kdforge checkpoint's ``space``/``arch``/``info`` (no file
 needed), or else the teacher plugin's ``name``/``params`` (its files are loaded again, and
 its fingerprint must match). Cuts are shape-deterministic (see ``_cut``), so
@@ -164,14 +164,14 @@ class PrunedSpace(SearchSpace):
     def suggest(self, trial: Any, info: DataInfo) -> dict[str, Any] | None:
         """Sample the ratio(s), the importance and the blocks to drop.
 
-        Returns ``teacher_recipe``, plus ``importance`` when only one is configured and
+        Returns ``_teacher_recipe``, plus ``importance`` when only one is configured and
         ``round_to`` when it is not 1.
         """
         p = self.params
         assert isinstance(p, PrunedParams)
         # Unbound (e.g. `kdforge plugins show`), only the cut's values are sampled; the
         # search driver always binds the teacher first.
-        extra: dict[str, Any] = {} if self._recipe is None else {"teacher_recipe": self._recipe}
+        extra: dict[str, Any] = {} if self._recipe is None else {"_teacher_recipe": self._recipe}
         if p.round_to > 1:
             extra["round_to"] = p.round_to  # a rebuild from a checkpoint has default params
         if p.stages == 1:
@@ -198,12 +198,12 @@ class PrunedSpace(SearchSpace):
         model's weights are initialised afresh instead of inherited.
 
         Raises:
-            ConfigError: no teacher bound and no ``teacher_recipe`` in ``arch``, or a cut
+            ConfigError: no teacher bound and no ``_teacher_recipe`` in ``arch``, or a cut
                 the teacher's graph does not allow.
         """
         teacher = self._teacher
         if teacher is None:
-            teacher = _rebuild_teacher(arch.get("teacher_recipe"))
+            teacher = _rebuild_teacher(arch.get("_teacher_recipe"))
         ratios = _ratios(arch)
         blocks = self._blocks_for(teacher, info)
         drop = [path for i, path in enumerate(blocks) if arch.get(f"drop_{i}")]
@@ -258,17 +258,17 @@ def _kdforge_checkpoint(path: str) -> dict[str, Any] | None:
 
 
 def _rebuild_teacher(recipe: Any) -> nn.Module:
-    """The teacher's architecture from ``teacher_recipe`` (see the module docstring)."""
+    """The teacher's architecture from ``_teacher_recipe`` (see the module docstring)."""
     if not isinstance(recipe, str):
         raise ConfigError(
             "search space 'pruned': no teacher was bound and the architecture has no "
-            "teacher_recipe to rebuild it from",
+            "_teacher_recipe to rebuild it from",
             hint=_BIND_HINT,
         )
     try:
         spec = json.loads(recipe)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"student.teacher_recipe is not valid JSON: {exc}") from None
+        raise ConfigError(f"student._teacher_recipe is not valid JSON: {exc}") from None
     if "space" in spec:
         record = get_registry().get("search_space", str(spec["space"]))
         info = checkpoint_info({"info": spec["info"]})
@@ -278,7 +278,7 @@ def _rebuild_teacher(recipe: Any) -> nn.Module:
         teacher = instantiate(
             "teacher",
             PluginRef(name=str(spec["teacher"]), params=dict(spec["params"])),
-            "student.teacher_recipe",
+            "student._teacher_recipe",
         )
         teacher.load()
     except KDForgeError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ray.tune import Callback, Stopper
 
+from kdforge.interfaces import SearchSpace
 from kdforge.tracking.journal import TrackingWriter
 from kdforge.tracking.run_metadata import status_reason
 from kdforge.tracking.store import finite_metrics, flatten_params
@@ -86,7 +87,11 @@ class MlflowTrialLogger(Callback):
                     "kdforge.role": "trial",
                 },
             )
-            params = {k: str(v) for k, v in flatten_params(trial.config).items()}
+            config = dict(trial.config)
+            if isinstance(config.get("student"), dict):
+                # `_` keys (rebuild-only constants, e.g. a long recipe) as short digests.
+                config["student"] = SearchSpace.shown_arch(config["student"])
+            params = {k: str(v) for k, v in flatten_params(config).items()}
             self.writer.log_batch(key, params=params)
         return key
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -69,9 +70,27 @@ def test_pruned_search_registers_a_champion_that_reruns(
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert list(result.search_dir.rglob("*int8*.onnx")), "the pruned student was not quantized"
 
+    # The long teacher recipe rebuilds the student but is shown only as a short digest.
+    recipe = result.best.arch["_teacher_recipe"]
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    board = (result.search_dir / "leaderboard.csv").read_text()
+    assert recipe not in board and '""space""' not in board
+    assert "student.teacher_recipe_digest" in board and digest in board
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    trials = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`kdforge.role` = 'trial'"
+    )
+    assert trials
+    for run in trials:
+        params = run.data.params
+        assert params["student.teacher_recipe_digest"] == digest
+        assert not any("teacher_recipe" in k and "digest" not in k for k in params)
+        assert all(len(v) < 100 for v in params.values()), params
+
     # best_config.yaml re-runs the same cut: the same architecture and parameter count.
     best = yaml.safe_load((result.search_dir / "best_config.yaml").read_text())
-    assert best["student"]["name"] == "pruned" and "teacher_recipe" in best["student"]["fixed"]
+    assert best["student"]["name"] == "pruned" and "_teacher_recipe" in best["student"]["fixed"]
     again = SearchConfig.model_validate({**best, "output_dir": str(tmp_path / "again")})
     rerun = run_search(again, emit=lambda _: None)
     assert rerun.best is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,8 +16,10 @@ from kdforge import build_checkpoint_model, load_checkpoint, save_checkpoint
 from kdforge.config import SearchConfig
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
+from kdforge.interfaces import SearchSpace
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.report.best_config import FixedArchitecture
+from kdforge.report.leaderboard import TrialRow, write_csv
 from kdforge.search_spaces.choice import ChoiceSpace
 from kdforge.search_spaces.cnn import CNNSpace
 from kdforge.search_spaces.mlp import MLPSpace
@@ -193,7 +196,7 @@ def test_missing_torch_pruning_names_the_extra(
 def test_unbound_space_says_what_to_do() -> None:
     trial = optuna.create_study().ask()
     arch = {**(PrunedSpace().suggest(trial, IMAGE) or {}), **trial.params}
-    assert "ratio" in arch and "teacher_recipe" not in arch  # `kdforge plugins show` samples
+    assert "ratio" in arch and "_teacher_recipe" not in arch  # `kdforge plugins show` samples
     with pytest.raises(ConfigError, match="no teacher was bound"):
         PrunedSpace().build(arch, IMAGE)
     with pytest.raises(ConfigError, match="at least one space"):
@@ -305,3 +308,18 @@ class TestChoiceContract(SearchSpaceContract):
         path = _teacher_file(tmp_path, "cnn")
         space.bind_teacher(CheckpointTeacher(CheckpointTeacher.Params(path=str(path))))
         return space
+
+
+def test_the_recipe_is_kept_for_rebuilding_but_shown_as_a_digest(tmp_path: Path) -> None:
+    space = _bound(_teacher_file(tmp_path, "mlp"))
+    arch = _sample(space, IMAGE, 1)[0]
+    recipe = arch["_teacher_recipe"]
+    assert len(recipe) > 100 and '"arch"' in recipe
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    # The choice space nests keys as `<space>.<key>`: the last dotted part decides.
+    nested = {"space": "pruned", **{f"pruned.{k}": v for k, v in arch.items()}}
+    assert SearchSpace.shown_arch(nested)["pruned.teacher_recipe_digest"] == digest
+    row = TrialRow(0, "t0", "finished", 10, 0.5, 0.5, 1, 1e-3, arch=arch)
+    text = write_csv([row], tmp_path / "leaderboard.csv").read_text()
+    assert recipe not in text and "student.teacher_recipe_digest" in text and digest in text
+    assert row.arch["_teacher_recipe"] == recipe  # the row (best_config's source) keeps it
