@@ -6,7 +6,7 @@ classes, 3 clusters per class, 40 features, 2% flipped labels; 6000/1000/1000 ro
 is trained on the labels. Then, for each budget (teacher parameters / 10 and / 20):
 
 1. **Search** (same budget for both paths: the same number of trained trials and the
-   same epochs per trial, the same learning rate and loss): Optuna TPE over
+   same epochs per trial, the same learning rate or lr range, the same loss): Optuna TPE over
 
    * (a) the ``mlp`` space (a fresh student, depth 1-3, widths 64-512), and
    * (b) the ``pruned`` space (the teacher cut with 3 per-stage ratios in [0.5, 0.95],
@@ -14,7 +14,9 @@ is trained on the labels. Then, for each budget (teacher parameters / 10 and / 2
 
    each trial distilled with Hinton KD through kdforge's trainer (no Ray: plain loops,
    one process). Like ``kdforge search``, the loss's temperature and alpha are searched
-   with the architecture (``--fixed-kd`` keeps their defaults, T=4, alpha=0.5). A
+   with the architecture (``--fixed-kd`` keeps their defaults, T=4, alpha=0.5), and
+   with ``--search-lr`` so is the learning rate (``kdforge search``'s default range,
+   3e-4..3e-2 log; otherwise 2e-3 for every run). A
    sample over the parameter budget is rejected before training and does not count as
    a trial (as ``constraints.max_params`` does in a search). The best trial by
    validation accuracy wins.
@@ -26,7 +28,7 @@ is trained on the labels. Then, for each budget (teacher parameters / 10 and / 2
 Usage::
 
     python benchmarks/prune_vs_fresh.py [--trials 6] [--epochs 10] [--seeds 5]
-        [--train-rows 6000] [--fixed-kd] [--budgets 10,20]
+        [--train-rows 6000] [--fixed-kd] [--search-lr] [--budgets 10,20]
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from kdforge.training.trainer import TrainSettings, train_model
 
 TEACHER = {"depth": 3, "width_0": 512, "width_1": 512, "width_2": 256, "dropout": 0.1}
 LR = 2e-3
+LR_RANGE = (3e-4, 3e-2)  # kdforge search's default `search.lr`
 BATCH = 256
 
 
@@ -98,6 +101,7 @@ def train(
     seed: int,
     teacher_logits: torch.Tensor | None,
     hparams: dict[str, float] | None = None,
+    lr: float = LR,
 ) -> tuple[float, float]:
     """Train in place (KD when teacher logits are given); ``(val_acc, test_acc)``."""
     x, y = data["train"]
@@ -108,7 +112,7 @@ def train(
         y=y,
         val_x=data["val"][0],
         val_y=data["val"][1],
-        settings=TrainSettings(epochs=epochs, lr=LR, batch_size=BATCH, seed=seed),
+        settings=TrainSettings(epochs=epochs, lr=lr, batch_size=BATCH, seed=seed),
         loss=loss,
         teacher_logits=teacher_logits,
     )
@@ -126,11 +130,14 @@ def search(
     epochs: int,
     seed: int,
     search_loss: bool,
+    search_lr: bool = False,
 ) -> tuple[dict[str, Any], dict[str, float], float, int, int]:
     """TPE within ``budget`` parameters: ``(best arch, loss hparams, val, params, rejected)``.
 
     With ``search_loss`` the loss's declared hyperparameters (temperature, alpha) are
     sampled too, as ``kdforge search`` does by default; else they keep their defaults.
+    With ``search_lr`` the learning rate is sampled in ``kdforge search``'s default range
+    and returned in the hparams as ``lr``; else it is :data:`LR`.
     """
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     best: tuple[dict[str, Any], dict[str, float], float, int] = ({}, {}, -1.0, 0)
@@ -153,13 +160,14 @@ def search(
                 hparams[hp.name] = trial.suggest_float(
                     f"loss/{hp.name}", hp.low, hp.high, log=hp.log
                 )
+        lr = trial.suggest_float("lr", *LR_RANGE, log=True) if search_lr else LR
         val, _ = train(
-            model, data, epochs=epochs, seed=seed, teacher_logits=logits, hparams=hparams
+            model, data, epochs=epochs, seed=seed, teacher_logits=logits, hparams=hparams, lr=lr
         )
         study.tell(trial, val)
         done += 1
         if val > best[2]:
-            best = (arch, hparams, val, n)
+            best = (arch, {**hparams, "lr": lr} if search_lr else hparams, val, n)
     return best[0], best[1], best[2], best[3], rejected
 
 
@@ -174,14 +182,25 @@ def final(
     epochs: int,
     hparams: dict[str, float] | None = None,
 ) -> list[float]:
-    """Test accuracies of ``arch`` trained ``seeds`` times (distilled when logits given)."""
+    """Test accuracies of ``arch`` trained ``seeds`` times (distilled when logits given).
+
+    ``hparams`` may hold ``lr`` (a searched learning rate) besides the loss's values.
+    """
+    loss_hp = {k: v for k, v in (hparams or {}).items() if k != "lr"}
+    lr = (hparams or {}).get("lr", LR)
     out = []
     for seed in range(seeds):
         torch.manual_seed(1000 + seed)
         model = space.build(dict(arch), info)
         out.append(
             train(
-                model, data, epochs=epochs, seed=1000 + seed, teacher_logits=logits, hparams=hparams
+                model,
+                data,
+                epochs=epochs,
+                seed=1000 + seed,
+                teacher_logits=logits,
+                hparams=loss_hp,
+                lr=lr,
             )[1]
         )
     return out
@@ -198,6 +217,12 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=6000)
     parser.add_argument(
         "--fixed-kd", action="store_true", help="keep temperature/alpha at their defaults"
+    )
+    parser.add_argument(
+        "--search-lr",
+        action="store_true",
+        help=f"search the learning rate in {LR_RANGE} (log), as kdforge search does; "
+        f"scratch uses the fresh winner's (default: {LR} for every run)",
     )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress in logs
@@ -246,6 +271,7 @@ def main() -> None:
                     epochs=args.epochs,
                     seed=factor,
                     search_loss=not args.fixed_kd,
+                    search_lr=args.search_lr,
                 )
                 search_s = time.perf_counter() - t0
                 accs = final(
@@ -266,11 +292,21 @@ def main() -> None:
                     f"val {val:.4f}; search {search_s:.0f}s, {rejected} samples over budget; "
                     f"test accs {[round(a, 4) for a in accs]}"
                 )
-                results[label] = (arch, n, accs)
+                results[label] = (arch, n, accs, hparams)
             scratch = final(
-                fresh, results["fresh"][0], info, data, None, seeds=args.seeds, epochs=args.epochs
+                fresh,
+                results["fresh"][0],
+                info,
+                data,
+                None,
+                seeds=args.seeds,
+                epochs=args.epochs,
+                hparams={k: v for k, v in results["fresh"][3].items() if k == "lr"},
             )
-            print(f"{factor}x scratch (fresh arch, labels only): {[round(a, 4) for a in scratch]}")
+            print(
+                f"{factor}x scratch (fresh arch and lr, labels only): "
+                f"{[round(a, 4) for a in scratch]}"
+            )
             s_mean = statistics.mean(scratch)
             gap = t_test - s_mean
             row = [factor, budget, s_mean]
