@@ -13,10 +13,12 @@ The host calls the methods in the order given in each class docstring.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -203,9 +205,32 @@ class SearchSpace(_Plugin):
 
     ``default_lr`` is the log-uniform learning-rate range a search uses when its config
     sets no ``search.lr`` (``None``: the config's default); see docs/search_spaces.md.
+
+    An ``arch`` key whose name starts with ``_`` (e.g. a constant ``suggest`` returns
+    only so that ``build`` can rebuild the model, like a long JSON recipe) is kept in
+    checkpoints and ``best_config.yaml`` but not shown: leaderboards and MLflow params
+    carry ``<name>_digest`` (12 hex digits of its SHA-256) instead (:meth:`shown_arch`).
     """
 
     default_lr: ClassVar[tuple[float, float] | None] = None
+
+    @staticmethod
+    def shown_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
+        """``arch`` as leaderboards and tracking show it: ``_`` keys as short digests.
+
+        A key's last dotted part decides (``pruned._recipe`` of the ``choice`` space too):
+        ``_recipe`` is shown as ``recipe_digest``.
+        """
+        out: dict[str, Any] = {}
+        for key, value in arch.items():
+            head, dot, name = str(key).rpartition(".")
+            if name.startswith("_"):
+                text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+                digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+                out[f"{head}{dot}{name.lstrip('_')}_digest"] = digest
+            else:
+                out[key] = value
+        return out
 
     @abstractmethod
     def suggest(self, trial: optuna.Trial, info: DataInfo) -> dict[str, Any] | None:
@@ -228,9 +253,10 @@ class SearchSpace(_Plugin):
         E.g. ``mlp 2x[64,32]`` or ``cnn 3x[16,32,32] k3``: depth, widths, kernel at a
         glance. The default renders the sampled values compactly
         (:func:`kdforge.wording.compact_params`); a space overrides it to say more
-        with fewer characters.
+        with fewer characters. Rebuild-only keys (a name starting with ``_``) are left out.
         """
-        return f"{self.name} {compact_params(arch)}".strip()
+        shown = {k: v for k, v in arch.items() if not str(k).rpartition(".")[2].startswith("_")}
+        return f"{self.name} {compact_params(shown)}".strip()
 
     def feature_names(self, arch: dict[str, Any], info: DataInfo) -> list[str]:
         """Module paths of the intermediate features a built model exposes, shallow first.

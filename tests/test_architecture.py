@@ -42,6 +42,7 @@ LAZY_LIBRARIES = {
     "sklearn",
     "torch",
     "transformers",
+    "torch_pruning",
 }
 #: Module names that are spelled differently in prose.
 _SPOKEN = {"sklearn": "scikit-learn", "PIL": "pillow", "onnxruntime": "onnxruntime"}

@@ -301,7 +301,10 @@ class SearchConfig(_Strict):
     output_dir: str = Field("kdforge-runs", description="Where search folders are written.")
     dataset: DatasetRef = Field(description="Dataset plugin.")
     teacher: TeacherRef = Field(description="Teacher plugin.")
-    student: StudentConfig = Field(description="Student search space plugin.")
+    student: StudentConfig = Field(
+        description="Student search space plugin; a list of them is short for the `choice` "
+        "space (the search picks among them, docs/search_spaces.md)."
+    )
     loss: LossConfig = Field(
         default_factory=lambda: LossConfig(name="hinton_kd"), description="Distillation loss."
     )
@@ -331,6 +334,14 @@ class SearchConfig(_Strict):
         default_factory=lambda: TeacherCacheSettings.model_validate({}),
         description="Teacher outputs cached on disk and reused by later searches.",
     )
+
+    @field_validator("student", mode="before")
+    @classmethod
+    def _student_list_is_a_choice(cls, value: Any) -> Any:
+        # `student: [{name: pruned}, {name: cnn}]` searches over both spaces.
+        if isinstance(value, list):
+            return {"name": "choice", "params": {"spaces": value}}
+        return value
 
     @field_validator("objectives")
     @classmethod

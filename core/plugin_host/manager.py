@@ -90,6 +90,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kdforge.search_spaces.cnn",
     "kdforge.search_spaces.resnet",
     "kdforge.search_spaces.transformer",
+    "kdforge.search_spaces.pruned",
+    "kdforge.search_spaces.choice",
 )
 
 _FALSE_VALUES = ("", "0", "false", "no", "off")

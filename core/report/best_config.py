@@ -20,7 +20,7 @@ import yaml
 
 from kdforge.config import SearchConfig, validate_config
 from kdforge.errors import ConfigError
-from kdforge.interfaces import SearchSpace
+from kdforge.interfaces import SearchSpace, Teacher
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,6 +59,10 @@ class FixedArchitecture(SearchSpace):
         if not self._checked:
             self.check(info)
         return dict(self.arch)
+
+    def bind_teacher(self, teacher: Teacher | None) -> None:
+        """Bind the teacher to the wrapped space (one that copies or cuts the teacher needs it)."""
+        self.inner.bind_teacher(teacher)
 
     def build(self, arch: dict[str, Any], info: DataInfo) -> nn.Module:
         """Build with the wrapped space."""

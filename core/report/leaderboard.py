@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kdforge.config import SelectionSettings
+from kdforge.interfaces import SearchSpace
 from kdforge.wording import compact_params, plural, trial_name
 
 __all__ = ["TrialRow", "format_table", "select_best", "write_csv"]
@@ -57,7 +58,7 @@ class TrialRow:
         hparams = row.pop("loss_hparams")
         arch = row.pop("arch")
         row.update({f"loss.{k}": v for k, v in hparams.items()})
-        row.update({f"student.{k}": v for k, v in arch.items()})
+        row.update({f"student.{k}": v for k, v in SearchSpace.shown_arch(arch).items()})
         return row
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kdforge.config.objective_settings import OBJECTIVE_MODES
+from kdforge.interfaces import SearchSpace
 from kdforge.report.leaderboard import TrialRow
 
 __all__ = [
@@ -137,11 +138,12 @@ def format_front(
 def write_front_csv(front: Sequence[TrialRow], objectives: Objectives, path: Path) -> Path:
     """Write the front as CSV: trial, objectives, accuracy and cost columns, arch."""
     columns = ["trial", "trial_id", *_columns(objectives), "latency_batch_ms", "size_bytes"]
-    arch_keys = sorted({k for r in front for k in r.arch})
+    archs = [SearchSpace.shown_arch(r.arch) for r in front]
+    arch_keys = sorted({k for arch in archs for k in arch})
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([*columns, *(f"student.{k}" for k in arch_keys)])
-        for row in front:
+        for row, arch in zip(front, archs, strict=True):
             values = [row.number, row.trial_id, *[row.objective(c) for c in columns[2:]]]
-            writer.writerow([*values, *(row.arch.get(k) for k in arch_keys)])
+            writer.writerow([*values, *(arch.get(k) for k in arch_keys)])
     return path

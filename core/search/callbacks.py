@@ -16,6 +16,7 @@ from typing import Any
 from ray.tune import Callback, Stopper
 
 from kdforge.errors import disk_full_error
+from kdforge.interfaces import SearchSpace
 from kdforge.progress import Bar
 from kdforge.search.trial import FAILED
 from kdforge.tracking.journal import TrackingWriter
@@ -106,7 +107,11 @@ class MlflowTrialLogger(Callback):
                     "kdforge.role": "trial",
                 },
             )
-            params = {k: str(v) for k, v in flatten_params(trial.config).items()}
+            config = dict(trial.config)
+            if isinstance(config.get("student"), dict):
+                # `_` keys (rebuild-only constants, e.g. a long recipe) as short digests.
+                config["student"] = SearchSpace.shown_arch(config["student"])
+            params = {k: str(v) for k, v in flatten_params(config).items()}
             self.writer.log_batch(key, params=params)
         return key
 
