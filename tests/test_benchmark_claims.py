@@ -44,7 +44,7 @@ def _kept(names: list[str]) -> str:
         path = ROOT / name if name.startswith("benchmarks/") else BENCH / name
         assert path.is_file(), f"cited output {name} does not exist"
         text = path.read_text()
-        assert re.search(r"^[$#] python benchmarks/", text, flags=re.M), (
+        assert re.search(r"^[$#] (?:command: )?python benchmarks/", text, flags=re.M), (
             f"{name} does not say which command made it"
         )
         assert re.search(r"20\d\d-\d\d-\d\d", text), f"{name} does not say when it was made"

@@ -37,6 +37,7 @@ EXTRA_FOR = {
     "core/tracking/text_model.py": "hf",
     "core/tracking/text_pyfunc.py": "hf",
     "deploy/ray_serve_app.py": "serve",
+    "search_spaces/_cut.py": "prune",
     "core/testing/": "testing",
 }
 
@@ -138,7 +139,7 @@ def test_testing_kit_without_pytest_says_which_extra() -> None:
     assert 'pip install "kdforge[testing]"' in out
 
 
-@pytest.mark.parametrize("extra", ["hf", "serve", "testing"])
+@pytest.mark.parametrize("extra", ["hf", "serve", "testing", "prune"])
 def test_extras_exist(extra: str) -> None:
     _, extras = _declared()
     assert extras[extra]
