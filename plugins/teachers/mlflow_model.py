@@ -19,6 +19,7 @@ a temporary folder and loaded by flavour:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -111,6 +112,9 @@ class MlflowTeacher(Teacher):
             # MLflow writes registered_model_meta per download (it names the alias or
             # version used); the model is the same whichever URI reached it.
             self._sha = directory_sha256(Path(local), skip=("registered_model_meta",))
+            # What split it trained on (kdforge.split of its version or run), so a search
+            # on another split is refused rather than tested on the teacher's own rows.
+            self.meta = _split_meta(tracking, params.uri)
             self._shape, self._classes = _signature_shapes(meta)
             flavor = self._choose_flavor(set(meta.flavors))
             self._flavor = flavor
@@ -242,6 +246,34 @@ def _mlflow_uris(mlflow: Any, uri: str) -> Iterator[None]:
     finally:
         mlflow.set_tracking_uri(tracking)
         mlflow.set_registry_uri(registry)
+
+
+def _split_meta(tracking: str, uri: str) -> dict[str, Any] | None:
+    """``{"dataset", "split"}`` from the ``kdforge.split`` tag of ``uri``'s version or run.
+
+    kdforge's ``train-teacher`` tags both; a model registered by other means has no tag,
+    and its split cannot be checked (None).
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    try:
+        if uri.startswith("models:/"):
+            ref = uri[len("models:/") :]
+            if "@" in ref:
+                name, alias = ref.split("@", 1)
+                tags = client.get_model_version_by_alias(name, alias).tags
+            else:
+                name, _, version = ref.partition("/")
+                tags = client.get_model_version(name, version.split("/")[0]).tags
+        else:
+            tags = client.get_run(uri[len("runs:/") :].split("/")[0]).data.tags
+        record = json.loads(tags.get("kdforge.split", ""))
+    except Exception:  # no tag, not JSON, not found: nothing recorded to check against
+        return None
+    if not isinstance(record, dict) or "dataset" not in record:
+        return None
+    return {"dataset": record["dataset"], "split": record}
 
 
 def _onnx_session(folder: Path, meta: Any) -> tuple[Any, int]:

@@ -137,3 +137,19 @@ def test_search_distils_from_the_registered_teacher(
         result = run_search(config, emit=lambda _: None)
     assert result.best is not None
     assert result.summary["teacher_test_acc"] == pytest.approx(registered["test_acc"], abs=1e-6)
+
+
+def test_a_search_on_another_split_than_the_registered_teacher_is_refused(registered) -> None:
+    """The version's kdforge.split tag reaches the split check: no test on its own rows."""
+    from kdforge.config import DatasetRef
+    from kdforge.errors import DataError
+    from kdforge.plugin_host.resolve import instantiate
+    from kdforge.search.checks import check_split_against_teacher
+
+    teacher = _mlflow_teacher(registered, f"models:/{NAME}@teacher")
+    assert teacher.meta["split"]["split_seed"] == 0
+    same, other = DatasetRef(name="digits"), DatasetRef(name="digits", split_seed=1)
+    check_split_against_teacher(same, instantiate("dataset", same, "dataset").load(0), teacher, "t")
+    splits = instantiate("dataset", other, "dataset").load(1)
+    with pytest.raises(DataError, match="split_seed"):
+        check_split_against_teacher(other, splits, teacher, "t")
