@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kdforge.config.schema import SearchConfig, TeacherConfig
+from kdforge.config.schema import PluginRef, SearchConfig, TeacherConfig
 from kdforge.errors import ConfigError, closest_match
 
 __all__ = [
@@ -146,14 +146,26 @@ def load_config(path: str | Path, model: type[_M], overrides: dict[str, Any] | N
         )
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
+    # Each problem is blamed on where its value came from: --set KEY or the file.
+    blame = {dotted: f"--set {dotted}" for dotted in overrides or {}}
     try:
-        return model.model_validate(raw)
+        config = model.model_validate(raw)
     except ValidationError as exc:
-        # Each problem is blamed on where its value came from: --set KEY or the file.
-        blame = {dotted: f"--set {dotted}" for dotted in overrides or {}}
         raise ConfigError(
             format_validation_error(exc, model, raw, str(file), blame=blame)
         ) from None
+    _record_origins(config, str(file), blame)
+    return config
+
+
+def _record_origins(node: BaseModel, source: str, blame: dict[str, str]) -> None:
+    """Tell every plugin section where it came from, for its plugin's own checks."""
+    for name in type(node).model_fields:
+        value = getattr(node, name, None)
+        if isinstance(value, PluginRef):
+            value.set_origin(source, blame)
+        if isinstance(value, BaseModel):
+            _record_origins(value, source, blame)
 
 
 def validate_config(raw: dict[str, Any], model: type[_M], source: str = "config") -> _M:

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -81,6 +82,18 @@ class PluginRef(_Strict):
 
     name: str = Field(description="Registered plugin name (see `kdforge plugins`).")
     params: dict[str, Any] = Field(default_factory=dict, description="The plugin's parameters.")
+    # Where the params came from: the config file, and the `--set` keys that changed
+    # them. The plugin validates its params later, and its errors must name their source.
+    _origin: tuple[str, dict[str, str]] = PrivateAttr(default=("", {}))
+
+    @property
+    def origin(self) -> tuple[str, dict[str, str]]:
+        """``(file, {dotted key: "--set KEY"})``: where :attr:`params` came from."""
+        return self._origin
+
+    def set_origin(self, source: str, blame: dict[str, str]) -> None:
+        """Record where this section came from (done by the config loader)."""
+        self._origin = (source, dict(blame))
 
 
 class TeacherRef(PluginRef):

@@ -28,26 +28,37 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-def validate_params(record: PluginRecord, params: dict[str, Any], key: str) -> PluginParams:
+def validate_params(
+    record: PluginRecord,
+    params: dict[str, Any],
+    key: str,
+    origin: tuple[str, dict[str, str]] = ("", {}),
+) -> PluginParams:
     """Validate ``params`` against the plugin's ``Params`` model.
 
     Args:
         record: The plugin.
         params: Raw parameters from the config.
         key: Config key path of the plugin section (for error messages).
+        origin: Where the section came from (:attr:`PluginRef.origin`): a problem is
+            blamed on ``--set KEY`` when that key set it, else on the file.
     """
     model = record.cls.Params
+    source, blame = origin
     try:
         return model.model_validate(params)
     except ValidationError as exc:
-        message = format_validation_error(exc, model, params, "", prefix=f"{key}.params")
-        raise ConfigError(f"{record.kind} {record.name!r}: {message}") from None
+        message = format_validation_error(
+            exc, model, params, "", prefix=f"{key}.params", blame=blame
+        )
+        where = f"{source}: " if source and not message.startswith("--set ") else ""
+        raise ConfigError(f"{where}{record.kind} {record.name!r}: {message}") from None
 
 
 def instantiate(kind: str, ref: PluginRef, key: str, **kwargs: Any) -> Any:
     """Create the plugin ``ref.name`` of ``kind`` with validated ``ref.params``."""
     record = get_registry().get(kind, ref.name)
-    params = validate_params(record, ref.params, key)
+    params = validate_params(record, ref.params, key, ref.origin)
     return record.cls(params, **kwargs)
 
 
@@ -63,7 +74,7 @@ def loss_hparams(config: LossConfig) -> list[tuple[HParam, float | Range]]:
     """
     record = get_registry().get("loss", config.name)
     cls: type[LossStrategy] = record.cls
-    params = validate_params(record, config.params, "loss")
+    params = validate_params(record, config.params, "loss", config.origin)
     # Declared per params: a composite loss declares its terms' weights and hparams.
     declared = {hp.name: hp for hp in cls.declared_hyperparameters(params)}
     for name in config.hparams:

@@ -130,3 +130,20 @@ def test_a_corrupt_store_fails_before_any_work(
     assert "is not a readable SQLite database" in err and "hint: restore it" in err
     assert "sqlalchemy" not in err.lower() and "teacher" not in done.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_plugin_param_errors_name_the_file_or_the_set_key(tmp_path: Path) -> None:
+    """A plugin checks its own params when the search plans; the error still names its source."""
+    raw = tiny_search_config(tmp_path / "teacher.pt", tmp_path)
+    raw["student"]["params"]["max_depth"] = "x"
+    file = tmp_path / "search.yaml"
+    file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_search_config(file)
+    expected = rf"^{file}: search_space 'mlp': student.params.max_depth"
+    with pytest.raises(ConfigError, match=expected):
+        instantiate("search_space", config.student, "student")
+    raw["student"]["params"]["max_depth"] = 2
+    file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    config = load_search_config(file, {"student.params.max_width": "wide"})
+    with pytest.raises(ConfigError, match=r"^search_space 'mlp': --set student.params.max_width"):
+        instantiate("search_space", config.student, "student")
