@@ -36,6 +36,7 @@ __all__ = [
     "download_student_checkpoint",
     "drop_interrupted_versions",
     "fetch_onnx_model",
+    "label_version",
     "log_registered_teacher",
     "model_flavors",
     "register_onnx",
@@ -91,7 +92,6 @@ def register_onnx(
     import onnx
     import onnxruntime as ort
     from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
@@ -106,12 +106,19 @@ def register_onnx(
         save_as_external_data=False,
     )
     version = str(info.registered_model_version)
+    label_version(name, version, tags, alias)
+    return version
+
+
+def label_version(name: str, version: str, tags: dict[str, str] | None, alias: str | None) -> None:
+    """Tag a new model version and point ``alias`` at it (MLflow's current registry)."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient()
     for key, value in (tags or {}).items():
         client.set_model_version_tag(name, version, key, value)
     if alias:
         client.set_registered_model_alias(name, alias, version)
-    return version
 
 
 def drop_interrupted_versions(name: str) -> list[str]:

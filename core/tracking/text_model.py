@@ -21,6 +21,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdforge.tracking.registry import label_version
+
 # MLflow (~1.5 s to import), onnx and transformers are imported by the function that
 # uses them: a search imports this module whatever its data; only text students need it.
 
@@ -71,7 +73,6 @@ def register_text_model(
     import mlflow
     import onnx
     from mlflow.models import ModelSignature
-    from mlflow.tracking import MlflowClient
     from mlflow.types import ColSpec, Schema
     from transformers import AutoTokenizer
 
@@ -113,11 +114,7 @@ def register_text_model(
             registered_model_name=name,
         )
     version = str(info.registered_model_version)
-    client = MlflowClient()
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(name, version, key, value)
-    if alias:
-        client.set_registered_model_alias(name, alias, version)
+    label_version(name, version, tags, alias)
     return version
 
 
