@@ -40,6 +40,7 @@ __all__ = [
     "log_registered_teacher",
     "model_flavors",
     "register_onnx",
+    "registry_follows_tracking",
 ]
 
 
@@ -96,6 +97,7 @@ def register_onnx(
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     prediction = session.run(None, {input_name: example})[0]
+    registry_follows_tracking()
     info = mlflow.onnx.log_model(
         onnx.load(str(onnx_path)),
         name="student",
@@ -108,6 +110,18 @@ def register_onnx(
     version = str(info.registered_model_version)
     label_version(name, version, tags, alias)
     return version
+
+
+def registry_follows_tracking() -> None:
+    """Register where the active run logs: point MLflow's registry at its tracking URI.
+
+    A registry URI set earlier in the process (another store's model looked up) would
+    otherwise receive the registration, and the version would not be found where the
+    run is.
+    """
+    import mlflow
+
+    mlflow.set_registry_uri(mlflow.get_tracking_uri())
 
 
 def label_version(name: str, version: str, tags: dict[str, str] | None, alias: str | None) -> None:

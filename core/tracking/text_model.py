@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdforge.tracking.registry import label_version
+from kdforge.tracking.registry import label_version, registry_follows_tracking
 
 # MLflow (~1.5 s to import), onnx and transformers are imported by the function that
 # uses them: a search imports this module whatever its data; only text students need it.
@@ -100,6 +100,7 @@ def register_text_model(
             inputs=Schema([ColSpec("string")]),
             outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
         )
+        registry_follows_tracking()
         info = mlflow.pyfunc.log_model(
             name="student",
             python_model=str(code),

@@ -61,6 +61,7 @@ def text_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, obj
     exported = OnnxExporter().export(model, example, root / "student.onnx")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("text-serve")  # not an experiment id left by an earlier test
     with mlflow.start_run():
         version = register_text_model(
             exported.path, folder, LENGTH, CLASSES, "reviews-student-text", alias="champion"
