@@ -37,9 +37,10 @@ The reader is strict, so a mistake is reported rather than guessed:
 * **A path with `{split}` inside braces** must be quoted: `params: {path: /data/{split}.npz}`
   is a YAML error (`{` opens a mapping); write `params: {path: "/data/{split}.npz"}` or
   use block style. The error says "quote the path".
-* **Tracking store**: a `sqlite:///` path in a folder that does not exist is an error
-  (kdforge does not create it), and a store file that is not an MLflow SQLite database
-  is reported before anything runs, with a hint.
+* **Tracking store**: a `sqlite:///` path in a folder that does not exist gets that
+  folder, and a line saying so (`tracking: created folder ...`), so a typo in the path
+  is seen; a store file that is not an MLflow SQLite database is reported before
+  anything runs, with a hint.
 
 Plugin sections (`dataset`, `teacher`, `student`, `loss`, `architecture`) take a `name`
 and `params`; the parameters of each plugin are listed by `kdforge plugins show NAME`

@@ -114,7 +114,7 @@ def run_search(
         emit: Where progress lines go.
     """
     plan = plan_search(config, tracking_uri=tracking_uri, address=address)
-    _preflight(plan)
+    _preflight(plan, emit)
     search_dir = new_search_dir(config)
     write_config(search_dir, config)
     emit(f"kdforge search {config.name!r} -> {search_dir}")
@@ -152,16 +152,16 @@ def resume_search(
     check_state_digests(folder / TUNE_DIR, trust=trust_state)  # before Ray unpickles them
     config = load_search_config(folder / "config.yaml")
     plan = plan_search(config, tracking_uri=tracking_uri or state.tracking_uri, address=address)
-    _preflight(plan)
+    _preflight(plan, emit)
     emit(f"kdforge resume {config.name!r} <- {folder} (was {state.phase})")
     return _run(plan, folder, emit, state=state)
 
 
-def _preflight(plan: SearchPlan) -> None:
+def _preflight(plan: SearchPlan, emit: Callable[[str], None]) -> None:
     """Fail before any data loads when the tracking store or the cluster is unusable."""
     for key, value in TUNE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    check_tracking_uri(plan.tracking_uri)
+    check_tracking_uri(plan.tracking_uri, emit=emit)
     check_ray_address(plan.address)
 
 

@@ -63,7 +63,7 @@ def train_teacher(
     output = Path(config.output).resolve()
     _check_output(output)
     uri = resolve_tracking_uri(tracking_uri or config.tracking.uri)
-    check_tracking_uri(uri)
+    check_tracking_uri(uri, emit=emit)
     splits = dataset.load(config.dataset.split_seed)
     arch = dict(config.architecture.params)
     torch.manual_seed(config.seed)

@@ -16,7 +16,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,9 @@ def cap_http_retries() -> None:
         os.environ.setdefault(key, value)
 
 
-def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+def check_tracking_uri(
+    uri: str, timeout_s: float = 5.0, emit: Callable[[str], None] | None = None
+) -> None:
     """Fail fast, before any training, when the tracking store cannot be used.
 
     Every command that tracks calls this first, so it also caps MLflow's HTTP retries
@@ -74,8 +76,8 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
 
     Raises:
         TrackingError: an HTTP server that does not answer or refuses the credentials
-            (:mod:`kdforge.tracking.store_checks`), or a SQLite store in a missing
-            folder, a corrupt one, or a location that cannot be written.
+            (:mod:`kdforge.tracking.store_checks`), or a SQLite store whose folder cannot
+            be made, a corrupt one, or a location that cannot be written.
     """
     cap_http_retries()
     if uri.startswith(("http://", "https://")):
@@ -98,7 +100,7 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
         folder = db.parent
         if db.exists() and db.is_dir():
             raise TrackingError(f"tracking store {db} is a directory, expected a SQLite file")
-        check_sqlite_store(db, uri)
+        check_sqlite_store(db, uri, emit)
         probe = folder / f".kdforge-write-probe-{time.time_ns()}"
         try:
             probe.write_text("")

@@ -3,8 +3,8 @@
 :func:`kdforge.tracking.store.check_tracking_uri` calls these first, so a search, a
 teacher training or a promotion fails in one line before it trains anything:
 
-* a SQLite store in a folder that does not exist is an error (a typo in the path
-  would otherwise create a new, empty store somewhere unexpected);
+* a SQLite store in a folder that does not exist gets the folder, and a line saying
+  so (a typo in the path would otherwise start a new, empty store unnoticed);
 * a SQLite file that is not a database, or a database that is not an MLflow store,
   is an error with a hint, not MLflow's raw SQL error after the teacher step;
 * an MLflow server that answers 401/403 (its ``basic-auth`` app) names the
@@ -19,6 +19,7 @@ import os
 import sqlite3
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from kdforge.errors import TrackingError
@@ -29,19 +30,30 @@ __all__ = ["auth_headers", "check_server_credentials", "check_sqlite_store"]
 _MLFLOW_TABLES = {"experiments", "runs", "alembic_version"}
 
 
-def check_sqlite_store(db: Path, uri: str) -> None:
-    """Refuse a SQLite store whose folder is missing or whose file is not an MLflow store.
+def check_sqlite_store(db: Path, uri: str, emit: Callable[[str], None] | None = None) -> None:
+    """Refuse a SQLite store that is not an MLflow store; make a missing folder, and say so.
+
+    Args:
+        db: The store's file.
+        uri: Its tracking URI (for messages).
+        emit: Where the line saying a folder was created goes (None: nowhere).
 
     Raises:
-        TrackingError: the folder does not exist, or the file is corrupt or foreign.
+        TrackingError: the folder cannot be created, or the file is corrupt or foreign.
     """
     folder = db.parent
     if not folder.is_dir():
-        raise TrackingError(
-            f"tracking store folder {folder} does not exist (from {uri})",
-            hint="create the folder, or fix tracking.uri / --tracking-uri; kdforge does "
-            "not create it, so a typo does not start a new, empty store",
-        )
+        try:
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            raise TrackingError(
+                f"cannot create the tracking store folder {folder} (from {uri}): "
+                f"{exc.strerror or exc}",
+                hint="fix tracking.uri / --tracking-uri, or create the folder",
+            ) from None
+        # Said, not silent: a typo in the path shows up as a folder nobody expected.
+        if emit is not None:
+            emit(f"tracking: created folder {folder} for a new MLflow store ({uri})")
     if not db.is_file() or db.stat().st_size == 0:
         return  # a new store: MLflow creates its tables
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)

@@ -105,15 +105,16 @@ def test_set_errors_are_blamed_on_set(tmp_path: Path, config_text: str) -> None:
     assert "error: --set search.lr: invalid YAML" in err
 
 
-def test_tracking_store_in_a_missing_folder_is_an_error(tmp_path: Path, config_text: str) -> None:
-    file = tmp_path / "ok.yaml"
-    file.write_text(config_text)
+def test_tracking_store_in_a_missing_folder_is_made_and_said(tmp_path: Path) -> None:
+    from kdforge.tracking.store import check_tracking_uri
+
     missing = tmp_path / "no-such-folder" / "mlflow.db"
-    err = _refused(
-        _kdforge("search", str(file), "--tracking-uri", f"sqlite:///{missing}", cwd=tmp_path)
-    )
-    assert f"tracking store folder {missing.parent} does not exist" in err
-    assert not missing.parent.exists()
+    lines: list[str] = []
+    check_tracking_uri(f"sqlite:///{missing}", emit=lines.append)
+    assert missing.parent.is_dir() and not missing.exists()
+    assert lines == [
+        f"tracking: created folder {missing.parent} for a new MLflow store (sqlite:///{missing})"
+    ]
 
 
 @pytest.mark.parametrize(
