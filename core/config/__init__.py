@@ -28,6 +28,7 @@ from kdforge.config.schema import (
     SelectionSettings,
     StudentConfig,
     TeacherConfig,
+    TeacherRef,
     TrackingSettings,
     resolve_tracking_uri,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "SelectionSettings",
     "StudentConfig",
     "TeacherConfig",
+    "TeacherRef",
     "TrackingSettings",
     "format_validation_error",
     "load_config",

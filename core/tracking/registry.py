@@ -27,6 +27,7 @@ from torch import nn
 
 from kdforge.data import Inputs
 from kdforge.errors import TrackingError, first_line
+from kdforge.tracking.store import registry_at
 
 # MLflow (~1.5 s to import), onnx and onnxruntime are imported inside the functions
 # that use them: the Ray Serve replicas and a search import this module early.
@@ -40,7 +41,6 @@ __all__ = [
     "log_registered_teacher",
     "model_flavors",
     "register_onnx",
-    "registry_follows_tracking",
 ]
 
 
@@ -97,31 +97,19 @@ def register_onnx(
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     prediction = session.run(None, {input_name: example})[0]
-    registry_follows_tracking()
-    info = mlflow.onnx.log_model(
-        onnx.load(str(onnx_path)),
-        name="student",
-        signature=infer_signature(example, prediction),
-        input_example=example,
-        registered_model_name=name,
-        onnx_execution_providers=["CPUExecutionProvider"],
-        save_as_external_data=False,
-    )
-    version = str(info.registered_model_version)
-    label_version(name, version, tags, alias)
+    with registry_at():  # register where the run logs
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name="student",
+            signature=infer_signature(example, prediction),
+            input_example=example,
+            registered_model_name=name,
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,
+        )
+        version = str(info.registered_model_version)
+        label_version(name, version, tags, alias)
     return version
-
-
-def registry_follows_tracking() -> None:
-    """Register where the active run logs: point MLflow's registry at its tracking URI.
-
-    A registry URI set earlier in the process (another store's model looked up) would
-    otherwise receive the registration, and the version would not be found where the
-    run is.
-    """
-    import mlflow
-
-    mlflow.set_registry_uri(mlflow.get_tracking_uri())
 
 
 def label_version(name: str, version: str, tags: dict[str, str] | None, alias: str | None) -> None:
@@ -229,9 +217,9 @@ def model_flavors(model_uri: str, tracking_uri: str) -> tuple[set[str], str | No
     from mlflow.models import get_model_info
 
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     try:
-        info = get_model_info(model_uri)
+        with registry_at(tracking_uri):
+            info = get_model_info(model_uri)
     except Exception as exc:
         raise TrackingError(
             f"cannot fetch model {model_uri} from {tracking_uri}: {first_line(exc)}",
@@ -305,15 +293,15 @@ def log_registered_teacher(
     with torch.no_grad():
         output = model(example)
     example_np = np.asarray(example.detach().cpu().numpy())
-    mlflow.set_registry_uri(tracking_uri)  # register where the run logs, whatever was set before
     try:
-        info = mlflow.pytorch.log_model(
-            model,
-            name="teacher",
-            input_example=example_np,
-            signature=infer_signature(example_np, output.detach().cpu().numpy()),
-            registered_model_name=name,
-        )
+        with registry_at(tracking_uri):  # register where the run logs
+            info = mlflow.pytorch.log_model(
+                model,
+                name="teacher",
+                input_example=example_np,
+                signature=infer_signature(example_np, output.detach().cpu().numpy()),
+                registered_model_name=name,
+            )
         version = int(info.registered_model_version)
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         client.set_registered_model_alias(name, alias, str(version))

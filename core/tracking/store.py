@@ -142,7 +142,7 @@ def setup_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at ``uri`` and return the id of ``experiment`` (created if needed)."""
     import mlflow
 
-    _point_at(mlflow, uri)
+    mlflow.set_tracking_uri(uri)
     try:
         # The first call on a new SQLite file creates MLflow's schema: one process at a time.
         with schema_lock(uri):
@@ -181,17 +181,33 @@ def finite_metrics(values: dict[str, Any]) -> dict[str, float]:
 
 
 def use_tracking_uri(uri: str) -> None:
-    """Point MLflow's fluent API (the active run's logging and registering) at ``uri``."""
+    """Point MLflow's fluent API (the active run's logging) at ``uri``."""
     import mlflow
 
-    _point_at(mlflow, uri)
-
-
-def _point_at(mlflow: Any, uri: str) -> None:
-    # The registry too: a registry URI set earlier in this process (reading a model's
-    # flavours from another store, say) would otherwise keep receiving registrations.
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+
+
+@contextlib.contextmanager
+def registry_at(uri: str | None = None) -> Iterator[None]:
+    """MLflow's model registry at ``uri`` (default: the tracking URI) inside the block.
+
+    ``mlflow.set_registry_uri`` pins a process-wide URI and exports it to child
+    processes (``MLFLOW_REGISTRY_URI``); left set, a later registration, a user's
+    ``MlflowClient(url)`` or a served model would use the wrong store. Afterwards the
+    registry follows the tracking URI again (or the URI set before, if any).
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_REGISTRY_URI")
+    mlflow.set_registry_uri(uri or mlflow.get_tracking_uri())
+    try:
+        yield
+    finally:
+        if before:
+            mlflow.set_registry_uri(before)
+        else:
+            mlflow.set_registry_uri(None)  # type: ignore[arg-type]  # None: follow tracking
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 @contextlib.contextmanager

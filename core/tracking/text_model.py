@@ -21,7 +21,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdforge.tracking.registry import label_version, registry_follows_tracking
+from kdforge.tracking.registry import label_version
+from kdforge.tracking.store import registry_at
 
 # MLflow (~1.5 s to import), onnx and transformers are imported by the function that
 # uses them: a search imports this module whatever its data; only text students need it.
@@ -100,20 +101,23 @@ def register_text_model(
             inputs=Schema([ColSpec("string")]),
             outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
         )
-        registry_follows_tracking()
-        info = mlflow.pyfunc.log_model(
-            name="student",
-            python_model=str(code),
-            artifacts={
-                "onnx": str(onnx_path),
-                "tokenizer": str(tokenizer),
-                "settings": str(settings),
-            },
-            signature=signature,
-            input_example=list(examples)[:4],
-            metadata={"class_names": [str(c) for c in class_names], "max_length": int(max_length)},
-            registered_model_name=name,
-        )
+        with registry_at():  # register where the run logs
+            info = mlflow.pyfunc.log_model(
+                name="student",
+                python_model=str(code),
+                artifacts={
+                    "onnx": str(onnx_path),
+                    "tokenizer": str(tokenizer),
+                    "settings": str(settings),
+                },
+                signature=signature,
+                input_example=list(examples)[:4],
+                metadata={
+                    "class_names": [str(c) for c in class_names],
+                    "max_length": int(max_length),
+                },
+                registered_model_name=name,
+            )
     version = str(info.registered_model_version)
     label_version(name, version, tags, alias)
     return version
@@ -136,9 +140,9 @@ def is_kdforge_text_model(model_uri: str, tracking_uri: str) -> bool:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     try:
-        conf = get_model_info(model_uri).flavors.get("python_function") or {}
+        with registry_at(tracking_uri):
+            conf = get_model_info(model_uri).flavors.get("python_function") or {}
     except Exception:  # not found: check_servable's model_flavors already said so
         return False
     code_path = conf.get("model_code_path")

@@ -237,15 +237,23 @@ def _pickle_allowed(allowed: bool) -> Iterator[None]:
 
 @contextmanager
 def _mlflow_uris(mlflow: Any, uri: str) -> Iterator[None]:
-    """Point MLflow's global tracking and registry URIs at ``uri``, then restore them."""
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    """Point MLflow's global tracking and registry URIs at ``uri``, then restore them.
+
+    ``set_registry_uri`` also exports ``MLFLOW_REGISTRY_URI`` to child processes, so
+    the registry is restored to "follow the tracking URI" unless one was set before.
+    """
+    tracking, registry = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_REGISTRY_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
         mlflow.set_tracking_uri(tracking)
-        mlflow.set_registry_uri(registry)
+        if registry:
+            mlflow.set_registry_uri(registry)
+        else:
+            mlflow.set_registry_uri(None)
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 def _split_meta(tracking: str, uri: str) -> dict[str, Any] | None:

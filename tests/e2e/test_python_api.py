@@ -14,7 +14,7 @@ from torch import nn
 
 import kdforge
 from kdforge.cli import main as cli_main
-from kdforge.config import PluginRef, load_search_config
+from kdforge.config import TeacherRef, load_search_config
 from kdforge.plugin_host.resolve import instantiate
 from tests.conftest import tiny_search_config
 
@@ -176,7 +176,7 @@ def test_the_cli_and_the_api_run_the_same_trials(
     pd.testing.assert_frame_equal(
         by_cli[columns].reset_index(drop=True), by_api[columns].reset_index(drop=True)
     )
-    assert PluginRef(name="checkpoint", params=teacher["params"]) == result.config.teacher
+    assert TeacherRef(name="checkpoint", params=teacher["params"]) == result.config.teacher
 
 
 def test_the_data_reaches_the_trials_once_through_the_object_store(

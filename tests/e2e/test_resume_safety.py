@@ -14,6 +14,7 @@ import yaml
 from kdforge.config import SearchConfig
 from kdforge.errors import SearchError
 from kdforge.search.driver import resume_search, run_search
+from kdforge.search.state_digest import record_state_digests
 from tests.conftest import tiny_search_config
 
 pytestmark = pytest.mark.slow
@@ -43,6 +44,9 @@ def test_resume_stops_when_rays_state_is_truncated(
         if path.is_file() and path.suffix in {".json", ".pkl"}:
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 2])
+    # kdforge records a state file's digest right after Tune writes it: the truncated
+    # files are the ones it saw (the digest check passes; Ray cannot read them).
+    record_state_digests(folder / "tune")
     state = json.loads((folder / "state.json").read_text())
     (folder / "state.json").write_text(json.dumps({**state, "phase": "tuning"}))
     (folder / "summary.json").unlink()
