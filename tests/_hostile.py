@@ -39,11 +39,13 @@ def log_hostile_pytorch_model(tracking_uri: str, marker: Path, workdir: Path, na
     folder = workdir / f"{name}-model"
     mlflow.pytorch.save_model(torch.nn.Linear(64, 10), str(folder), serialization_format="pickle")
     torch.save(Payload(marker), folder / "data" / "model.pth")
+    from kdforge.tracking.store import registry_at
+
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     experiment = mlflow.set_experiment("hostile")
     with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
         mlflow.log_artifacts(str(folder), artifact_path=name)
     uri = f"runs:/{run.info.run_id}/{name}"
-    mlflow.register_model(uri, name)
+    with registry_at(tracking_uri):  # not left pinned for the tests that follow
+        mlflow.register_model(uri, name)
     return uri
