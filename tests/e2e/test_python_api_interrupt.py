@@ -107,9 +107,9 @@ def test_sigint_stops_the_search_cleanly_and_resume_finishes_it(tmp_path: Path) 
     stopped = json.loads(output.split("INTERRUPTED ", 1)[1].splitlines()[0])
     assert stopped["ray_up"] is False  # the Ray the search started is shut down
     runs = stopped["runs"]
-    parents = [status for name, status in runs.items() if not name.startswith("trial-")]
+    parents = [status for name, status in runs.items() if not name.startswith("trial ")]
     assert parents == ["KILLED"], runs
-    trial_status = sorted(status for name, status in runs.items() if name.startswith("trial-"))
+    trial_status = sorted(status for name, status in runs.items() if name.startswith("trial "))
     assert "FINISHED" in trial_status and "KILLED" in trial_status, runs
     assert "RUNNING" not in trial_status
 
