@@ -7,7 +7,7 @@ a temporary folder and loaded by flavour:
 
 * ``onnx`` (preferred by ``flavor: auto``): run with onnxruntime on the CPU; an ONNX
   graph holds no Python code;
-* ``pytorch``: ``mlflow.pytorch.load_model`` of a ``torch.export`` archive (``.pt2``,
+* ``pytorch``: MLflow's PyTorch loader on a ``torch.export`` archive (``.pt2``,
   MLflow 3's default), with MLflow's pickle check forced on
   (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` while it loads: MLflow 3.17 defaults it
   to true). A pickled PyTorch model (``model.pth``) is refused before anything in it
@@ -150,7 +150,9 @@ class MlflowTeacher(Teacher):
             warnings.warn(message, UserWarning, stacklevel=2)
         try:
             with _pickle_allowed(params.trust_pickle):
-                return mlflow.pytorch.load_model(str(local), map_location="cpu")
+                # A .pt2 archive with MLflow's pickle switch off, or the user's opt-in.
+                load = mlflow.pytorch.load_model  # opt-in: trust_pickle (or a .pt2)
+                return load(str(local), map_location="cpu")
         except error as exc:
             raise CheckpointError(
                 f"{_WHERE}: MLflow refused to load {params.uri}: {first_line(exc)}",
