@@ -51,6 +51,7 @@ __all__ = [
     "LossStrategy",
     "ModelOutput",
     "PluginParams",
+    "PrefixedTrial",
     "SearchSpace",
     "Teacher",
 ]
@@ -190,6 +191,28 @@ class Teacher(_Plugin):
             names: Feature names to return; None returns every exposed feature.
         """
         return predict_with_taps(self, x, names)
+
+
+class PrefixedTrial:
+    """An Optuna trial whose ``suggest_*`` calls prefix the parameter names.
+
+    The host samples a space's values as ``student/depth``; the ``choice`` space samples
+    each member's as ``cnn.depth``. The space itself asks for ``depth`` either way.
+    """
+
+    def __init__(self, trial: Any, prefix: str) -> None:
+        self._trial = trial
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._trial, name)
+        if name.startswith("suggest_"):
+
+            def suggest(param: str, *args: Any, **kwargs: Any) -> Any:
+                return attr(self._prefix + param, *args, **kwargs)
+
+            return suggest
+        return attr
 
 
 class SearchSpace(_Plugin):

@@ -23,7 +23,7 @@ import kdforge
 from kdforge import PluginRef, instantiate
 from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
-from kdforge.interfaces import PluginParams, SearchSpace, Teacher
+from kdforge.interfaces import PluginParams, PrefixedTrial, SearchSpace, Teacher
 
 __all__ = ["ChoiceParams", "ChoiceSpace"]
 
@@ -45,24 +45,6 @@ class ChoiceParams(PluginParams):
         if "choice" in names:
             raise ValueError("a choice cannot contain another choice")
         return self
-
-
-class _Prefixed:
-    """Optuna trial proxy that prefixes parameter names with the chosen space's name."""
-
-    def __init__(self, trial: Any, prefix: str) -> None:
-        self._trial = trial
-        self._prefix = prefix
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._trial, name)
-        if name.startswith("suggest_"):
-
-            def suggest(param: str, *args: Any, **kwargs: Any) -> Any:
-                return attr(self._prefix + param, *args, **kwargs)
-
-            return suggest
-        return attr
 
 
 class ChoiceSpace(SearchSpace):
@@ -96,7 +78,7 @@ class ChoiceSpace(SearchSpace):
             return None  # unconfigured (e.g. `kdforge plugins show`): nothing to sample
         chosen = str(trial.suggest_categorical("space", list(self._spaces)))
         space = self._spaces[chosen]
-        prefixed: Any = _Prefixed(trial, f"{chosen}.")  # duck-typed optuna.Trial
+        prefixed: Any = PrefixedTrial(trial, f"{chosen}.")  # duck-typed optuna.Trial
         extra = space.suggest(prefixed, info) or {}
         out = {f"{chosen}.{k}": v for k, v in extra.items()}
         params = space.params.model_dump(mode="json", exclude_defaults=True)

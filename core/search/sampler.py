@@ -29,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from kdforge.config import Range, SearchConfig
 from kdforge.data import DataInfo
-from kdforge.interfaces import SearchSpace
+from kdforge.interfaces import PrefixedTrial, SearchSpace
 from kdforge.objectives.constraints import constraint_excess
 from kdforge.search.initial_points import LossSettings
 from kdforge.search.trial import FAILED
@@ -45,24 +45,6 @@ __all__ = [
 
 #: The single metric the early-stopping scheduler and Tune's result grid use.
 SCHEDULER_METRIC = "val_acc"
-
-
-class _PrefixedTrial:
-    """Optuna trial proxy that prefixes parameter names (``student/depth``)."""
-
-    def __init__(self, trial: Any, prefix: str):
-        self._trial = trial
-        self._prefix = prefix
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._trial, name)
-        if name.startswith("suggest_"):
-
-            def suggest(param: str, *args: Any, **kwargs: Any) -> Any:
-                return attr(self._prefix + param, *args, **kwargs)
-
-            return suggest
-        return attr
 
 
 class DefineByRun:
@@ -89,7 +71,7 @@ class DefineByRun:
     def __call__(self, trial: Any) -> dict[str, Any] | None:
         """Sample the student, the loss hyperparameters and the learning rate."""
         constants: dict[str, Any] = {}
-        extra = self.space.suggest(_PrefixedTrial(trial, "student/"), self.info)  # type: ignore[arg-type]
+        extra = self.space.suggest(PrefixedTrial(trial, "student/"), self.info)  # type: ignore[arg-type]
         # Constants are returned with flat "student/<key>" names: a nested "student"
         # dict would replace the sampled "student/*" values when Ray unflattens them.
         for key, value in (extra or {}).items():
