@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ __all__ = [
 LAZY_SAMPLE_ROWS = 256
 #: MLflow's limit on a tag value is 8,000 characters; long JSON is cut below it.
 _TAG_LIMIT = 5000
+_DATASET_RACE_RETRIES = 5
 #: MLflow's split names for a dataset input's context.
 _CONTEXTS = {"train": "train", "val": "validation", "test": "test", "transfer": "transfer"}
 
@@ -191,11 +193,21 @@ def log_dataset_inputs(splits: DataSplits, name: str) -> None:
     import mlflow
 
     inputs = dataset_inputs(splits, name)
-    mlflow.log_inputs(
-        datasets=[d for d, _, _ in inputs],
-        contexts=[c for _, c, _ in inputs],
-        tags_list=[t for _, _, t in inputs],
-    )
+    for attempt in range(_DATASET_RACE_RETRIES):
+        try:
+            mlflow.log_inputs(
+                datasets=[d for d, _, _ in inputs],
+                contexts=[c for _, c, _ in inputs],
+                tags_list=[t for _, _, t in inputs],
+            )
+            return
+        except mlflow.exceptions.MlflowException as error:
+            # Two searches on one store may insert the same dataset row at once; the
+            # store checks for the row, then inserts, so the slower one hits the unique
+            # index. On the retry the row exists and is linked instead of inserted.
+            if "UNIQUE constraint" not in str(error) or attempt + 1 == _DATASET_RACE_RETRIES:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def log_search_metadata(config: SearchConfig, teacher: Teacher, splits: DataSplits) -> None:

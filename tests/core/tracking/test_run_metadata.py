@@ -125,3 +125,57 @@ def test_status_reason(status: str, last_epoch: int, result: dict, expected: str
     from kdforge.tracking.run_metadata import status_reason
 
     assert status_reason(status, last_epoch, 4, result).startswith(expected)
+
+
+_RACE_SCRIPT = """
+import sys, time
+import mlflow
+from kdforge.plugins.datasets.digits import Digits
+from kdforge.tracking.run_metadata import log_dataset_inputs
+
+mlflow.set_tracking_uri(sys.argv[1])
+splits = Digits().load(0)
+start = float(sys.argv[2])
+for round_ in range(int(sys.argv[3])):
+    mlflow.set_experiment(f"race-{round_}")
+    with mlflow.start_run():
+        time.sleep(max(0.0, start + round_ * 0.5 - time.time()))
+        log_dataset_inputs(splits, "digits")
+"""
+
+_RACE_ROUNDS = 12
+
+
+def test_searches_logging_the_same_dataset_at_once_all_succeed(tmp_path: Path) -> None:
+    """Processes inserting one dataset row at once: the losers link it instead of failing.
+
+    Each round, every process logs the same dataset into a new experiment at the same
+    instant; without the retry, some round ends in SQLite's unique-index error.
+    """
+    import sys
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    for round_ in range(_RACE_ROUNDS):
+        client.create_experiment(f"race-{round_}")
+    script = tmp_path / "race.py"
+    script.write_text(_RACE_SCRIPT)
+    start = time.time() + 12
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), uri, str(start), str(_RACE_ROUNDS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=300)[0].decode() for proc in procs]
+    for proc, text in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, text[-2000:]
+    ids = [client.get_experiment_by_name(f"race-{r}").experiment_id for r in range(_RACE_ROUNDS)]
+    runs = client.search_runs(ids)
+    assert len(runs) == 4 * _RACE_ROUNDS
+    assert all(len(run.inputs.dataset_inputs) == 3 for run in runs)
