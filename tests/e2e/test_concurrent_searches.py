@@ -44,6 +44,25 @@ def _new_dir(output_dir: str, start: object, out: object) -> None:
         out.put(f"error: {exc}")  # type: ignore[attr-defined]
 
 
+def _log_datasets(uri: str, rounds: int, barrier: object, out: object) -> None:
+    import mlflow
+
+    from kdforge.plugins.datasets.digits import Digits
+    from kdforge.tracking.run_metadata import log_dataset_inputs
+
+    mlflow.set_tracking_uri(uri)
+    splits = Digits().load(0)
+    try:
+        for round_ in range(rounds):
+            mlflow.set_experiment(f"race-{round_}")
+            with mlflow.start_run():
+                barrier.wait(timeout=120)  # type: ignore[attr-defined]
+                log_dataset_inputs(splits, "digits")
+        out.put("ok")  # type: ignore[attr-defined]
+    except Exception as exc:
+        out.put(f"error: {exc}"[:2000])  # type: ignore[attr-defined]
+
+
 def _race(target, args: tuple, n: int) -> list[str]:
     ctx = multiprocessing.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
@@ -71,10 +90,39 @@ def test_searches_started_in_the_same_second_get_their_own_folders(tmp_path) -> 
     assert len(set(results)) == 4 and all(Path(r).is_dir() for r in results)
 
 
+@pytest.mark.slow  # each process imports MLflow
+def test_searches_logging_one_dataset_at_once_all_succeed(tmp_path: Path) -> None:
+    """Processes inserting one dataset row at once: the losers link it instead of failing.
+
+    Each round, every process logs the same dataset into a new experiment at the same
+    instant; without the retry in ``log_dataset_inputs`` some round ends in SQLite's
+    unique-index error (as two real searches once did in CI).
+    """
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    rounds, n = 12, 4
+    for round_ in range(rounds):
+        client.create_experiment(f"race-{round_}")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_log_datasets, args=(uri, rounds, barrier, out)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert results == ["ok"] * n, results
+    ids = [client.get_experiment_by_name(f"race-{r}").experiment_id for r in range(rounds)]
+    runs = client.search_runs(ids)
+    assert len(runs) == rounds * n
+    assert all(len(run.inputs.dataset_inputs) == 3 for run in runs)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("round_", range(2))
 def test_two_searches_at_once_on_one_new_store_both_finish(
-    digits_teacher_path: Path, tmp_path: Path, round_
+    digits_teacher_path: Path, tmp_path: Path
 ) -> None:
     raw = tiny_search_config(
         digits_teacher_path,
