@@ -61,13 +61,42 @@ def _answers(address: str, timeout_s: float) -> bool:
         return False
 
 
-def _recorded() -> tuple[str, str] | None:
-    """(address, Ray temp folder) written by ``kdforge ray start``, if any."""
+def _recorded() -> tuple[str, str, str] | None:
+    """(address, Ray temp folder, auth mode) written by ``kdforge ray start``, if any."""
     try:
-        address, _, temp_dir = _address_file().read_text().strip().partition(" ")
-    except OSError:
+        address, temp_dir, *mode = _address_file().read_text().split()
+    except (OSError, ValueError):
         return None
-    return (address, temp_dir) if address else None
+    return (address, temp_dir, mode[0] if mode else "") if address else None
+
+
+def _auth_mode() -> str:
+    """The token-auth mode ``ray start`` will use in this environment, decided as Ray
+    decides it: ``RAY_AUTH_MODE`` when set, else ``token`` when a token exists."""
+    mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
+    if mode:
+        return mode
+    has_token = bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
+    has_token = has_token or (Path.home() / ".ray" / "auth_token").is_file()
+    return "token" if has_token else "disabled"
+
+
+def _use_auth_mode_of_shared_ray() -> None:
+    """Send the shared Ray's token when it wants one.
+
+    ``ray start`` turns token authentication on by itself when a token exists, but a
+    client given an explicit address does not, and its requests are refused; the mode
+    recorded at start tells this process (and the Ray workers it starts) to send it.
+    """
+    recorded = _recorded()
+    if recorded and recorded[2] and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = recorded[2]
+        # Ray reads its settings once, when first imported; re-read them as Ray itself
+        # does when it turns token auth on (ray._private.authentication).
+        with contextlib.suppress(ImportError, AttributeError):
+            from ray._raylet import Config  # type: ignore[attr-defined]
+
+            Config.initialize("")
 
 
 def shared_ray_address() -> str | None:
@@ -95,7 +124,9 @@ def start_shared_ray(num_cpus: int | None = None, port: int = SHARED_RAY_PORT) -
     command += ["--include-dashboard=false", "--disable-usage-stats"]
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    mode = _auth_mode()
+    env = {**os.environ, "RAY_AUTH_MODE": mode}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SearchError(
             f"`ray start` failed (exit {done.returncode}): {done.stderr.strip()[-500:]}",
@@ -104,7 +135,7 @@ def start_shared_ray(num_cpus: int | None = None, port: int = SHARED_RAY_PORT) -
     address = f"127.0.0.1:{port}"
     file = _address_file()
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(f"{address} {temp_dir}\n")
+    file.write_text(f"{address} {temp_dir} {mode}\n")
     return address
 
 
@@ -141,7 +172,7 @@ def stop_shared_ray(grace_s: float = 5.0) -> bool:
     if recorded is None:
         return False
     _address_file().unlink()
-    pids = _processes_of(*recorded)
+    pids = _processes_of(recorded[0], recorded[1])
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -215,7 +246,10 @@ def init_ray(
 
     if ray.is_initialized():
         return False
-    address = address or shared_ray_address()
+    if not address:
+        address = shared_ray_address()
+        if address:
+            _use_auth_mode_of_shared_ray()
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": log_to_driver,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -28,10 +29,18 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("auth", ["disabled", "token by default"])
 def test_a_started_ray_is_joined_then_stopped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth: str
 ) -> None:
+    """With ``RAY_AUTH_MODE`` unset and a token in ``~/.ray`` (Ray's own default),
+    ``ray start`` requires the token; a later command must send it to join."""
     env = {**os.environ, "KDFORGE_CACHE_DIR": str(tmp_path / "cache")}
+    if auth != "disabled":
+        env.pop("RAY_AUTH_MODE", None)
+        env["HOME"] = str(tmp_path / "home")
+        (tmp_path / "home" / ".ray").mkdir(parents=True)
+        (tmp_path / "home" / ".ray" / "auth_token").write_text(secrets.token_hex(32))
     kdforge = [sys.executable, "-m", "kdforge.cli"]
     port = _free_port()
     started = subprocess.run(
@@ -51,7 +60,9 @@ def test_a_started_ray_is_joined_then_stopped(
         joined = subprocess.run(
             [sys.executable, "-c", _JOIN], env=env, capture_output=True, text=True, timeout=300
         )
-        assert joined.stdout.startswith("GCS ") and f":{port}" in joined.stdout, joined.stderr
+        assert joined.stdout.startswith("GCS ") and f":{port}" in joined.stdout, joined.stderr[
+            -2000:
+        ]
     finally:
         stopped = subprocess.run(
             [*kdforge, "ray", "stop"], env=env, capture_output=True, text=True, timeout=120
