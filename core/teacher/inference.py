@@ -19,17 +19,23 @@ from kdforge.data import DataSplits
 from kdforge.errors import SearchError
 from kdforge.interfaces import LossNeeds, Teacher
 from kdforge.teacher.outputs import TeacherOutputs, compute_teacher_outputs
-from kdforge.teacher.ray_job import RayJobReport, run_teacher_job
+from kdforge.teacher.ray_job import PROCESS_LOCAL_TEACHERS, RayJobReport, run_teacher_job
 
 __all__ = ["TeacherInference", "inference_place"]
 
 
 def inference_place(
-    settings: TeacherInferenceSettings, *, on_cluster: bool
+    settings: TeacherInferenceSettings, *, on_cluster: bool, teacher: Teacher | None = None
 ) -> Literal["local", "ray"]:
-    """``teacher_inference.where`` with ``auto`` decided: ``ray`` on a cluster, else local."""
+    """``teacher_inference.where`` with ``auto`` decided: ``ray`` on a cluster, else local.
+
+    ``auto`` keeps a process-local teacher (``in_memory``: an object of this process,
+    possibly a plain function) local; only ``where: ray`` sends it to the workers.
+    """
     if settings.where != "auto":
         return settings.where
+    if teacher is not None and teacher.name in PROCESS_LOCAL_TEACHERS:
+        return "local"
     return "ray" if on_cluster else "local"
 
 
@@ -64,10 +70,9 @@ class TeacherInference:
         self.ray_ready = ray_ready
         self.last_job: RayJobReport | None = None
 
-    @property
-    def place(self) -> Literal["local", "ray"]:
-        """``local`` or ``ray``: where the next computation runs."""
-        return inference_place(self.settings, on_cluster=self.on_cluster)
+    def place(self, teacher: Teacher | None = None) -> Literal["local", "ray"]:
+        """``local`` or ``ray``: where the outputs of ``teacher`` are computed."""
+        return inference_place(self.settings, on_cluster=self.on_cluster, teacher=teacher)
 
     def __call__(
         self,
@@ -84,7 +89,7 @@ class TeacherInference:
             PluginError: see :func:`~kdforge.teacher.ray_job.run_teacher_job`.
         """
         self.last_job = None
-        if self.place == "local":
+        if self.place(teacher) == "local":
             return compute_teacher_outputs(
                 teacher, splits, self.settings.batch_size, needs=needs, emit=emit
             )

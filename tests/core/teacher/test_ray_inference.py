@@ -64,6 +64,16 @@ def test_auto_is_local_on_one_machine_and_ray_on_a_cluster() -> None:
     assert inference_place(local, on_cluster=True) == "local"
 
 
+def test_auto_keeps_a_process_local_teacher_local() -> None:
+    from kdforge.plugins.teachers.in_memory import InMemoryTeacher
+
+    teacher = InMemoryTeacher(InMemoryTeacher.Params(key="not-loaded"))
+    auto = TeacherInferenceSettings.model_validate({})
+    assert inference_place(auto, on_cluster=True, teacher=teacher) == "local"
+    ray = TeacherInferenceSettings.model_validate({"where": "ray"})
+    assert inference_place(ray, on_cluster=False, teacher=teacher) == "ray"
+
+
 @pytest.mark.slow
 def test_ray_job_gives_the_local_outputs_bit_for_bit(
     ray_session, digits_teacher_path: Path, splits: DataSplits
