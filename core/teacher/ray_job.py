@@ -56,6 +56,7 @@ from kdforge.errors import KDForgeError, PluginError, SearchError, first_line
 from kdforge.interfaces import LossNeeds, Teacher
 from kdforge.plugin_host.resolve import instantiate
 from kdforge.teacher.outputs import TeacherOutputs, training_inputs
+from kdforge.wording import plural
 
 # Ray is imported inside the functions that use it: the local path (every search on
 # one machine) never imports it for the teacher.
@@ -246,7 +247,7 @@ def _in_memory(x: Inputs) -> torch.Tensor | None:
     """The tensor behind in-memory inputs (also behind ``storage: stream`` wrappers)."""
     if isinstance(x, torch.Tensor):
         return x
-    if isinstance(x, TensorInputs) and not x.augments:
+    if isinstance(x, TensorInputs):  # read_rows indexes it; never augmented here
         return x.tensor
     return None
 
@@ -372,7 +373,7 @@ def run_teacher_job(
     results: dict[int, tuple[torch.Tensor | None, dict[str, torch.Tensor], int]] = {}
     try:
         with progress.phase(
-            f"teacher outputs on Ray ({len(actors)} actors)",
+            f"teacher outputs on Ray ({plural(len(actors), 'actor')})",
             total=report.rows,
             unit="rows",
             emit=emit,
@@ -382,12 +383,11 @@ def run_teacher_job(
         for actor in actors:
             ray.kill(actor)
     outputs = _assemble(teacher, shards, results, needs)
-    nodes = len(set(report.nodes))
     devices = ", ".join(sorted(set(report.devices)))
     emit(
-        f"teacher outputs: Ray job, {report.actors} actors on {nodes} "
-        f"node{'s' if nodes != 1 else ''} ({devices}), {report.rows:,} rows in "
-        f"{report.seconds:.1f}s = {report.rows_per_s:,.0f} rows/s "
+        f"teacher outputs: Ray job, {plural(report.actors, 'actor')} on "
+        f"{plural(len(set(report.nodes)), 'node')} ({devices}), {plural(report.rows, 'row')} "
+        f"in {report.seconds:.1f}s = {report.rows_per_s:,.0f} rows/s "
         f"(actors ready in {report.startup_s:.1f}s)"
     )
     return outputs, report
