@@ -29,6 +29,7 @@ from kdforge.config.objective_settings import (
 )
 from kdforge.config.quantize_settings import QuantizeSettings
 from kdforge.config.teacher_cache_settings import TeacherCacheSettings
+from kdforge.config.teacher_inference_settings import TeacherInferenceSettings
 from kdforge.interfaces import _refuse_quoted_number
 
 __all__ = [
@@ -346,6 +347,11 @@ class SearchConfig(_Strict):
     teacher_cache: TeacherCacheSettings = Field(
         default_factory=lambda: TeacherCacheSettings.model_validate({}),
         description="Teacher outputs cached on disk and reused by later searches.",
+    )
+    teacher_inference: TeacherInferenceSettings = Field(
+        default_factory=lambda: TeacherInferenceSettings.model_validate({}),
+        description="Where the teacher's outputs are computed when not cached (in the search "
+        "process, or as a Ray job on the cluster's workers).",
     )
 
     @field_validator("student", mode="before")

@@ -174,7 +174,9 @@ def _run(
     experiment = None if state else plan.config.tracking.experiment
     services = SearchServices(plan.tracking_uri, experiment, plan.address)
     try:
-        run = prepare_run(plan, data, search_dir, emit, resume=state is not None)
+        run = prepare_run(
+            plan, data, search_dir, emit, resume=state is not None, ray_ready=services.ray.wait
+        )
         experiment_id, _ = services.wait()
         return _execute(run, services, state, experiment_id)
     finally:

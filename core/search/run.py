@@ -28,6 +28,7 @@ from kdforge.search.initial_points import initial_points_for_search
 from kdforge.search.plan import SearchPlan
 from kdforge.search.trial import TrialPayload
 from kdforge.teacher.cache import cache_dir_for, prepare_teacher_outputs, share_mode
+from kdforge.teacher.inference import TeacherInference
 from kdforge.teacher.outputs import TeacherOutputs, training_inputs
 
 __all__ = ["LoadedData", "SearchRun", "build_payload", "load_data", "prepare_run"]
@@ -97,25 +98,35 @@ def prepare_run(
     emit: Callable[[str], None],
     *,
     resume: bool,
+    ray_ready: Callable[[], object] | None = None,
 ) -> SearchRun:
     """Compute (or read) the teacher's outputs and build the trial payload.
 
     Teacher outputs are computed once per (teacher, data) and cached on disk, with
     features only when the loss reads them; the teacher runs online in the trials
-    when training inputs are augmented.
+    when training inputs are augmented. Outputs that are not cached are computed
+    where ``teacher_inference`` says (as a Ray job on a cluster: ``ray_ready`` waits
+    for the Ray the search starts in the background).
     """
     config = plan.config
     emit(describe_splits(data.splits))
     started = time.perf_counter()
     settings = config.teacher_cache
+    on_cluster = bool(plan.address or os.environ.get("RAY_ADDRESS"))
     outputs = prepare_teacher_outputs(
         plan.teacher,
         data.splits,
         settings,
         cache_dir=cache_dir_for(settings, config.output_dir),
         needs=plan.loss_needs,
-        share=share_mode(settings, on_cluster=bool(plan.address or os.environ.get("RAY_ADDRESS"))),
+        share=share_mode(settings, on_cluster=on_cluster),
         emit=emit,
+        inference=TeacherInference(
+            config.teacher_inference,
+            teacher_ref=config.teacher,
+            on_cluster=on_cluster,
+            ray_ready=ray_ready,
+        ),
     )
     teacher_acc = outputs.accuracy(data.splits)
     emit(

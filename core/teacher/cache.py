@@ -40,8 +40,9 @@ from kdforge.config.teacher_cache_settings import TeacherCacheSettings
 from kdforge.data import DataSplits, Inputs
 from kdforge.interfaces import LossNeeds, Teacher
 from kdforge.teacher.cached_rows import CachedRows, save_rows
+from kdforge.teacher.inference import TeacherInference
 from kdforge.teacher.online import OnlineTeacher
-from kdforge.teacher.outputs import TeacherOutputs, compute_teacher_outputs, training_inputs
+from kdforge.teacher.outputs import TeacherOutputs, training_inputs
 
 __all__ = [
     "CACHE_FORMAT",
@@ -228,6 +229,7 @@ def prepare_teacher_outputs(
     needs: LossNeeds | None = None,
     share: str = "memmap",
     emit: Callable[[str], None] = print,
+    inference: TeacherInference | None = None,
 ) -> TeacherOutputs:
     """The teacher's outputs for a search: from the cache, computed and cached, or online.
 
@@ -239,12 +241,15 @@ def prepare_teacher_outputs(
         needs: What the loss reads (default: logits only).
         share: ``memmap`` (trials map the cache files) or ``object_store`` (tensors).
         emit: Where the progress lines go.
+        inference: Where outputs that are not cached are computed (default: in this
+            process, 512-row batches); the ``teacher_inference`` section.
 
     Returns:
         The outputs; ``forward_calls`` counts the teacher calls made here (0 on a hit).
         ``outputs.online_teacher`` is set when the teacher must run in the trials.
     """
     needs = needs or LossNeeds()
+    inference = inference or TeacherInference()
     report: dict[str, dict[str, float]] = {}
     if has_augmentation(training_inputs(splits).x):
         reason = (
@@ -256,10 +261,12 @@ def prepare_teacher_outputs(
         outputs = _online_outputs(teacher, splits, needs)
         report = _accuracy_report(teacher, splits)
     elif not settings.enabled:
-        outputs = compute_teacher_outputs(teacher, splits, needs=needs)
+        outputs = inference(teacher, splits, needs=needs)
         report = _accuracy_report(teacher, splits)
     else:
-        outputs, report = _cached(teacher, splits, settings, cache_dir, needs, share, emit)
+        outputs, report = _cached(
+            teacher, splits, settings, cache_dir, needs, share, emit, inference
+        )
     outputs.teacher_report = report
     for split, accuracies in report.items():
         emit(
@@ -277,6 +284,7 @@ def _cached(
     needs: LossNeeds,
     share: str,
     emit: Callable[[str], None],
+    inference: TeacherInference,
 ) -> tuple[TeacherOutputs, dict[str, dict[str, float]]]:
     key, parts = cache_key(teacher, splits, needs, settings)
     # Absolute: trials open the files from their own working directories.
@@ -290,7 +298,7 @@ def _cached(
             logger.warning("damaged teacher cache entry %s (%s): recomputing", entry.folder, exc)
             shutil.rmtree(entry.folder, ignore_errors=True)
     started = time.perf_counter()
-    computed = compute_teacher_outputs(teacher, splits, needs=needs, emit=emit)
+    computed = inference(teacher, splits, needs=needs, emit=emit)
     report = _accuracy_report(teacher, splits)
     try:
         entry.write(computed, settings, parts, report)

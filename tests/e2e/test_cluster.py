@@ -106,6 +106,8 @@ def test_search_runs_trials_on_both_nodes(
         timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # teacher_inference.where: auto ran the teacher as a Ray job on both nodes.
+    assert "teacher outputs: Ray job, 2 actors on 2 nodes" in out.stdout, out.stdout[-3000:]
     client = MlflowClient(raw["tracking"]["uri"])
     runs = client.search_runs(
         [client.get_experiment_by_name("kdforge").experiment_id],
