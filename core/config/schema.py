@@ -28,6 +28,7 @@ from kdforge.config.objective_settings import (
     default_objectives,
 )
 from kdforge.config.quantize_settings import QuantizeSettings
+from kdforge.config.storage_settings import StorageSettings
 from kdforge.config.teacher_cache_settings import TeacherCacheSettings
 from kdforge.interfaces import _refuse_quoted_number
 
@@ -346,6 +347,11 @@ class SearchConfig(_Strict):
     teacher_cache: TeacherCacheSettings = Field(
         default_factory=lambda: TeacherCacheSettings.model_validate({}),
         description="Teacher outputs cached on disk and reused by later searches.",
+    )
+    storage: StorageSettings = Field(
+        default_factory=lambda: StorageSettings(),
+        description="Object storage for s3:// URIs in output_dir, teacher_cache.dir and "
+        "dataset paths (docs/scale.md).",
     )
 
     @field_validator("student", mode="before")
