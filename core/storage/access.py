@@ -12,6 +12,8 @@ import uuid
 from kdforge.errors import ConfigError, first_line
 from kdforge.storage.location import endpoint, filesystem_for
 
+# pyarrow is imported inside the functions that use it: 0.2 s that `import kdforge`
+# (every plugin) should not pay unless a URI is used.
 __all__ = ["check_location", "storage_error"]
 
 _UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Could not connect", "resolve host", "timed out")
@@ -74,7 +76,7 @@ def check_location(uri: str, key: str, *, write: bool = False) -> None:
         ConfigError: the bucket is missing, the endpoint does not answer, or the store
             refuses this process's credentials.
     """
-    import pyarrow.fs as pafs  # filesystem_for has checked it imports
+    import pyarrow.fs as pafs
 
     fs, path = filesystem_for(uri)
     bucket = path.split("/", 1)[0]

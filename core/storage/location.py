@@ -23,6 +23,8 @@ from kdforge.errors import ConfigError
 if TYPE_CHECKING:
     import pyarrow.fs
 
+# pyarrow is imported inside the functions that use it: 0.2 s that `import kdforge`
+# (every plugin) should not pay unless a URI is used.
 __all__ = [
     "S3_EXTRA",
     "StorageOptions",
@@ -77,7 +79,7 @@ def is_remote(path: str | os.PathLike[str] | None) -> bool:
     if path is None or not isinstance(path, str):
         return False
     match = _URI.match(path)
-    return bool(match) and match.group(1).lower() != "file"
+    return match is not None and match.group(1).lower() != "file"
 
 
 def join(uri: str, *parts: str) -> str:
@@ -133,7 +135,7 @@ def filesystem_for(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
 
 def _make_filesystem(uri: str, scheme: str) -> Any:
     try:
-        import pyarrow.fs as pafs  # heavy: only when a URI is used
+        import pyarrow.fs as pafs
     except ImportError:
         raise ConfigError(
             f"{uri}: object storage needs pyarrow", hint=f"pip install '{S3_EXTRA}'"

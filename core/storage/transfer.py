@@ -20,6 +20,8 @@ from kdforge.errors import DataError
 from kdforge.storage.access import storage_error
 from kdforge.storage.location import filesystem_for, is_remote, join, local_root, slug
 
+# pyarrow is imported inside the functions that use it: 0.2 s that `import kdforge`
+# (every plugin) should not pay unless a URI is used.
 __all__ = [
     "cached_copy",
     "checkpoint_location",
