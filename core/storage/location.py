@@ -90,14 +90,17 @@ def join(uri: str, *parts: str) -> str:
 def local_root() -> Path:
     """This machine's folder for mirrors and downloads.
 
-    ``storage.local_dir``, else ``$KDFORGE_CACHE_DIR/storage``, else
-    ``~/.cache/kdforge/storage``.
+    ``storage.local_dir``, else ``storage/`` in kdforge's user cache folder
+    (``$KDFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/kdforge``, else ``~/.cache/kdforge``).
     """
     if _options.local_dir:
         return Path(_options.local_dir).expanduser().resolve()
-    base = os.environ.get("KDFORGE_CACHE_DIR")
-    root = Path(base) if base else Path.home() / ".cache" / "kdforge"
-    return (root / "storage").resolve()
+    if os.environ.get("KDFORGE_CACHE_DIR"):
+        root = Path(os.environ["KDFORGE_CACHE_DIR"])
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = (Path(xdg) if xdg else Path.home() / ".cache") / "kdforge"
+    return (root / "storage").expanduser().resolve()
 
 
 def slug(uri: str) -> str:
