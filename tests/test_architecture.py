@@ -37,6 +37,7 @@ LAZY_LIBRARIES = {
     "onnxruntime",
     "optuna",
     "pandas",
+    "pyarrow",
     "PIL",
     "ray",
     "sklearn",

@@ -28,6 +28,7 @@ from kdforge.config.objective_settings import (
     default_objectives,
 )
 from kdforge.config.quantize_settings import QuantizeSettings
+from kdforge.config.storage_settings import StorageSettings
 from kdforge.config.teacher_cache_settings import TeacherCacheSettings
 from kdforge.config.teacher_inference_settings import TeacherInferenceSettings
 from kdforge.interfaces import _refuse_quoted_number
@@ -352,6 +353,11 @@ class SearchConfig(_Strict):
         default_factory=lambda: TeacherInferenceSettings.model_validate({}),
         description="Where the teacher's outputs are computed when not cached (in the search "
         "process, or as a Ray job on the cluster's workers).",
+    )
+    storage: StorageSettings = Field(
+        default_factory=lambda: StorageSettings(),
+        description="Object storage for s3:// URIs in output_dir, teacher_cache.dir and "
+        "dataset paths (docs/scale.md).",
     )
 
     @field_validator("student", mode="before")

@@ -54,12 +54,14 @@ from kdforge.search.folder import (
 from kdforge.search.plan import SearchPlan, plan_search
 from kdforge.search.publish import measure_student_speedup, publish_reports
 from kdforge.search.ranges import searched_ranges
+from kdforge.search.remote import check_storage, open_search_dir, sync_search_dir
 from kdforge.search.run import SearchRun, load_data, prepare_run
 from kdforge.search.sampler import DefineByRun, make_searcher
 from kdforge.search.services import SearchServices
 from kdforge.search.state_digest import check_state_digests
 from kdforge.search.trial import load_trial_model
 from kdforge.search.tune import TUNE_DIR, run_trials
+from kdforge.storage import display, local_checkpoint
 from kdforge.tracking.run_metadata import kdforge_version, log_search_metadata
 from kdforge.tracking.search_runs import (
     ParentRun,
@@ -117,7 +119,7 @@ def run_search(
     _preflight(plan, emit)
     search_dir = new_search_dir(config)
     write_config(search_dir, config)
-    emit(f"kdforge search {config.name!r} -> {search_dir}")
+    emit(f"kdforge search {config.name!r} -> {display(search_dir)}")
     try:
         return _run(plan, search_dir, emit, state=None)
     except BaseException:
@@ -141,19 +143,21 @@ def resume_search(
     as usual (leaderboard, baseline, export, registry).
 
     Args:
-        search_dir: The search folder (``output_dir/NAME/TIMESTAMP``).
+        search_dir: The search folder (``output_dir/NAME/TIMESTAMP``), or its URI on
+            an object store (``s3://bucket/runs/NAME/TIMESTAMP``; the endpoint, before
+            the config is read, from ``AWS_ENDPOINT_URL``).
         tracking_uri: Overrides the URI the search used.
         address: Ray cluster address to join.
         emit: Where progress lines go.
         trust_state: Restore Ray state files kdforge did not record (``--trust-state``).
     """
-    folder = Path(search_dir).resolve()
+    folder = open_search_dir(search_dir)  # a URI: downloaded, without the checkpoints
     state = SearchState.load(folder)
     check_state_digests(folder / TUNE_DIR, trust=trust_state)  # before Ray unpickles them
     config = load_search_config(folder / "config.yaml")
     plan = plan_search(config, tracking_uri=tracking_uri or state.tracking_uri, address=address)
     _preflight(plan, emit)
-    emit(f"kdforge resume {config.name!r} <- {folder} (was {state.phase})")
+    emit(f"kdforge resume {config.name!r} <- {display(folder)} (was {state.phase})")
     return _run(plan, folder, emit, state=state)
 
 
@@ -161,6 +165,7 @@ def _preflight(plan: SearchPlan, emit: Callable[[str], None]) -> None:
     """Fail before any data loads when the tracking store or the cluster is unusable."""
     for key, value in TUNE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    check_storage(plan.config)  # s3:// locations: bucket, endpoint, credentials
     check_tracking_uri(plan.tracking_uri, emit=emit)
     check_ray_address(plan.address)
 
@@ -181,6 +186,8 @@ def _run(
         return _execute(run, services, state, experiment_id)
     finally:
         services.close()
+        if (search_dir / "state.json").exists():  # started: the store gets what it made
+            sync_search_dir(search_dir)
 
 
 def _execute(
@@ -264,7 +271,7 @@ def _latency_of(run: SearchRun) -> Callable[[TrialRow], LatencyResult]:
 
     def measure(row: TrialRow) -> LatencyResult:
         if row.checkpoint:
-            model = load_trial_model(plan.space, row.arch, info, row.checkpoint)
+            model = load_trial_model(plan.space, row.arch, info, local_checkpoint(row.checkpoint))
         else:  # weights do not change latency
             model = plan.space.build(dict(row.arch), info)
         return measure_latency_with(model, info, plan.config.latency, plan.latency_exporter)
@@ -306,7 +313,8 @@ def _finish(
     """The steps after the choice; returns the summary, built from their results."""
     plan, config, emit, search_dir = run.plan, run.plan.config, run.emit, run.search_dir
     assert best.checkpoint is not None  # select_best only picks trials that kept one
-    student: nn.Module = load_trial_model(plan.space, best.arch, run.splits.info, best.checkpoint)
+    checkpoint = local_checkpoint(best.checkpoint)  # downloaded when Tune's storage is remote
+    student: nn.Module = load_trial_model(plan.space, best.arch, run.splits.info, checkpoint)
     result = student_summary(
         config,
         search_dir,

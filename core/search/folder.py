@@ -19,6 +19,8 @@ import yaml
 
 from kdforge.config import SearchConfig
 from kdforge.errors import ConfigError, SearchError
+from kdforge.search.remote import SEARCHES, sync_search_dir
+from kdforge.storage import MARKER, exists, is_remote, join, local_mirror, mirror_path, remote_of
 
 __all__ = [
     "STATE_NAME",
@@ -54,6 +56,7 @@ class SearchState:
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2))
         tmp.replace(target)
+        sync_search_dir(Path(search_dir))  # a mirrored folder: the store has it too
 
     @classmethod
     def load(cls, search_dir: Path) -> SearchState:
@@ -80,6 +83,8 @@ def new_search_dir(config: SearchConfig) -> Path:
     Raises:
         ConfigError: the folder cannot be created or written.
     """
+    if is_remote(config.output_dir):
+        return _new_remote_search_dir(config)
     root = Path(config.output_dir).resolve() / config.name
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = root / stamp
@@ -101,6 +106,24 @@ def new_search_dir(config: SearchConfig) -> Path:
     return folder
 
 
+def _new_remote_search_dir(config: SearchConfig) -> Path:
+    """A local mirror of ``output_dir/name/<timestamp>`` on the object store.
+
+    The store is checked beforehand (:func:`kdforge.search.remote.check_storage`).
+    """
+    root = join(config.output_dir, config.name)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for suffix in range(1, 10_000):
+        uri = join(root, stamp if suffix == 1 else f"{stamp}-{suffix}")
+        # A folder another search took (here or on another machine) is skipped.
+        taken = (mirror_path(uri, SEARCHES) / "config.yaml").exists()
+        if not taken and not exists(join(uri, "config.yaml"), key="output_dir"):
+            break
+    folder = local_mirror(uri, SEARCHES)
+    (folder / "config.yaml").touch()  # taken: the next search in this second moves on
+    return folder
+
+
 def remove_if_unstarted(search_dir: Path) -> bool:
     """Remove a search folder that holds nothing but its ``config.yaml``.
 
@@ -112,15 +135,18 @@ def remove_if_unstarted(search_dir: Path) -> bool:
         True when the folder was removed.
     """
     folder = Path(search_dir)
+    remote = remote_of(folder) is not None  # its files reach the store only once started
     try:
-        if {p.name for p in folder.iterdir()} - {"config.yaml"}:
+        if {p.name for p in folder.iterdir()} - {"config.yaml", MARKER}:
             return False
         (folder / "config.yaml").unlink(missing_ok=True)
+        (folder / MARKER).unlink(missing_ok=True)
         folder.rmdir()
     except OSError:
         return False
-    with contextlib.suppress(OSError):
-        folder.parent.rmdir()  # only succeeds when empty
+    if not remote:
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # only succeeds when empty
     return True
 
 

@@ -12,6 +12,11 @@ folders the user vouches for.
 
 State files are the files directly in ``tune/`` and every ``*.pkl`` below it. Trial
 checkpoints are not: kdforge reads them with ``torch.load(weights_only=True)``.
+
+When the search folder mirrors an object store (:mod:`kdforge.search.remote`), Tune
+writes its state in a local staging folder and uploads it: the recorder hashes that
+folder (and, once at the start and at the end, the few files Tune uploads directly,
+such as ``tuner.pkl``), and uploads the record with kdforge's other files.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from kdforge.errors import SearchError
+from kdforge.search.remote import sync_search_dir
+from kdforge.storage import download_tree, join, remote_of
 
 __all__ = [
     "DIGEST_FILE",
@@ -72,18 +80,23 @@ def _load(search_dir: Path) -> dict[str, list[str]]:
     return {str(k): [str(d) for d in v] for k, v in raw.items() if isinstance(v, list)}
 
 
-def record_state_digests(tune_dir: Path, known: dict[str, list[str]] | None = None) -> None:
+def record_state_digests(
+    tune_dir: Path, known: dict[str, list[str]] | None = None, source: Path | None = None
+) -> None:
     """Add the current digest of every state file in ``tune_dir`` to the record.
 
     Args:
         tune_dir: ``SEARCH_DIR/tune``.
         known: The record as loaded (read from disk when None).
+        source: Where the files are read (default ``tune_dir``; Tune's local staging
+            folder when ``tune/`` is on an object store).
     """
     search_dir = tune_dir.parent
+    source = tune_dir if source is None else source
     record = _load(search_dir) if known is None else known
     changed = False
-    for path in _state_files(tune_dir):
-        name = path.relative_to(tune_dir).as_posix()
+    for path in _state_files(source):
+        name = path.relative_to(source).as_posix()
         digest = _sha256(path)
         seen = record.setdefault(name, [])
         if digest not in seen:
@@ -139,21 +152,53 @@ class StateDigestRecorder(Callback):
         self.tune_dir = tune_dir
         self._known = _load(tune_dir.parent)
         self._stamps: dict[Path, tuple[int, int]] = {}
+        self._remote = remote_of(tune_dir.parent)
+        # Tune's local staging folder of a remote tune/, learnt from the first trial.
+        self._source: Path | None = None if self._remote else tune_dir
 
-    def _record_changed(self) -> None:
-        files = _state_files(self.tune_dir)
+    def _record_changed(self, trials: list[Any]) -> None:
+        if self._source is None and trials:
+            self._source = Path(trials[0].storage.experiment_driver_staging_path)
+            self._record_uploaded()
+        if self._source is None:
+            return
+        files = _state_files(self._source)
         stamps = {}
         for path in files:
             with_stat = path.stat()
             stamps[path] = (with_stat.st_size, with_stat.st_mtime_ns)
         if stamps != self._stamps:
-            record_state_digests(self.tune_dir, self._known)
+            record_state_digests(self.tune_dir, self._known, self._source)
             self._stamps = stamps
+            # The record (and the journal) reach the store before a crash can lose them.
+            sync_search_dir(self.tune_dir.parent)
+
+    def _record_uploaded(self) -> None:
+        """Record the state files Tune writes straight to the store (``tuner.pkl``)."""
+        if self._remote is None or self._source is None:
+            return
+        staged = self._source
+        with tempfile.TemporaryDirectory(prefix="kdforge-tune-state-") as folder:
+            download_tree(
+                join(self._remote, self.tune_dir.name),
+                Path(folder),
+                keep=lambda name: not (staged / name).exists(),
+                key="output_dir",
+                recursive=False,
+            )
+            record_state_digests(self.tune_dir, self._known, Path(folder))
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         """Tune has just written its experiment checkpoint: record it."""
-        self._record_changed()
+        self._record_changed(trials)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         """The trials are done: record what Tune wrote last."""
-        self._record_changed()
+        self._record_changed(trials)
+
+    def finish(self) -> None:
+        """After ``Tuner.fit``: record Tune's last experiment checkpoint."""
+        if self._source is not None:
+            record_state_digests(self.tune_dir, self._known, self._source)
+        self._record_uploaded()
+        sync_search_dir(self.tune_dir.parent)

@@ -33,9 +33,11 @@ from kdforge.search.callbacks import (
     trial_status,
 )
 from kdforge.search.interrupt import SearchInterrupted, TrialsInterrupt
+from kdforge.search.remote import tune_location, tune_storage
 from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
-from kdforge.search.state_digest import StateDigestRecorder, record_state_digests
+from kdforge.search.state_digest import StateDigestRecorder
 from kdforge.search.trial import FAILED, TrialPayload, run_trial, split_config
+from kdforge.storage import checkpoint_location
 from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
 from kdforge.tracking.search_runs import ParentRun, existing_trial_runs, retire_lost_trials
 from kdforge.wording import plural
@@ -99,7 +101,8 @@ def run_trials(
     )
     tune_dir = search_dir / TUNE_DIR
     # StateDigestRecorder: what `kdforge resume` may restore.
-    callbacks = [logger, printer, budget, StateDigestRecorder(tune_dir)]
+    recorder = StateDigestRecorder(tune_dir)
+    callbacks = [logger, printer, budget, recorder]
     resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
     concurrent = _max_concurrent(config)
@@ -107,7 +110,9 @@ def run_trials(
         f"searching {plural(settings.num_trials, 'student')} ({config.student.name}), "
         f"{concurrent} at a time, up to {plural(settings.epochs, 'epoch')} each"
     )
-    if resume and (known_runs or tune.Tuner.can_restore(str(tune_dir))):
+    # A local folder, or (bucket/prefix/tune, its filesystem) on an object store.
+    tune_path, tune_fs = tune_location(tune_dir)
+    if resume and (known_runs or tune.Tuner.can_restore(tune_path, storage_filesystem=tune_fs)):
         # Never start the budget again over a search that has results: a state Ray
         # cannot read (a full disk truncated it) stops the resume, keeping them all.
         tuner = _restore(tune_dir, trainable, callbacks, budget, len(known_runs))
@@ -132,7 +137,9 @@ def run_trials(
             ),
             run_config=tune.RunConfig(
                 name=TUNE_DIR,
-                storage_path=str(search_dir),
+                # The search folder, or its place on the object store it mirrors.
+                storage_path=tune_storage(search_dir)[0],
+                storage_filesystem=tune_fs,
                 verbose=0,
                 callbacks=callbacks,
                 stop=budget.stopper(),
@@ -162,7 +169,7 @@ def run_trials(
     finally:
         logger.close_open_runs()  # no nested run stays RUNNING, however the trials ended
         writer.flush()  # the last epochs' metrics, queued by the trial logger
-    record_state_digests(tune_dir)  # Tune's last experiment checkpoint
+    recorder.finish()  # Tune's last experiment checkpoint
     rows = [] if interrupt.seen else rows_from_results(grid, logger.trial_numbers, settings.epochs)
     # Tune's objects hold object-store references and sit in reference cycles; freed by
     # a later garbage collection, after the search has shut its Ray down (or in the next
@@ -216,7 +223,8 @@ def _restore(
         f"nothing was run, and the {runs} trial runs in MLflow and the files in "
         f"{tune_dir.parent} are kept"
     )
-    if not tune.Tuner.can_restore(str(tune_dir)):
+    tune_path, tune_fs = tune_location(tune_dir)
+    if not tune.Tuner.can_restore(tune_path, storage_filesystem=tune_fs):
         raise SearchError(
             f"cannot resume: Ray Tune's state in {tune_dir} is missing or incomplete; {kept}",
             hint="free disk space if it was full; the trials' results stay in MLflow and "
@@ -224,8 +232,9 @@ def _restore(
         )
     try:
         tuner = tune.Tuner.restore(  # opt-in: --trust-state, or digests checked on resume
-            str(tune_dir),
+            tune_path,
             trainable=trainable,
+            storage_filesystem=tune_fs,
             resume_unfinished=True,
             resume_errored=False,
             restart_errored=False,
@@ -309,7 +318,7 @@ def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[T
             reason = str(metrics.get("kdforge_error", ""))
         checkpoint = None
         if result.checkpoint is not None and status == "finished":
-            checkpoint = result.checkpoint.path
+            checkpoint = checkpoint_location(result.checkpoint)
         rows.append(
             TrialRow(
                 number=numbers.get(trial_id, len(rows)),

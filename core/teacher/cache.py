@@ -39,6 +39,7 @@ from kdforge.batching import has_augmentation, iter_batches
 from kdforge.config.teacher_cache_settings import TeacherCacheSettings
 from kdforge.data import DataSplits, Inputs
 from kdforge.interfaces import LossNeeds, Teacher
+from kdforge.storage import is_remote, join, local_mirror, pull_entry, push_entry
 from kdforge.teacher.cached_rows import CachedRows, save_rows
 from kdforge.teacher.inference import TeacherInference
 from kdforge.teacher.online import OnlineTeacher
@@ -94,8 +95,8 @@ class CacheEntry:
 
     @property
     def exists(self) -> bool:
-        """True when the entry was completely written."""
-        return (self.folder / _META).is_file()
+        """True when the entry was completely written (here, or in the store mirrored)."""
+        return (self.folder / _META).is_file() or pull_entry(self.folder)
 
     def read_meta(self) -> dict[str, Any]:
         """The entry's ``meta.json``."""
@@ -182,6 +183,8 @@ class CacheEntry:
             except OSError:
                 # Another search wrote the same entry first: theirs is as good.
                 shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                push_entry(self.folder)  # a cache on an object store gets the entry
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -315,7 +318,16 @@ def _cached(
 
 
 def cache_dir_for(settings: TeacherCacheSettings, output_dir: str | Path) -> Path:
-    """The cache folder: ``teacher_cache.dir``, or ``<output_dir>/.teacher-cache``."""
+    """The cache folder: ``teacher_cache.dir``, or ``<output_dir>/.teacher-cache``.
+
+    On an object store (``s3://...``) it is a local mirror: an entry is downloaded
+    when the store has it and uploaded once computed.
+    """
+    remote = settings.dir or (
+        join(str(output_dir), ".teacher-cache") if is_remote(str(output_dir)) else None
+    )
+    if remote and is_remote(remote):
+        return local_mirror(remote, "teacher-cache")
     return Path(settings.dir).expanduser() if settings.dir else default_cache_dir(output_dir)
 
 

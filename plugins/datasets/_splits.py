@@ -35,6 +35,8 @@ from kdforge.batching import concat
 from kdforge.data import UNLABELED, DataInfo, DataSplits, Inputs, Split
 from kdforge.errors import DataError
 from kdforge.interfaces import PluginParams
+from kdforge.storage import cached_copy, is_remote
+from kdforge.storage import exists as remote_exists
 
 # scikit-learn (~1 s to import) is imported when a split is stratified: plugins load at
 # every registry build, most of them never split.
@@ -145,6 +147,8 @@ def expand_split_paths(path: str, where: str, *, use_transfer: bool = True) -> d
     Raises:
         DataError: a missing file, or a placeholder that matches no train file.
     """
+    if is_remote(path):
+        return _remote_split_paths(path, where, use_transfer=use_transfer)
     if _PLACEHOLDER not in path:
         file = Path(path).expanduser()
         if not file.exists():
@@ -161,6 +165,25 @@ def expand_split_paths(path: str, where: str, *, use_transfer: bool = True) -> d
         raise DataError(
             f"{where}: no training file matches {path!r}",
             hint=f"expected {path.replace(_PLACEHOLDER, 'train')!r} (and val/test/transfer)",
+        )
+    return found
+
+
+def _remote_split_paths(uri: str, where: str, *, use_transfer: bool) -> dict[str, Path]:
+    """:func:`expand_split_paths` for ``s3://...``: each file downloaded once (cached)."""
+    if _PLACEHOLDER not in uri:
+        return {"": cached_copy(uri, where)}
+    found: dict[str, Path] = {}
+    for alias, name in _ALIASES.items():
+        if (name == "transfer" and not use_transfer) or name in found:
+            continue
+        candidate = uri.replace(_PLACEHOLDER, alias)
+        if remote_exists(candidate, where):
+            found[name] = cached_copy(candidate, where)
+    if "train" not in found:
+        raise DataError(
+            f"{where}: no training file matches {uri!r}",
+            hint=f"expected {uri.replace(_PLACEHOLDER, 'train')!r} (and val/test/transfer)",
         )
     return found
 
