@@ -7,7 +7,6 @@ exported to ONNX and registered as in a single-process search.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +80,9 @@ def test_every_trial_trains_on_both_workers_and_reports_each_epoch(parallel_sear
     for history in histories:
         epochs = len(history["epoch_val_acc"])
         assert epochs >= 1  # Tune got one result per epoch, as from a one-process trial
-        rows = list(zip(history["train_rows_worker_0"], history["train_rows_worker_1"]))
+        rows = list(
+            zip(history["train_rows_worker_0"], history["train_rows_worker_1"], strict=True)
+        )
         assert len(rows) == epochs
         for first, second in rows:
             # Each worker trained on its half of every batch: together, every row once.
