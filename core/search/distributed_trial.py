@@ -155,9 +155,15 @@ def _lead(
         ray.get(refs)
     except Exception as exc:
         # A worker's own error says more than the broken collective it left behind.
-        cause = _worker_error(refs)
-        if cause is not None and cause is not exc:
-            raise cause from None
+        failed = _worker_error(refs)
+        if isinstance(failed, ray.exceptions.RayTaskError) and isinstance(
+            failed.cause, BaseException
+        ):
+            # Raised as the worker's own exception; Ray's error, chained, keeps its
+            # traceback for the failure file.
+            raise failed.cause from failed
+        if failed is not None:
+            raise failed from exc
         raise
     finally:
         for ref in refs:  # stopped by ASHA or failed: no worker outlives its trial
@@ -246,9 +252,6 @@ def _worker_error(refs: list[Any]) -> BaseException | None:
     for ref in done:
         try:
             ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:
-            # The worker's own exception, not Ray's wrapper (whose text is a traceback).
-            return exc.cause if isinstance(exc.cause, BaseException) else exc
         except Exception as exc:
             return exc
     return None

@@ -91,14 +91,17 @@ def wrap_model(model: nn.Module, parallel: DataParallel, device: torch.device) -
     model object itself becomes the sharded one and is returned.
     """
     if parallel.mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import FSDPModule, fully_shard
 
-        for module in list(model.modules()):
+        # Innermost containers first: a block holding blocks sharded already shards
+        # only its remaining parameters, and no block is sharded twice.
+        for module in reversed(list(model.modules())):
             if isinstance(module, nn.ModuleList | nn.Sequential):
                 for block in module:
-                    if any(True for _ in block.parameters()):
+                    if not isinstance(block, FSDPModule) and any(True for _ in block.parameters()):
                         fully_shard(block)
-        fully_shard(model)
+        if not isinstance(model, FSDPModule):
+            fully_shard(model)
         return model
     device_ids = [device.index or 0] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

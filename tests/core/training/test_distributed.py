@@ -56,7 +56,10 @@ def _data():
 
 def _train(parallel: DataParallel | None) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    # Nested blocks: FSDP shards the inner ones first, then what is left.
+    model = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU()), torch.nn.Linear(16, 3)
+    )
     x, y, teacher = _data()
     result = train_model(
         model,
