@@ -118,3 +118,36 @@ def test_champion_of_multi_worker_trials_exports_to_onnx(parallel_search) -> Non
     )
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_fsdp_trial_reports_and_keeps_full_best_weights(
+    ray_session, digits_teacher_path: Path, tmp_path: Path
+) -> None:
+    """FSDP through Tune: followers join the test pass and the gather of the weights."""
+    from kdforge.plugins.datasets.digits import Digits
+    from kdforge.training.evaluate import evaluate
+
+    raw = tiny_search_config(
+        digits_teacher_path,
+        tmp_path,
+        **{
+            "search.num_trials": 1,
+            "search.epochs": 2,
+            "search.grace_period": 2,
+            "search.workers_per_trial": 2,
+            "search.cpus_per_trial": 0.5,
+            "search.parallel": "fsdp",
+            "baseline.enabled": False,
+            "export.enabled": False,
+        },
+    )
+    config = SearchConfig.model_validate(raw)
+    result = run_search(config, emit=lambda _: None)
+    (row,) = result.rows
+    assert row.status == "finished" and row.epochs == 2 and row.checkpoint
+    # The student kept is whole (gathered from the shards) and is the one whose test
+    # accuracy rank 0 reported for the best validation epoch.
+    student = build_checkpoint_model(load_checkpoint(result.search_dir / "student.pt"))
+    test = Digits().load(config.seed).test
+    accuracy, _ = evaluate(student, test.x, test.y)
+    assert accuracy == pytest.approx(row.test_acc)
