@@ -91,6 +91,7 @@ def wrap_model(model: nn.Module, parallel: DataParallel, device: torch.device) -
     model object itself becomes the sharded one and is returned.
     """
     if parallel.mode == "fsdp":
+        # torch's FSDP package takes ~0.6 s to import; only FSDP trials need it.
         from torch.distributed.fsdp import FSDPModule, fully_shard
 
         # Innermost containers first: a block holding blocks sharded already shards
@@ -151,6 +152,7 @@ def model_state(model: nn.Module, parallel: DataParallel | None) -> dict[str, to
     """
     if parallel is None or parallel.mode != "fsdp":
         return copy.deepcopy(model.state_dict())
+    # torch's distributed checkpoint modules load with FSDP (see wrap_model).
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
