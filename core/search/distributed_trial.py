@@ -180,6 +180,7 @@ def _follow(
     torch.manual_seed(seed)  # the same initial weights as rank 0
     arch, loss_hparams, lr = split_config(config)
     model = payload.space.build(arch, payload.info)
+    torch.manual_seed(seed + rank)  # but dropout masks of its own
     device = trial_device(payload.gpus)
     prepared = PreparedTrial(
         seed, arch, loss_hparams, lr, model, {}, count_parameters(model), "", device
