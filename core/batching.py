@@ -246,12 +246,14 @@ def iter_batches(
     Args:
         x: The inputs.
         batch_size: Rows per batch (the last batch may be smaller).
-        order: A permutation of the rows (e.g. seeded ``torch.randperm``), or None.
+        order: The rows to read, in order: a permutation (e.g. seeded
+            ``torch.randperm``) or a subset of one (a data-parallel worker's share);
+            None reads every row in row order.
         augment: Ask lazy inputs for their random training augmentation.
         seed: Seeds the DataLoader workers (their augmentation randomness), so the
             same seed gives the same batches; the global RNG is left untouched.
     """
-    n = len(x)
+    n = len(x) if order is None else len(order)
     if order is None and not is_lazy(x):
         for start in range(0, n, batch_size):  # row order: slices are views, no copy
             rows = torch.arange(start, min(start + batch_size, n), device=x.device)

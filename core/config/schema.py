@@ -174,8 +174,30 @@ class SearchSettings(_Strict):
         "auto",
         description="Optuna sampler; 'auto': TPE for one objective, NSGA-II for several.",
     )
-    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs reserved per trial.")
-    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial (fractions allowed).")
+    cpus_per_trial: float = Field(
+        1.0, gt=0, description="CPUs reserved per trial (per worker of a multi-worker trial)."
+    )
+    gpus_per_trial: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs per trial (fractions allowed up to 1). Above 1 (a whole number) the "
+        "trial is data-parallel, one worker per GPU unless workers_per_trial says otherwise "
+        "(docs/scale.md).",
+    )
+    workers_per_trial: int | None = Field(
+        None,
+        ge=1,
+        description="Data-parallel workers (processes) per trial, each training on its share "
+        "of every batch with gradients all-reduced (default: 1, or one per GPU when "
+        "gpus_per_trial > 1). batch_size stays the global batch; it must divide by the "
+        "workers.",
+    )
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="How a multi-worker trial shares the student: 'ddp' (every worker holds "
+        "all weights) or 'fsdp' (weights, gradients and optimizer state sharded, for "
+        "students too large for one device).",
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Training precision on CUDA (bf16/fp16 autocast); CPU trains in fp32."
     )
@@ -188,6 +210,34 @@ class SearchSettings(_Strict):
     address: str | None = Field(
         None, description="Ray cluster address to join (default: start a local Ray)."
     )
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> SearchSettings:
+        workers = self.trial_workers
+        gpus = self.gpus_per_trial
+        if gpus > 1 and gpus != int(gpus):
+            raise ValueError(
+                f"gpus_per_trial ({gpus:g}) above 1 must be a whole number of GPUs "
+                "(one per data-parallel worker)"
+            )
+        if workers > 1 and gpus > 0 and (gpus < workers or gpus % workers):
+            raise ValueError(
+                f"gpus_per_trial ({gpus:g}) must be a whole multiple of workers_per_trial "
+                f"({workers}): each worker of a multi-worker trial needs whole GPUs of its own"
+            )
+        if self.batch_size % workers:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must divide by workers_per_trial ({workers}): "
+                "every worker trains on an equal share of each batch"
+            )
+        return self
+
+    @property
+    def trial_workers(self) -> int:
+        """Data-parallel workers per trial: ``workers_per_trial``, else one per GPU above 1."""
+        if self.workers_per_trial is not None:
+            return self.workers_per_trial
+        return int(self.gpus_per_trial) if self.gpus_per_trial > 1 else 1
 
     @property
     def grace_epochs(self) -> int:

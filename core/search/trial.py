@@ -28,6 +28,7 @@ from kdforge.data import DataInfo, Inputs
 from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace
 from kdforge.objectives.constraints import TrialObjectives, measure_trial, rejected_result
 from kdforge.teacher.online import OnlineTeacher
+from kdforge.training.distributed import DataParallel
 from kdforge.training.evaluate import count_parameters, evaluate
 from kdforge.training.trainer import (
     EpochReport,
@@ -40,9 +41,12 @@ from kdforge.training.trainer import (
 __all__ = [
     "FAILED",
     "STATE_FILE",
+    "EpochReporter",
+    "PreparedTrial",
     "TrialPayload",
     "failed_result",
     "load_trial_model",
+    "prepare_trial",
     "run_trial",
     "split_config",
     "train_on_payload",
@@ -169,31 +173,89 @@ def failed_result(exc: BaseException, progress: dict[str, Any]) -> dict[str, Any
     }
 
 
-def _run_trial(config: dict[str, Any], payload: TrialPayload, progress: dict[str, Any]) -> None:
+@dataclass
+class PreparedTrial:
+    """A trial's student built and measured, before training."""
+
+    seed: int
+    arch: dict[str, Any]
+    loss_hparams: dict[str, float]
+    lr: float
+    model: nn.Module
+    costs: dict[str, Any]
+    n_params: int
+    node_id: str
+    device: str
+
+
+def prepare_trial(
+    config: dict[str, Any], payload: TrialPayload, progress: dict[str, Any]
+) -> PreparedTrial | None:
+    """Seed, build and measure the sampled student; None once a rejection is reported.
+
+    Costs (params, MACs, size; latency if needed) are measured before training, and a
+    student over a configured limit is reported as rejected without being trained.
+    """
     torch.set_num_threads(max(1, payload.threads))
     node_id = ray.get_runtime_context().get_node_id()
     seed = trial_seed(payload.seed, config)
     torch.manual_seed(seed)
-    device = trial_device(payload.gpus)
     arch, loss_hparams, lr = split_config(config)
     model = payload.space.build(arch, payload.info)
     n_params = count_parameters(model)
-    # Costs (params, MACs, size; latency if needed) are measured before training, and a
-    # student over a configured limit is reported as rejected without being trained.
     costs, violation = measure_trial(model, payload.info, payload.objectives)
     if violation is not None:
         tune.report({**rejected_result(costs, violation), "node_id": node_id})
-        return
+        return None
     progress["last"] = {**costs, "params": n_params}
-    loss = payload.loss_cls(payload.loss_params, loss_hparams)
-    best: dict[str, Any] = {"val_acc": -1.0, "test_acc": float("nan"), "state": None}
-    started = time.perf_counter()
+    return PreparedTrial(
+        seed, arch, loss_hparams, lr, model, costs, n_params, node_id, trial_device(payload.gpus)
+    )
 
-    def on_epoch(report: EpochReport) -> bool:
+
+class EpochReporter:
+    """``on_epoch`` of a trial: keep the best-validation weights, report every epoch.
+
+    Tune gets ``val_acc`` (best so far), the test accuracy of those weights, losses and
+    costs after each epoch; the last epoch carries a checkpoint with the best weights.
+
+    Args:
+        payload: The trial data (test split, epochs).
+        prepared: The trial's student and costs.
+        progress: Updated with the epoch and metrics (the last result of a failure).
+        state: The model's weights to keep (default: a copy of its state dict);
+            a data-parallel trial passes one that gathers sharded weights.
+        reports: False on the data-parallel workers other than rank 0, which run the
+            same steps (FSDP needs every worker in each forward pass) but report nothing.
+        extra: Added to every reported result.
+    """
+
+    def __init__(
+        self,
+        payload: TrialPayload,
+        prepared: PreparedTrial,
+        progress: dict[str, Any],
+        *,
+        state: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
+        reports: bool = True,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.payload = payload
+        self.prepared = prepared
+        self.progress = progress
+        self.state = state or (lambda model: copy.deepcopy(model.state_dict()))
+        self.reports = reports
+        self.extra = extra or {}
+        self.best: dict[str, Any] = {"val_acc": -1.0, "test_acc": float("nan"), "state": None}
+        self.started = time.perf_counter()
+
+    def __call__(self, report: EpochReport) -> bool:
+        """Record ``report`` and send it to Tune; never asks training to stop."""
+        model, best, prepared = self.prepared.model, self.best, self.prepared
         if report.val_acc > best["val_acc"]:
             best["val_acc"] = report.val_acc
-            best["test_acc"], _ = evaluate(model, payload.test_x, payload.test_y)
-            best["state"] = copy.deepcopy(model.state_dict())
+            best["test_acc"], _ = evaluate(model, self.payload.test_x, self.payload.test_y)
+            best["state"] = self.state(model)
             model.train()
         metrics: dict[str, Any] = {
             "epoch": report.epoch,
@@ -202,15 +264,20 @@ def _run_trial(config: dict[str, Any], payload: TrialPayload, progress: dict[str
             "val_loss": report.val_loss,
             "test_acc": best["test_acc"],
             "train_loss": report.train_loss,
-            **costs,
-            "params": n_params,
-            "train_time_s": time.perf_counter() - started,
-            "node_id": node_id,
-            "device": device,
+            **prepared.costs,
+            "params": prepared.n_params,
+            "train_time_s": time.perf_counter() - self.started,
+            "node_id": prepared.node_id,
+            "device": prepared.device,
+            **self.extra,
         }
         metrics.update({f"train_{k}": v for k, v in report.parts.items()})
-        progress.update(epoch=report.epoch, val_acc=best["val_acc"], last=dict(metrics))
-        if report.epoch == payload.epochs:
+        if report.worker_rows:
+            metrics.update({f"train_rows_worker_{r}": n for r, n in enumerate(report.worker_rows)})
+        self.progress.update(epoch=report.epoch, val_acc=best["val_acc"], last=dict(metrics))
+        if not self.reports:
+            return False
+        if report.epoch == self.payload.epochs:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(best["state"], Path(folder) / STATE_FILE)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -218,7 +285,20 @@ def _run_trial(config: dict[str, Any], payload: TrialPayload, progress: dict[str
             tune.report(metrics)
         return False
 
-    train_on_payload(payload, model, lr=lr, seed=seed, loss=loss, on_epoch=on_epoch)
+
+def _run_trial(config: dict[str, Any], payload: TrialPayload, progress: dict[str, Any]) -> None:
+    prepared = prepare_trial(config, payload, progress)
+    if prepared is None:
+        return
+    loss = payload.loss_cls(payload.loss_params, prepared.loss_hparams)
+    train_on_payload(
+        payload,
+        prepared.model,
+        lr=prepared.lr,
+        seed=prepared.seed,
+        loss=loss,
+        on_epoch=EpochReporter(payload, prepared, progress),
+    )
 
 
 def train_on_payload(
@@ -229,6 +309,7 @@ def train_on_payload(
     seed: int,
     loss: LossStrategy | None,
     on_epoch: Callable[[EpochReport], bool | None] | None = None,
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Train ``model`` on the payload's data with its settings (epochs, batch, device).
 
@@ -240,6 +321,7 @@ def train_on_payload(
         loss: The distillation loss; None trains on the labels alone, without anything
             from the teacher (the from-scratch baseline).
         on_epoch: Called after every epoch.
+        parallel: This process's place in a data-parallel trial, if it is one.
     """
     distill = loss is not None
     return train_model(
@@ -262,4 +344,5 @@ def train_on_payload(
         on_epoch=on_epoch,
         teacher_features=payload.teacher_train_features if distill else None,
         online_teacher=payload.online_teacher if distill else None,
+        parallel=parallel,
     )

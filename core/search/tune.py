@@ -32,11 +32,12 @@ from kdforge.search.callbacks import (
     ProgressPrinter,
     trial_status,
 )
+from kdforge.search.distributed_trial import trial_trainable
 from kdforge.search.interrupt import SearchInterrupted, TrialsInterrupt
 from kdforge.search.remote import tune_location, tune_storage
 from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
 from kdforge.search.state_digest import StateDigestRecorder
-from kdforge.search.trial import FAILED, TrialPayload, run_trial, split_config
+from kdforge.search.trial import FAILED, TrialPayload, split_config
 from kdforge.storage import checkpoint_location
 from kdforge.tracking.journal import JOURNAL_NAME, TrackingWriter
 from kdforge.tracking.search_runs import ParentRun, existing_trial_runs, retire_lost_trials
@@ -103,8 +104,8 @@ def run_trials(
     # StateDigestRecorder: what `kdforge resume` may restore.
     recorder = StateDigestRecorder(tune_dir)
     callbacks = [logger, printer, budget, recorder]
-    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), resources)
+    # One process per trial, or a data-parallel trial's workers (distributed_trial).
+    trainable = trial_trainable(config, payload)
     concurrent = _max_concurrent(config)
     emit(
         f"searching {plural(settings.num_trials, 'student')} ({config.student.name}), "
@@ -282,11 +283,15 @@ def _quiet_tune() -> Iterator[None]:
 
 
 def _max_concurrent(config: SearchConfig) -> int:
-    """``search.max_concurrent``, or as many trials as the cluster's CPUs hold."""
+    """``search.max_concurrent``, or as many trials as the cluster's CPUs hold.
+
+    A data-parallel trial holds ``cpus_per_trial`` CPUs for each of its workers.
+    """
     if config.search.max_concurrent:
         return config.search.max_concurrent
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    return max(1, int(cpus // config.search.cpus_per_trial))
+    per_trial = config.search.cpus_per_trial * config.search.trial_workers
+    return max(1, int(cpus // per_trial))
 
 
 def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[TrialRow]:

@@ -5,7 +5,10 @@ with a seeded permutation, streamed inputs (:class:`~kdforge.data.LazyInputs`) g
 through a DataLoader whose workers read the rows; both give the same batches for the
 same seed. AdamW (fused where torch has the kernel) with a cosine learning-rate
 schedule over the full epoch budget; the weights of the best validation epoch are
-kept. A non-finite loss stops training with :class:`TrainingDiverged`.
+kept. A non-finite loss stops training with :class:`TrainingDiverged`. Given a
+:class:`~kdforge.training.distributed.DataParallel`, the process is one worker of a
+data-parallel run: it trains on its share of every global batch
+(:mod:`kdforge.training.distributed`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from kdforge.data import UNLABELED, Inputs
 from kdforge.errors import ConfigError, PluginError
 from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
 from kdforge.interfaces import LossStrategy, ModelOutput
+from kdforge.training import distributed
+from kdforge.training.distributed import DataParallel
 from kdforge.training.evaluate import evaluate
 
 __all__ = [
@@ -105,6 +110,8 @@ class EpochReport:
     val_loss: float
     parts: dict[str, float] = field(default_factory=dict)
     lr: float = 0.0
+    # Rows each data-parallel worker trained on this epoch, in rank order (empty: one process).
+    worker_rows: tuple[int, ...] = ()
 
 
 @dataclass
@@ -159,6 +166,7 @@ def train_model(
     on_epoch: Callable[[EpochReport], bool | None] | None = None,
     teacher_features: dict[str, torch.Tensor] | None = None,
     online_teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and load its best-validation weights.
 
@@ -179,6 +187,10 @@ def train_model(
         online_teacher: Teacher outputs for a (randomly augmented) training batch; when
             given it replaces ``teacher_logits``/``teacher_features``
             (:class:`kdforge.teacher.online.OnlineTeacher`).
+        parallel: This process's place in a data-parallel run (its process group
+            already initialised); every worker calls this with the same arguments and
+            trains on its share of each batch of ``settings.batch_size`` rows, which
+            must divide by the workers. ``on_epoch`` runs on every worker.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -214,6 +226,14 @@ def train_model(
     generator = torch.Generator().manual_seed(settings.seed)
     # A loss's learnable parts (e.g. FitNets' adapter) train with the student.
     extra = loss.parameters() if loss is not None else []
+    step_model: nn.Module = model
+    batch_rows = settings.batch_size
+    if parallel is not None:
+        # Same start on every worker; the wrapper (DDP/FSDP) reduces the model's
+        # gradients, sync_gradients the loss's own parameters.
+        distributed.broadcast_(list(extra))
+        step_model = distributed.wrap_model(model, parallel, device)
+        batch_rows = settings.batch_size // parallel.world_size
     optimizer = make_optimizer([*model.parameters(), *extra], settings.lr, settings.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(x) / settings.batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -228,12 +248,17 @@ def train_model(
     for epoch in range(1, settings.epochs + 1):
         model.train()
         order = torch.randperm(len(x), generator=generator).to(device)
+        shares: list[tuple[int, int]] = []
+        if parallel is not None:
+            order, shares = distributed.shard_order(
+                order, settings.batch_size, parallel.rank, parallel.world_size
+            )
         total, seen = 0.0, 0
         parts_sum: dict[str, float] = {}
         # Same batches on both paths: indexing in-memory tensors, or streaming lazy
         # inputs through a DataLoader (see kdforge.batching).
-        for idx, batch in iter_batches(
-            x, settings.batch_size, order, augment=True, seed=settings.seed + epoch
+        for number, (idx, batch) in enumerate(
+            iter_batches(x, batch_rows, order, augment=True, seed=settings.seed + epoch)
         ):
             # A disabled autocast still costs a context switch per step; skip it on fp32.
             with (
@@ -241,7 +266,7 @@ def train_model(
                 if amp_enabled
                 else contextlib.nullcontext()
             ):
-                logits, student_features = forward_tapped(model, batch.to(device), tap)
+                logits, student_features = forward_tapped(step_model, batch.to(device), tap)
                 if loss is None:
                     value = F.cross_entropy(logits, y[idx])
                     parts = {"ce": float(value.detach())}
@@ -255,7 +280,22 @@ def train_model(
                     value, parts = result.total, result.parts
             # One read of the loss per step serves both the check and the epoch mean.
             current = float(value.detach())
-            if not math.isfinite(current):
+            broken = not math.isfinite(current)
+            n = len(idx)
+            if parallel is not None:
+                # Every worker stops together, or the others would wait in an all-reduce.
+                elsewhere = distributed.any_worker(broken, device)
+                if elsewhere and not broken:
+                    raise TrainingDiverged(
+                        f"training loss became non-finite on another worker at epoch "
+                        f"{epoch}, step {step + 1}"
+                    )
+                # The wrappers average gradients over workers; weighting each worker's
+                # mean loss by its share of the global batch makes that average the
+                # gradient of the whole batch's mean loss (a stand-in row weighs 0).
+                rows, n = shares[number]
+                value = value * (n * parallel.world_size / rows)
+            if broken:
                 raise TrainingDiverged(
                     _divergence_reason(
                         current, epoch, step, settings.lr, batch, logits, teacher_logits, idx
@@ -265,17 +305,30 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             if scaler.is_enabled():
                 scaler.scale(value).backward()
+                if parallel is not None:
+                    distributed.sync_gradients(list(extra), parallel.world_size)
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 value.backward()
+                if parallel is not None:
+                    distributed.sync_gradients(list(extra), parallel.world_size)
                 optimizer.step()
             scheduler.step()
-            n = len(idx)
             total += current * n
             for name, part in parts.items():
                 parts_sum[name] = parts_sum.get(name, 0.0) + part * n
             seen += n
+        worker_rows: tuple[int, ...] = ()
+        if parallel is not None:
+            # The epoch's means over every worker's rows, as one process would report.
+            names = sorted(parts_sum)
+            summed = distributed.all_sum([total, *(parts_sum[k] for k in names)], device)
+            total, parts_sum = summed[0], dict(zip(names, summed[1:], strict=True))
+            worker_rows = distributed.gather_rows(seen, parallel.world_size, device)
+            seen = sum(worker_rows)
+        # Every worker holds the same weights, so each validates alike (with FSDP the
+        # forward pass is a collective that all of them must run anyway).
         val_acc, val_loss = evaluate(model, val_x, val_y)
         report = EpochReport(
             epoch=epoch,
@@ -284,6 +337,7 @@ def train_model(
             val_loss=val_loss,
             parts={k: v / max(seen, 1) for k, v in parts_sum.items()},
             lr=float(scheduler.get_last_lr()[0]),
+            worker_rows=worker_rows,
         )
         history.append(report)
         if val_acc > best_acc:
