@@ -1,7 +1,8 @@
 """Shared fixtures: one local Ray for the whole session, temp MLflow stores, a tiny teacher.
 
 Tests that need Ray take the ``ray_session`` fixture; it starts one local Ray instance
-(2 CPUs, no dashboard) the first time and shuts it down at the end of the session.
+(2 CPUs, no dashboard) the first time and shuts it down at the end of the session: one
+per test process (``scripts/test`` runs two, with pytest-xdist).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,6 +38,23 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+_MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_variables_restored() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` to child
+    processes: a test that calls it must not point a later test's subprocesses (a
+    search, ``kdforge serve``) at its own store, whatever order the tests run in."""
+    before = {name: os.environ.get(name) for name in _MLFLOW_URI_VARIABLES}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

@@ -93,6 +93,7 @@ def _start(command: str, ping: str, cwd: Path, env: dict[str, str]) -> subproces
     here = Path.cwd()
     os.chdir(cwd)  # start_server runs in the current folder
     old_env = dict(os.environ)
+    os.environ.clear()  # exactly env: a variable env left out must not reach the server
     os.environ.update(env)
     try:
         return start_server(["bash", "-c", f"exec {command}"], ping, timeout_s=180)
