@@ -40,7 +40,7 @@ from kdforge.search.trial import (
     prepare_trial,
     run_trial,
     split_config,
-    train_on_payload,
+    train_prepared,
     trial_device,
     trial_seed,
 )
@@ -212,16 +212,7 @@ def _train(
     parallel: DataParallel,
     reporter: EpochReporter | None,
 ) -> None:
-    loss = payload.loss_cls(payload.loss_params, prepared.loss_hparams)
-    train_on_payload(
-        payload,
-        prepared.model,
-        lr=prepared.lr,
-        seed=prepared.seed,
-        loss=loss,
-        on_epoch=reporter,
-        parallel=parallel,
-    )
+    train_prepared(payload, prepared, reporter, parallel)
 
 
 def _join(spec: ParallelSpec, rank: int, address: str, device: str) -> DataParallel:

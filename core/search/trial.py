@@ -50,6 +50,7 @@ __all__ = [
     "run_trial",
     "split_config",
     "train_on_payload",
+    "train_prepared",
     "trial_device",
     "trial_seed",
 ]
@@ -290,14 +291,26 @@ def _run_trial(config: dict[str, Any], payload: TrialPayload, progress: dict[str
     prepared = prepare_trial(config, payload, progress)
     if prepared is None:
         return
+    train_prepared(payload, prepared, EpochReporter(payload, prepared, progress))
+
+
+def train_prepared(
+    payload: TrialPayload,
+    prepared: PreparedTrial,
+    on_epoch: Callable[[EpochReport], bool | None] | None,
+    parallel: DataParallel | None = None,
+) -> TrainResult:
+    """Train a prepared trial's student with its loss, lr and seed (one process, or
+    this process's share of a data-parallel trial)."""
     loss = payload.loss_cls(payload.loss_params, prepared.loss_hparams)
-    train_on_payload(
+    return train_on_payload(
         payload,
         prepared.model,
         lr=prepared.lr,
         seed=prepared.seed,
         loss=loss,
-        on_epoch=EpochReporter(payload, prepared, progress),
+        on_epoch=on_epoch,
+        parallel=parallel,
     )
 
 
