@@ -65,6 +65,16 @@ def example_batch(info: DataInfo, n: int = 2) -> torch.Tensor:
     return torch.zeros(n, *info.input_shape, dtype=dtype)
 
 
+def _forward_once(model: nn.Module, example: torch.Tensor, handles: list[Any]) -> None:
+    """Run ``model`` on ``example`` without gradients, then remove the hooks ``handles``."""
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _execution_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     """Conv/Linear layers in the order the forward pass first runs them."""
     order: list[nn.Module] = []
@@ -76,12 +86,7 @@ def _execution_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]
             order.append(module)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _ROOT_TYPES)]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_once(model, example, handles)
     return order
 
 
@@ -119,12 +124,7 @@ def droppable_blocks(model: nn.Module, example: torch.Tensor) -> list[str]:
                 keep.add(path)
 
         handles.append(child.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_once(model, example, handles)
     return [p for p in candidates if p in keep]
 
 
