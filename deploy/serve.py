@@ -81,8 +81,8 @@ def resolve_target(
         model: ``models:/...`` (or any URI with a scheme), a search folder holding
             ``summary.json``, or a registered model name.
         alias: Alias used when ``model`` is a bare name.
-        tracking_uri: Overrides ``MLFLOW_TRACKING_URI`` and the search folder's
-            ``tracking.uri``.
+        tracking_uri: Overrides the store a search folder records and
+            ``MLFLOW_TRACKING_URI``.
 
     Raises:
         ConfigError: a search folder whose search registered no model.
@@ -115,7 +115,7 @@ def resolve_target(
         # A text student is served with its tokenizer: raw text in, class names out.
         return ServeTarget(
             model_uri=str(summary.get("text_model_uri") or summary["model_uri"]),
-            tracking_uri=_tracking_uri(tracking_uri, _search_tracking_uri(folder)),
+            tracking_uri=_tracking_uri(tracking_uri, _search_tracking_uri(folder, summary)),
         )
     uri = model if ":/" in model else f"models:/{model}@{alias}"
     return ServeTarget(model_uri=uri, tracking_uri=_tracking_uri(tracking_uri, None))
@@ -161,7 +161,11 @@ def check_servable(target: ServeTarget, trust_pickle: bool = False) -> None:
     )
 
 
-def _search_tracking_uri(folder: Path) -> str | None:
+def _search_tracking_uri(folder: Path, summary: dict) -> str | None:
+    # summary.json holds the store the search registered in, resolved when it ran; the
+    # config's tracking.uri may be unset or relative to the folder the search ran from.
+    if summary.get("tracking_uri"):
+        return str(summary["tracking_uri"])
     config_file = folder / "config.yaml"
     if not config_file.exists():
         return None
@@ -170,7 +174,9 @@ def _search_tracking_uri(folder: Path) -> str | None:
 
 
 def _tracking_uri(explicit: str | None, from_search: str | None) -> str:
-    chosen = explicit or os.environ.get("MLFLOW_TRACKING_URI") or from_search
+    # A search folder names the store its model is registered in: that beats an ambient
+    # MLFLOW_TRACKING_URI, which may point at any other store.
+    chosen = explicit or from_search or os.environ.get("MLFLOW_TRACKING_URI")
     return resolve_tracking_uri(chosen)
 
 

@@ -41,16 +41,19 @@ def ray_session():
 
 
 _MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+# Taken when the suite starts, before any fixture runs: a session fixture (a teacher
+# trained once) that sets the URI during some test's set-up must not leak either.
+_MLFLOW_URI_AT_START = {name: os.environ.get(name) for name in _MLFLOW_URI_VARIABLES}
 
 
 @pytest.fixture(autouse=True)
 def _mlflow_uri_variables_restored() -> Iterator[None]:
     """``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` to child
-    processes: a test that calls it must not point a later test's subprocesses (a
-    search, ``kdforge serve``) at its own store, whatever order the tests run in."""
-    before = {name: os.environ.get(name) for name in _MLFLOW_URI_VARIABLES}
+    processes: a test (or a fixture it set up) that calls it must not point a later
+    test's subprocesses (a search, ``kdforge serve``) at its own store, whatever order
+    the tests run in."""
     yield
-    for name, value in before.items():
+    for name, value in _MLFLOW_URI_AT_START.items():
         if value is None:
             os.environ.pop(name, None)
         else:

@@ -176,6 +176,7 @@ def registered_student(tmp_path_factory: pytest.TempPathFactory) -> RegisteredSt
         "registered_model_version": version,
         "registered_alias": "champion",
         "model_uri": f"models:/{MODEL_NAME}@champion",
+        "tracking_uri": tracking_uri,
     }
     (search_dir / "summary.json").write_text(json.dumps(summary))
 

@@ -33,6 +33,18 @@ def test_search_folder_serves_its_registered_model(tmp_path, monkeypatch):
     assert resolve_target(str(folder), tracking_uri="http://h:5000").tracking_uri == "http://h:5000"
 
 
+def test_search_folder_store_beats_an_ambient_tracking_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/other.db")
+    folder = _search_dir(
+        tmp_path, {"model_uri": "models:/s@champion", "tracking_uri": "sqlite:////runs/m.db"}
+    )
+    assert resolve_target(str(folder)).tracking_uri == "sqlite:////runs/m.db"
+    (folder / "summary.json").write_text(json.dumps({"model_uri": "models:/s@champion"}))
+    assert resolve_target(str(folder)).tracking_uri == "sqlite:///" + str(Path("x/m.db").resolve())
+    (folder / "config.yaml").write_text(yaml.safe_dump({"tracking": {"uri": None}}))
+    assert resolve_target(str(folder)).tracking_uri == "sqlite:////elsewhere/other.db"
+
+
 def test_name_uri_and_environment(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
     assert resolve_target("digits-student") == ServeTarget(
