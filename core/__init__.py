@@ -68,6 +68,7 @@ from kdforge.interfaces import (
     LossStrategy,
     PluginParams,
     SearchSpace,
+    Task,
     Teacher,
 )
 from kdforge.plugin_host.manager import PluginRecord, get_registry, reset_registry
@@ -119,6 +120,7 @@ __all__ = [
     "SearchConfig",
     "SearchError",
     "SearchSpace",
+    "Task",
     "Split",
     "Teacher",
     "TeacherConfig",

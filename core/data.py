@@ -63,6 +63,11 @@ class DataInfo:
         tokenizer: For token-id inputs made by a local tokenizer folder (padded and
             truncated to ``input_shape[0]``): that folder, so the exported student can
             be registered with it and served on raw text.
+        task: The task the targets are made for (``"classification"``: int64 class
+            ids; ``"regression"``: float rows of real values; ``"multilabel"``: float
+            rows of 0/1 labels); a config without a ``task`` section uses it. For the
+            other tasks ``num_classes`` is the number of model outputs (targets or
+            labels) and ``class_names`` their names.
     """
 
     name: str
@@ -73,6 +78,12 @@ class DataInfo:
     vocab_size: int | None = None
     pad_token_id: int | None = None
     tokenizer: str | None = None
+    task: str = "classification"
+
+    @property
+    def num_outputs(self) -> int:
+        """Model outputs per example: classes, labels or regression targets."""
+        return self.num_classes
 
 
 def is_token_dtype(dtype: str) -> bool:

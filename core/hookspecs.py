@@ -103,6 +103,24 @@ def register_exporters(register: Register) -> None:
     """
 
 
+@hookspec
+def register_tasks(register: Register) -> None:
+    """Register tasks (what models predict and how it is scored).
+
+    Called once per process when the registry is first built. Call
+    ``register(name, cls)`` with a subclass of :class:`kdforge.Task`. The host creates
+    ``cls(params)`` from the config's ``task`` section in the driver, checks and prepares
+    the splits with it, and rebuilds it from its ``state()`` in every trial. Returns
+    nothing.
+
+    Example::
+
+        @kdforge.hookimpl
+        def register_tasks(register):
+            register("ordinal", Ordinal)
+    """
+
+
 #: Plugin kind -> name of the hook that registers plugins of that kind.
 HOOK_KINDS: dict[str, str] = {
     "dataset": "register_datasets",
@@ -110,4 +128,5 @@ HOOK_KINDS: dict[str, str] = {
     "search_space": "register_search_spaces",
     "loss": "register_losses",
     "exporter": "register_exporters",
+    "task": "register_tasks",
 }

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "OUTPUT_KINDS",
     "DatasetPlugin",
     "ExportResult",
     "Exporter",
@@ -53,8 +54,20 @@ __all__ = [
     "PluginParams",
     "PrefixedTrial",
     "SearchSpace",
+    "Task",
     "Teacher",
 ]
+
+
+#: What one row of model outputs can hold, by :attr:`Task.output_kind`.
+OUTPUT_KINDS: dict[str, str] = {
+    "class_logits": "one logit per class, read through a softmax (one label per example)",
+    "label_logits": "one logit per label, each read through a sigmoid (several labels)",
+    "values": "real-valued predictions (one per target)",
+}
+
+#: The output kinds a loss handles when it does not say (the classic softmax losses).
+CLASS_LOGITS_ONLY: frozenset[str] = frozenset({"class_logits"})
 
 
 def _takes_numbers_only(annotation: Any) -> bool:
@@ -309,6 +322,19 @@ class LossStrategy(_Plugin):
     hyperparameters: ClassVar[tuple[HParam, ...]] = ()
     needs_logits: ClassVar[bool] = True
     needs_features: ClassVar[bool] = False
+    #: The :data:`OUTPUT_KINDS` this loss makes sense for; the host refuses another
+    #: task's outputs before training, naming the loss and the task.
+    output_kinds: ClassVar[frozenset[str]] = CLASS_LOGITS_ONLY
+    #: The search's task, set by the host before ``bind``; None means classification.
+    task: Task | None = None
+
+    @classmethod
+    def supported_output_kinds(cls, params: PluginParams | None) -> frozenset[str]:
+        """The output kinds this loss handles, given its params (default: ``output_kinds``).
+
+        A loss built of other losses (``composite``) answers with what all its parts take.
+        """
+        return cls.output_kinds
 
     @classmethod
     def declared_hyperparameters(cls, params: PluginParams | None) -> tuple[HParam, ...]:
@@ -341,6 +367,25 @@ class LossStrategy(_Plugin):
     def bind(self, student: ModelOutput, teacher: ModelOutput) -> None:
         """Prepare for training from one batch's outputs (shapes known); default: nothing."""
 
+    def label_loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The task's loss on the labeled rows of a batch (the hard-label term).
+
+        Without a task (a loss used on its own) this is cross-entropy over the rows
+        whose label is not ``-1``.
+        """
+        if self.task is not None:
+            return self.task.label_loss(outputs, labels)
+        total = torch.nn.functional.cross_entropy(
+            outputs, labels, ignore_index=-1, reduction="sum"
+        )
+        return total / (labels != -1).sum().clamp_min(1)
+
+    def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The teacher's ``outputs`` as the task's soft target (softmax at T without a task)."""
+        if self.task is not None:
+            return self.task.soft_target(outputs, temperature)
+        return torch.softmax(outputs / temperature, dim=-1)
+
     def parameters(self) -> list[torch.nn.Parameter]:
         """Learnable parameters of the loss (e.g. adapters), optimised with the student."""
         return []
@@ -350,6 +395,101 @@ class LossStrategy(_Plugin):
         self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor
     ) -> LossResult:
         """Compute the loss of one batch."""
+
+
+class Task(_Plugin):
+    """What the models predict and how that is scored: classification, regression, ...
+
+    A task owns everything that depends on the kind of target: the shape and dtype of
+    the targets, the number of model outputs, the loss on the labels, how a teacher's
+    outputs become soft targets, the metrics (one of them chosen for early stopping
+    and selection, with its direction) and what a served model returns.
+
+    Targets: ``Split.y`` holds one row per example in the task's form (classification:
+    int64 class ids with ``-1`` for "no label"; real-valued and multi-label tasks:
+    float32 ``(n, outputs)`` with a row of NaN for "no label").
+
+    Call order: ``__init__(params)`` in the driver, then ``check(splits)`` and
+    ``prepare(splits)`` once (a task may learn statistics from the training targets
+    there: ``state()`` returns them so that trial processes, checkpoints and exports
+    rebuild the same task with ``load_state``); then ``label_loss``, ``soft_target``
+    and ``metrics`` inside trials, and ``output_head`` at export.
+
+    Attributes:
+        output_kind: What one row of model outputs holds, one of :data:`OUTPUT_KINDS`;
+            a loss declares the kinds it handles (``LossStrategy.output_kinds``).
+        metric: Name of the metric that early stopping and selection use (``"acc"``:
+            the search reports ``val_acc`` and ``test_acc``).
+        higher_is_better: Direction of ``metric``.
+        metric_names: Every metric :meth:`metrics` returns (``metric`` among them).
+    """
+
+    output_kind: ClassVar[str] = "class_logits"
+    metric: ClassVar[str] = "acc"
+    higher_is_better: ClassVar[bool] = True
+    metric_names: ClassVar[tuple[str, ...]] = ("acc",)
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able statistics learned by :meth:`prepare` (default: none)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state` returned, in another process (default: nothing)."""
+
+    @abstractmethod
+    def num_outputs(self, info: DataInfo) -> int:
+        """Number of model outputs per example for this data."""
+
+    @abstractmethod
+    def check(self, splits: DataSplits) -> None:
+        """Raise :class:`~kdforge.errors.DataError` naming the split when its targets do
+        not fit this task (wrong dtype, shape or values)."""
+
+    def prepare(self, splits: DataSplits) -> DataSplits:
+        """Return the splits the models train on (default: unchanged)."""
+        return splits
+
+    def prepare_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Teacher outputs in the units the student trains in (default: unchanged).
+
+        A regression task that standardises its targets standardises a teacher's
+        predictions the same way, so that both sides of a distillation loss agree.
+        """
+        return outputs
+
+    @abstractmethod
+    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
+        """Boolean mask ``(n,)`` of the rows that carry a label."""
+
+    @abstractmethod
+    def label_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the labeled rows of a batch; 0 (not NaN) when none is."""
+
+    @abstractmethod
+    def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The teacher's outputs as targets for the student, at ``temperature``."""
+
+    @abstractmethod
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Every metric in :attr:`metric_names` over the labeled rows (NaN when none)."""
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether metric value ``a`` beats ``b`` (NaN never beats anything)."""
+        if a != a:  # NaN
+            return False
+        if b != b:
+            return True
+        return a > b if self.higher_is_better else a < b
+
+    @property
+    def worst(self) -> float:
+        """A value of :attr:`metric` that every real value beats."""
+        return float("-inf") if self.higher_is_better else float("inf")
+
+    def output_head(self) -> torch.nn.Module | None:
+        """A module appended to the exported student so that it serves the task's
+        answer in the data's own units (default: None, the raw outputs)."""
+        return None
 
 
 class Exporter(_Plugin):

@@ -15,7 +15,7 @@ import pluggy
 
 from kdforge import hookspecs
 from kdforge.errors import PluginError, closest_match
-from kdforge.interfaces import DatasetPlugin, Exporter, LossStrategy, SearchSpace, Teacher
+from kdforge.interfaces import DatasetPlugin, Exporter, LossStrategy, SearchSpace, Task, Teacher
 
 __all__ = [
     "BUILTIN_SOURCE",
@@ -36,6 +36,7 @@ PLUGIN_BASES: dict[str, type] = {
     "search_space": SearchSpace,
     "loss": LossStrategy,
     "exporter": Exporter,
+    "task": Task,
 }
 
 BUILTIN_SOURCE = "kdforge (built-in)"

@@ -1,0 +1,1 @@
+"""Built-in tasks: ``classification`` (the default), ``multilabel`` and ``regression``."""
