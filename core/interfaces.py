@@ -375,9 +375,7 @@ class LossStrategy(_Plugin):
         """
         if self.task is not None:
             return self.task.label_loss(outputs, labels)
-        total = torch.nn.functional.cross_entropy(
-            outputs, labels, ignore_index=-1, reduction="sum"
-        )
+        total = torch.nn.functional.cross_entropy(outputs, labels, ignore_index=-1, reduction="sum")
         return total / (labels != -1).sum().clamp_min(1)
 
     def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

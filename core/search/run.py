@@ -30,6 +30,7 @@ from kdforge.search.trial import TrialPayload
 from kdforge.teacher.cache import cache_dir_for, prepare_teacher_outputs, share_mode
 from kdforge.teacher.inference import TeacherInference
 from kdforge.teacher.outputs import TeacherOutputs, training_inputs
+from kdforge.training.supported_tasks import require_workflow_task
 
 __all__ = ["LoadedData", "SearchRun", "build_payload", "load_data", "prepare_run"]
 
@@ -81,6 +82,7 @@ def load_data(plan: SearchPlan) -> LoadedData:
     """
     config = plan.config
     splits = plan.dataset.load(config.dataset.split_seed)
+    require_workflow_task(splits.info, config.dataset.name, "kdforge search")
     plan.teacher.load()
     check_data_against_teacher(splits, plan.teacher, config.teacher.name)
     check_split_against_teacher(config.dataset, splits, plan.teacher, config.teacher.name)

@@ -31,6 +31,7 @@ from kdforge.tracking.store import (
     setup_experiment,
 )
 from kdforge.training.evaluate import count_parameters, evaluate
+from kdforge.training.supported_tasks import require_workflow_task
 from kdforge.training.trainer import TrainSettings, train_model
 from kdforge.wording import plural
 
@@ -65,6 +66,7 @@ def train_teacher(
     uri = resolve_tracking_uri(tracking_uri or config.tracking.uri)
     check_tracking_uri(uri, emit=emit)
     splits = dataset.load(config.dataset.split_seed)
+    require_workflow_task(splits.info, config.dataset.name, "kdforge train-teacher")
     arch = dict(config.architecture.params)
     torch.manual_seed(config.seed)
     try:

@@ -1,4 +1,4 @@
-"""Evaluating a model: logits, accuracy and loss on a split, and its parameter count."""
+"""Evaluating a model: its outputs, its task's metric and label loss on a split, its size."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from torch import nn
 
 from kdforge.batching import iter_batches
 from kdforge.data import Inputs
+from kdforge.interfaces import Task
 
 __all__ = ["accuracy", "count_parameters", "evaluate", "model_device", "predict_logits"]
 
@@ -49,8 +50,22 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=-1) == labels.to(logits.device)).float().mean())
 
 
-def evaluate(model: nn.Module, x: Inputs, y: torch.Tensor) -> tuple[float, float]:
-    """Return ``(accuracy, cross-entropy)`` of ``model`` on a labeled split."""
+def evaluate(
+    model: nn.Module, x: Inputs, y: torch.Tensor, task: Task | None = None
+) -> tuple[float, float]:
+    """Return ``(metric, label loss)`` of ``model`` on a split.
+
+    Args:
+        model: The model.
+        x: The split's inputs.
+        y: Its targets in the task's form.
+        task: The task whose selection metric and label loss are measured; None is
+            classification: ``(accuracy, cross-entropy)`` over every row.
+    """
     logits = predict_logits(model, x)
     y = y.to(logits.device)
-    return accuracy(logits, y), float(F.cross_entropy(logits, y))
+    if task is None:
+        return accuracy(logits, y), float(F.cross_entropy(logits, y))
+    with torch.no_grad():
+        loss = float(task.label_loss(logits, y))
+    return task.metrics(logits, y)[task.metric], loss

@@ -27,7 +27,7 @@ from kdforge.batching import iter_batches, take, to_device
 from kdforge.data import UNLABELED, Inputs
 from kdforge.errors import ConfigError, PluginError
 from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
-from kdforge.interfaces import LossStrategy, ModelOutput
+from kdforge.interfaces import LossStrategy, ModelOutput, Task
 from kdforge.training import distributed
 from kdforge.training.distributed import DataParallel
 from kdforge.training.evaluate import evaluate
@@ -106,7 +106,7 @@ class EpochReport:
 
     epoch: int
     train_loss: float
-    val_acc: float
+    val_acc: float  # the task's selection metric (accuracy for classification)
     val_loss: float
     parts: dict[str, float] = field(default_factory=dict)
     lr: float = 0.0
@@ -167,6 +167,7 @@ def train_model(
     teacher_features: dict[str, torch.Tensor] | None = None,
     online_teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
     parallel: DataParallel | None = None,
+    task: Task | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and load its best-validation weights.
 
@@ -191,14 +192,19 @@ def train_model(
             already initialised); every worker calls this with the same arguments and
             trains on its share of each batch of ``settings.batch_size`` rows, which
             must divide by the workers. ``on_epoch`` runs on every worker.
+        task: What the targets are; its label loss trains without a ``loss``, its
+            metric (in its direction) picks the best epoch and the ``loss`` is given
+            it. None: classification (cross-entropy, accuracy).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
     device = torch.device(settings.device)
     needs = loss.needs(loss.params) if loss is not None else None
+    if loss is not None and task is not None:
+        loss.task = task
     if loss is None:
-        keep = y != UNLABELED
+        keep = task.labeled(y) if task is not None else y != UNLABELED
         x, y = take(x, keep), y[keep]
     elif online_teacher is None and needs is not None and needs.logits and teacher_logits is None:
         raise PluginError(f"loss {loss.name!r} needs teacher logits aligned with the rows")
@@ -242,7 +248,8 @@ def train_model(
     amp_dtype, amp_enabled = _autocast_dtype(settings.precision, device)
     # fp16 needs loss scaling against gradient underflow; bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled and amp_dtype == torch.float16)
-    best_acc, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    best_acc = task.worst if task is not None else -1.0
+    best_epoch, best_state = 0, copy.deepcopy(model.state_dict())
     history: list[EpochReport] = []
     step = 0  # optimizer steps taken: a loss broken before the first says the lr is not why
     for epoch in range(1, settings.epochs + 1):
@@ -268,7 +275,11 @@ def train_model(
             ):
                 logits, student_features = forward_tapped(step_model, batch.to(device), tap)
                 if loss is None:
-                    value = F.cross_entropy(logits, y[idx])
+                    value = (
+                        task.label_loss(logits, y[idx])
+                        if task is not None
+                        else F.cross_entropy(logits, y[idx])
+                    )
                     parts = {"ce": float(value.detach())}
                 else:
                     teacher = (
@@ -329,7 +340,7 @@ def train_model(
             seen = sum(worker_rows)
         # Every worker holds the same weights, so each validates alike (with FSDP the
         # forward pass is a collective that all of them must run anyway).
-        val_acc, val_loss = evaluate(model, val_x, val_y)
+        val_acc, val_loss = evaluate(model, val_x, val_y, task)
         report = EpochReport(
             epoch=epoch,
             train_loss=total / max(seen, 1),
@@ -340,7 +351,7 @@ def train_model(
             worker_rows=worker_rows,
         )
         history.append(report)
-        if val_acc > best_acc:
+        if task.better(val_acc, best_acc) if task is not None else val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None and on_epoch(report):

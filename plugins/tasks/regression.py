@@ -137,9 +137,7 @@ class Regression(Task):
         known = labeled_cells(targets)
         filled = torch.where(known, targets, outputs.detach())
         if self.settings.loss == "huber":
-            cells = F.huber_loss(
-                outputs, filled, reduction="none", delta=self.settings.huber_delta
-            )
+            cells = F.huber_loss(outputs, filled, reduction="none", delta=self.settings.huber_delta)
         else:
             cells = F.mse_loss(outputs, filled, reduction="none")
         return (cells * known).sum() / known.sum().clamp_min(1)
