@@ -4,7 +4,11 @@ A checkpoint is a ``torch.save`` of a plain dict::
 
     {"format": "kdforge-checkpoint", "version": 1,
      "space": "mlp", "arch": {...}, "info": {...DataInfo...},
-     "state_dict": {...}, "meta": {...}}
+     "state_dict": {...}, "meta": {...}, "task": {...}}
+
+``task`` (optional) names the task the model was trained for, with its params and the
+statistics it learned (``Task.record()``): a model trained on standardised regression
+targets is rebuilt with the head that returns predictions in the data's units.
 
 It holds only tensors and plain Python values, so it is always read with
 ``torch.load(..., weights_only=True)``: a file that would need to unpickle arbitrary
@@ -38,6 +42,7 @@ def save_checkpoint(
     info: DataInfo,
     model: nn.Module,
     meta: dict[str, Any] | None = None,
+    task: dict[str, Any] | None = None,
 ) -> Path:
     """Write a kdforge checkpoint and return its path.
 
@@ -48,6 +53,8 @@ def save_checkpoint(
         info: The data description the model was built for.
         model: The trained model.
         meta: Plain values to keep with it (metrics, seed, dataset name).
+        task: ``Task.record()`` of the task it was trained for (plain values); None
+            for classification without anything to restore.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +71,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
+    if task is not None:
+        payload["task"] = dict(task)
     tmp = target.with_name(target.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(target)

@@ -18,8 +18,10 @@ interfaces in :mod:`kdforge.interfaces` are written in these types.
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -30,6 +32,7 @@ import torch
 from kdforge.errors import DataError, PluginError
 
 __all__ = [
+    "ACCURACY",
     "UNLABELED",
     "DataInfo",
     "DataSplits",
@@ -41,6 +44,7 @@ __all__ = [
     "LossResult",
     "ModelOutput",
     "Split",
+    "TaskMetric",
     "is_token_dtype",
 ]
 
@@ -84,6 +88,95 @@ class DataInfo:
     def num_outputs(self) -> int:
         """Model outputs per example: classes, labels or regression targets."""
         return self.num_classes
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """The metric students are selected by: its name and its direction.
+
+    Its names in results, tables and MLflow are ``val_<name>`` (best validation value
+    so far), ``epoch_val_<name>`` (this epoch's) and ``test_<name>`` (test value of the
+    best-validation weights): ``val_acc`` and ``test_acc`` for classification.
+
+    Attributes:
+        name: The task's metric (``"acc"``, ``"r2"``, ``"map"``, ...).
+        higher_is_better: Its direction.
+        failed_value: What a trial that failed or was rejected before its first epoch
+            reports (a finite value the sampler can rank: 0 accuracy).
+    """
+
+    name: str = "acc"
+    higher_is_better: bool = True
+    failed_value: float = 0.0
+
+    @property
+    def val(self) -> str:
+        """``val_<name>``."""
+        return f"val_{self.name}"
+
+    @property
+    def test(self) -> str:
+        """``test_<name>``."""
+        return f"test_{self.name}"
+
+    @property
+    def epoch_val(self) -> str:
+        """``epoch_val_<name>``."""
+        return f"epoch_val_{self.name}"
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        """``"max"`` or ``"min"``, as Ray Tune and the objectives spell a direction."""
+        return "max" if self.higher_is_better else "min"
+
+    def rank(self, value: float | None) -> float:
+        """A number that sorts best first when sorted ascending (missing/NaN last)."""
+        if value is None or value != value:
+            return math.inf
+        return -float(value) if self.higher_is_better else float(value)
+
+    def best(self, values: Sequence[float]) -> float:
+        """The best of ``values`` in this metric's direction."""
+        return max(values) if self.higher_is_better else min(values)
+
+    def gain(self, value: float, reference: float) -> float:
+        """How much ``value`` improves on ``reference`` (positive: better)."""
+        return value - reference if self.higher_is_better else reference - value
+
+    def named(self, summary: Mapping[str, Any], *, with_metric: bool = True) -> dict[str, Any]:
+        """A search summary with its metric keys named after this metric, as written to
+        ``summary.json`` and MLflow (``student_test_acc`` -> ``student_test_r2``), plus
+        (``with_metric``) ``metric`` and ``metric_higher_is_better``."""
+        out = {_METRIC_KEY.sub(rf"\1_{self.name}\2", k): v for k, v in summary.items()}
+        if with_metric:
+            out.update(metric=self.name, metric_higher_is_better=self.higher_is_better)
+        return out
+
+    @staticmethod
+    def of_summary(summary: Mapping[str, Any]) -> TaskMetric:
+        """The metric a written summary is named after (accuracy for older ones)."""
+        return TaskMetric(
+            str(summary.get("metric", "acc")), bool(summary.get("metric_higher_is_better", True))
+        )
+
+    def canonical(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """The inverse of :meth:`named`: metric keys back to their ``_acc`` names."""
+        if self.name == "acc":
+            return dict(summary)
+        pattern = re.compile(rf"^({_METRIC_KEY_STEMS})_{re.escape(self.name)}(_runs|_mean|_std)?$")
+        return {pattern.sub(r"\1_acc\2", k): v for k, v in summary.items()}
+
+
+# Summary keys that hold the task's metric: <stem>_acc[_runs|_mean|_std].
+_METRIC_KEY_STEMS = (
+    "teacher_test|teacher_val|teacher_reference|student_test|student_val|"
+    "distilled_test|scratch_test|float_test"
+)
+_METRIC_KEY = re.compile(rf"^({_METRIC_KEY_STEMS})_acc(_runs|_mean|_std)?$")
+
+
+#: Classification's metric: accuracy, higher is better.
+ACCURACY = TaskMetric()
 
 
 def is_token_dtype(dtype: str) -> bool:

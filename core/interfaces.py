@@ -33,6 +33,7 @@ from kdforge.data import (
     LossNeeds,
     LossResult,
     ModelOutput,
+    TaskMetric,
 )
 from kdforge.errors import ConfigError
 from kdforge.features import model_feature_names, predict_with_taps
@@ -47,6 +48,7 @@ __all__ = [
     "ExportResult",
     "Exporter",
     "HParam",
+    "HeadedModel",
     "LossNeeds",
     "LossResult",
     "LossStrategy",
@@ -426,6 +428,10 @@ class Task(_Plugin):
     metric: ClassVar[str] = "acc"
     higher_is_better: ClassVar[bool] = True
     metric_names: ClassVar[tuple[str, ...]] = ("acc",)
+    #: What a trial that never finished an epoch reports for ``metric``: a finite value
+    #: no trained model should be worse than (0 accuracy; a lower-is-better metric sets
+    #: a large one).
+    metric_failed_value: ClassVar[float] = 0.0
 
     def state(self) -> dict[str, Any]:
         """JSON-able statistics learned by :meth:`prepare` (default: none)."""
@@ -471,6 +477,11 @@ class Task(_Plugin):
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Every metric in :attr:`metric_names` over the labeled rows (NaN when none)."""
 
+    @property
+    def selection_metric(self) -> TaskMetric:
+        """:attr:`metric` and its direction, as the search names and ranks it."""
+        return TaskMetric(self.metric, self.higher_is_better, self.metric_failed_value)
+
     def better(self, a: float, b: float) -> bool:
         """Whether metric value ``a`` beats ``b`` (NaN never beats anything)."""
         if a != a:  # NaN
@@ -485,9 +496,41 @@ class Task(_Plugin):
         return float("-inf") if self.higher_is_better else float("inf")
 
     def output_head(self) -> torch.nn.Module | None:
-        """A module appended to the exported student so that it serves the task's
-        answer in the data's own units (default: None, the raw outputs)."""
+        """A module appended to a trained model so that it answers in the data's own
+        units (default: None, the raw outputs). It is part of saved checkpoints, exported
+        and served models; it must not squash logits (teachers are rebuilt with it)."""
         return None
+
+    def record(self) -> dict[str, Any]:
+        """What rebuilds this task elsewhere: name, params and :meth:`state` (plain values)."""
+        return {
+            "name": self.name,
+            "params": self.params.model_dump(mode="json"),
+            "state": self.state(),
+        }
+
+    def with_head(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` followed by :meth:`output_head` (``model`` itself when there is none)."""
+        head = self.output_head()
+        return model if head is None else HeadedModel(model, head)
+
+
+class HeadedModel(torch.nn.Module):
+    """A trained model followed by its task's output head (see :meth:`Task.output_head`).
+
+    Attributes:
+        body: The model as trained.
+        head: The task's head (e.g. undoing the standardisation of regression targets).
+    """
+
+    def __init__(self, body: torch.nn.Module, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``head(body(x))``."""
+        return self.head(self.body(x))
 
 
 class Exporter(_Plugin):

@@ -18,6 +18,7 @@ from kdforge import progress as display
 from kdforge.api.result import DistillResult
 from kdforge.config import SearchConfig, load_search_config
 from kdforge.config.loading import validate_config
+from kdforge.data import TaskMetric
 from kdforge.errors import ConfigError
 from kdforge.plugin_host.manager import get_registry
 from kdforge.search.driver import SearchResult, resume_search, run_search
@@ -185,7 +186,8 @@ def progress_emitter(progress: bool) -> Callable[[str], None]:
 def _result(found: SearchResult, config: SearchConfig) -> DistillResult:
     return DistillResult(
         search_dir=found.search_dir,
-        summary=dict(found.summary),
+        # As summary.json has it: the metric keys named after the task's metric.
+        summary=TaskMetric.of_summary(found.summary).named(found.summary),
         config=config,
         run_id=found.parent_run_id,
     )

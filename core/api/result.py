@@ -18,6 +18,7 @@ from torch import nn
 from kdforge.api.replay import replay_config
 from kdforge.api.student import load_student
 from kdforge.config import SearchConfig
+from kdforge.data import TaskMetric
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,22 +80,29 @@ class DistillResult:
         return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
     @property
+    def metric(self) -> TaskMetric:
+        """The task's metric the search selected by (accuracy for classification)."""
+        return TaskMetric.of_summary(self.summary)
+
+    @property
     def teacher_metrics(self) -> dict[str, Any]:
-        """The teacher's ``val_acc``, ``test_acc`` and ``params``."""
-        s = self.summary
+        """The teacher's ``val_<metric>``, ``test_<metric>`` (``val_acc``...) and ``params``."""
+        metric = self.metric
+        s = metric.canonical(self.summary)
         return {
-            "val_acc": s.get("teacher_val_acc"),
-            "test_acc": s.get("teacher_test_acc"),
+            metric.val: s.get("teacher_val_acc"),
+            metric.test: s.get("teacher_test_acc"),
             "params": s.get("teacher_params"),
         }
 
     @property
     def student_metrics(self) -> dict[str, Any]:
-        """The student's accuracies, size, MACs and ONNX latency (when measured)."""
-        s = self.summary
+        """The student's metric (``val_acc``, ``test_acc``...), size, MACs and latency."""
+        metric = self.metric
+        s = metric.canonical(self.summary)
         out = {
-            "val_acc": s.get("student_val_acc"),
-            "test_acc": s.get("student_test_acc"),
+            metric.val: s.get("student_val_acc"),
+            metric.test: s.get("student_test_acc"),
             "params": s.get("student_params"),
             "macs": s.get("student_macs"),
             "size_bytes": s.get("student_size_bytes"),
@@ -158,8 +166,8 @@ class DistillResult:
     def _repr_html_(self) -> str:
         rows = [
             ("search folder", str(self.search_dir)),
-            ("teacher test acc", _fmt(self.teacher_metrics["test_acc"])),
-            ("student test acc", _fmt(self.student_metrics["test_acc"])),
+            (f"teacher test {self.metric.name}", _fmt(self.teacher_metrics[self.metric.test])),
+            (f"student test {self.metric.name}", _fmt(self.student_metrics[self.metric.test])),
             ("student params", str(self.student_metrics["params"])),
             ("compression", f"{self.compression:.1f}x"),
             ("speed-up", "-" if self.speedup is None else f"{self.speedup:.2f}x"),
@@ -176,7 +184,7 @@ class DistillResult:
     def __repr__(self) -> str:
         return (
             f"DistillResult(search_dir={str(self.search_dir)!r}, "
-            f"student_test_acc={_fmt(self.student_metrics['test_acc'])}, "
+            f"student_{self.metric.test}={_fmt(self.student_metrics[self.metric.test])}, "
             f"compression={self.compression:.1f}x, model_uri={self.model_uri!r})"
         )
 

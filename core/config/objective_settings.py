@@ -7,10 +7,13 @@ validated before anything heavy loads.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from kdforge.data import TaskMetric
+from kdforge.errors import ConfigError
 from kdforge.interfaces import _refuse_quoted_number
 
 __all__ = [
@@ -21,9 +24,12 @@ __all__ = [
     "ObjectiveSpec",
     "check_objectives",
     "default_objectives",
+    "resolve_objectives",
 ]
 
-ObjectiveName = Literal["val_acc", "params", "macs", "size_bytes", "latency_ms", "latency_batch_ms"]
+# A task's selection metric is `val_<metric>` (val_acc, val_r2, val_map, ...); which one
+# fits is known once the task is, so the name is checked again by resolve_objectives.
+_METRIC_OBJECTIVE = r"^val_[a-z][a-z0-9_]*$"
 
 #: Every objective a search can optimise, with its natural direction.
 OBJECTIVE_MODES: dict[str, Literal["min", "max"]] = {
@@ -57,17 +63,32 @@ class _Strict(BaseModel):
 class ObjectiveSpec(_Strict):
     """One objective of the search and its direction."""
 
-    name: ObjectiveName = Field(
-        description="val_acc, params, macs, size_bytes, latency_ms (batch 1) or latency_batch_ms."
+    name: str = Field(
+        description="The task's metric (val_acc for classification, val_r2 for regression, "
+        "val_map for multilabel), params, macs, size_bytes, latency_ms (batch 1) or "
+        "latency_batch_ms."
     )
     mode: Literal["min", "max"] | None = Field(
         default=None,
-        description="Direction; default and only valid value: max for val_acc, min otherwise.",
+        description="Direction; default and only valid value: the metric's own direction "
+        "(max for val_acc), min for the costs.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, value: str) -> str:
+        if value not in OBJECTIVE_MODES and not re.match(_METRIC_OBJECTIVE, value):
+            raise ValueError(
+                f"unknown objective {value!r}: use the task's metric (val_acc, val_r2, "
+                f"val_map, ...) or one of {', '.join(k for k in OBJECTIVE_MODES if k != 'val_acc')}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _natural_mode(self) -> ObjectiveSpec:
-        natural = OBJECTIVE_MODES[self.name]
+        natural = OBJECTIVE_MODES.get(self.name)
+        if natural is None:  # a task's metric: its direction is checked with the task
+            return self
         if self.mode is None:
             self.mode = natural
         elif self.mode != natural:
@@ -96,11 +117,49 @@ def check_objectives(objectives: list[ObjectiveSpec]) -> list[ObjectiveSpec]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"objectives listed twice: {duplicates}")
-    if "val_acc" not in names:
+    if not any(name.startswith("val_") for name in names):
         raise ValueError(
-            "objectives must include val_acc (the accuracy the students are trained for)"
+            "objectives must include the task's metric (val_acc for classification): "
+            "the students are trained for it"
         )
     return objectives
+
+
+def resolve_objectives(
+    objectives: list[ObjectiveSpec], metric: TaskMetric, *, explicit: bool, task: str
+) -> list[ObjectiveSpec]:
+    """The objectives for a search whose task selects by ``metric``.
+
+    Args:
+        objectives: The config's list (the default one is ``[val_acc]``).
+        metric: The task's selection metric.
+        explicit: Whether the config gave ``objectives``; the default list becomes
+            ``[val_<metric>]``.
+        task: The task's name, for messages.
+
+    Raises:
+        ConfigError: a ``val_*`` objective that is not the task's metric, or in the
+            wrong direction.
+    """
+    if not explicit:
+        return [ObjectiveSpec(name=metric.val, mode=metric.mode)]
+    resolved = []
+    for spec in objectives:
+        if not spec.name.startswith("val_"):
+            resolved.append(spec)
+            continue
+        if spec.name != metric.val:
+            raise ConfigError(
+                f"objectives: {spec.name} is not a metric task {task!r} selects by",
+                hint=f"use {metric.val} (the task's metric) in objectives",
+            )
+        if spec.mode not in (None, metric.mode):
+            raise ConfigError(
+                f"objectives: {spec.name} can only be "
+                f"{'maximised' if metric.higher_is_better else 'minimised'} (mode: {metric.mode})"
+            )
+        resolved.append(ObjectiveSpec(name=metric.val, mode=metric.mode))
+    return resolved
 
 
 class ConstraintSettings(_Strict):

@@ -365,6 +365,11 @@ class SearchConfig(_Strict):
     )
     output_dir: str = Field("kdforge-runs", description="Where search folders are written.")
     dataset: DatasetRef = Field(description="Dataset plugin.")
+    task: PluginRef | None = Field(
+        None,
+        description="Task plugin (classification, regression, multilabel, ...) with its "
+        "params; default: the task the dataset's targets are for (docs/tasks.md).",
+    )
     teacher: TeacherRef = Field(description="Teacher plugin.")
     student: StudentConfig = Field(
         description="Student search space plugin; a list of them is short for the `choice` "
@@ -459,6 +464,11 @@ class TeacherConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Teacher name.")
     seed: int = Field(0, description="Seed of the training (the split has dataset.split_seed).")
     dataset: DatasetRef = Field(description="Dataset plugin (same split rules as the search).")
+    task: PluginRef | None = Field(
+        None,
+        description="Task plugin (classification, regression, multilabel, ...) with its "
+        "params; default: the task the dataset's targets are for (docs/tasks.md).",
+    )
     architecture: PluginRef = Field(
         description="Search-space plugin name and fixed `params` = the architecture to build."
     )

@@ -1,4 +1,4 @@
-"""Int8 quantization of a search's ONNX student, gated on accuracy.
+"""Int8 quantization of a search's ONNX student, gated on the task's metric.
 
 ``kdforge quantize SEARCH_DIR`` (or the post-search step when ``quantize.mode`` is not
 ``off``) quantizes ``student.onnx`` with onnxruntime's tools:
@@ -7,11 +7,12 @@
 * ``static``: int8 weights and activations; activation scales are calibrated on
   ``calibration_samples`` training inputs from the search's dataset plugin.
 
-Both models are measured side by side on the dataset's test split (accuracy) and
-with onnxruntime on one thread (single-row latency, batch throughput). The quantized
-model is registered as a new version of the search's registered model, with tags
-naming its source version, only if its accuracy drop stays within
-``max_accuracy_drop``. The report is written to ``SEARCH_DIR/quantize.json``.
+Both models are measured side by side on the dataset's test split (the task's metric:
+accuracy for classification, reported as ``test_acc``) and with onnxruntime on one
+thread (single-row latency, batch throughput). The quantized model is registered as a
+new version of the search's registered model, with tags naming its source version,
+only if its metric drops by at most ``max_accuracy_drop`` (in the metric's direction).
+The report is written to ``SEARCH_DIR/quantize.json``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from kdforge import progress
-from kdforge.config import SearchConfig, resolve_tracking_uri, validate_config
+from kdforge.config import PluginRef, SearchConfig, resolve_tracking_uri, validate_config
 from kdforge.config.quantize_settings import QuantizeSettings
+from kdforge.data import TaskMetric
 from kdforge.errors import ConfigError, ExportError
 from kdforge.plugin_host.resolve import instantiate
 from kdforge.tracking.registry import register_onnx
@@ -60,11 +63,15 @@ REPORT_FILE = "quantize.json"
 _THROUGHPUT_BATCH = 256
 
 
-def within_accuracy_drop(float_acc: float, int8_acc: float, max_drop: float) -> bool:
-    """Whether the quantized accuracy is close enough to register (gains always pass)."""
+def within_accuracy_drop(
+    float_acc: float, int8_acc: float, max_drop: float, higher_is_better: bool = True
+) -> bool:
+    """Whether the quantized model's metric is close enough to register (gains always
+    pass); ``higher_is_better`` is the metric's direction (accuracy: True)."""
+    drop = float_acc - int8_acc if higher_is_better else int8_acc - float_acc
     # A tiny epsilon keeps "exactly max_drop points lower" on the accepted side despite
     # float rounding of accuracies like 0.9194444.
-    return float_acc - int8_acc <= max_drop + 1e-9
+    return drop <= max_drop + 1e-9
 
 
 def quantize_search_dir(
@@ -106,9 +113,20 @@ def quantize_search_dir(
             hint="quantization needs export.exporter: onnx",
         )
 
-    splits = instantiate("dataset", config.dataset, "dataset").load(config.dataset.split_seed)
+    raw_splits = instantiate("dataset", config.dataset, "dataset").load(config.dataset.split_seed)
+    # The gate is on the task's metric: its targets prepared as the search prepared them
+    # (regression: standardised on the same training rows), the models' outputs alike.
+    task = instantiate("task", config.task or PluginRef(name=raw_splits.info.task), "task")
+    task.check(raw_splits)
+    splits = task.prepare(raw_splits)
+    metric = task.selection_metric
     test_x = splits.test.x.numpy().astype(np.float32)
-    test_y = splits.test.y.numpy()
+    test_y = splits.test.y
+
+    def score(outputs: np.ndarray) -> float:
+        prepared = task.prepare_outputs(torch.from_numpy(outputs).float())
+        return task.metrics(prepared, test_y)[task.metric]
+
     target = folder / QUANTIZED_FILE
     emit(f"quantizing {source.name} ({settings.mode}) -> {target.name}")
     with progress.phase("quantization", total=2, unit="steps", emit=emit) as bar:
@@ -116,7 +134,7 @@ def quantize_search_dir(
         quantize_onnx(source, target, settings.mode, calibration)
         bar.advance(note="measuring float and int8")
         measured = measure_models(
-            {"float": source, "int8": target}, test_x, test_y, settings.latency_runs
+            {"float": source, "int8": target}, test_x, score, settings.latency_runs
         )
         bar.advance()
     report: dict[str, Any] = {
@@ -129,11 +147,13 @@ def quantize_search_dir(
     if settings.mode == "static":
         report["calibration_samples"] = len(calibration)
     float_acc, int8_acc = report["float"]["test_acc"], report["int8"]["test_acc"]
-    report["accuracy_drop"] = float_acc - int8_acc
+    report["accuracy_drop"] = -metric.gain(int8_acc, float_acc)
     report["latency_speedup"] = report["float"]["latency_ms_p50"] / report["int8"]["latency_ms_p50"]
     report["throughput_ratio"] = report["int8"]["rows_per_s"] / report["float"]["rows_per_s"]
     report["size_ratio"] = report["float"]["size_bytes"] / report["int8"]["size_bytes"]
-    accepted = within_accuracy_drop(float_acc, int8_acc, settings.max_accuracy_drop)
+    accepted = within_accuracy_drop(
+        float_acc, int8_acc, settings.max_accuracy_drop, metric.higher_is_better
+    )
     report["accepted"] = accepted
     _print_report(report, emit)
     name = summary.get("registered_model_name")
@@ -276,16 +296,21 @@ class _CalibrationReader:
 
 
 def measure_models(
-    paths: dict[str, Path], x: np.ndarray, y: np.ndarray, runs: int
+    paths: dict[str, Path],
+    x: np.ndarray,
+    y: np.ndarray | Callable[[np.ndarray], float],
+    runs: int,
 ) -> dict[str, dict[str, Any]]:
-    """Test accuracy, single-row latency, batch throughput and size of ONNX models.
+    """Test score, single-row latency, batch throughput and size of ONNX models.
 
     The models run on one onnxruntime thread each and are timed interleaved (one call
     of each in turn), so drift in the machine's load affects them alike.
 
     Args:
         paths: Model name -> ``.onnx`` file.
-        x: Test inputs (float32); ``y``: their labels.
+        x: Test inputs (float32).
+        y: Their class labels (the score is accuracy), or a function scoring a
+            model's outputs on ``x`` by the task's metric (reported as ``test_acc``).
         runs: Timed single-row calls per model.
     """
     import onnxruntime as ort
@@ -301,7 +326,8 @@ def measure_models(
     out: dict[str, dict[str, Any]] = {}
     for key, session in sessions.items():
         logits = session.run(None, {names[key]: x})[0]
-        out[key] = {"test_acc": float((logits.argmax(1) == y).mean())}
+        value = y(logits) if callable(y) else float((logits.argmax(1) == y).mean())
+        out[key] = {"test_acc": value}
         for _ in range(10):  # warm-up
             session.run(None, {names[key]: x[:1]})
     times: dict[str, list[float]] = {key: [] for key in sessions}
@@ -348,13 +374,17 @@ def _register(
     test_x: np.ndarray,
 ) -> dict[str, Any]:
     name = str(summary["registered_model_name"])
-    tags = {
-        "quantization": f"int8-{settings.mode}",
-        "source_version": str(summary.get("registered_model_version", "")),
-        "student_test_acc": f"{report['int8']['test_acc']:.4f}",
-        "float_test_acc": f"{report['float']['test_acc']:.4f}",
-        "accuracy_drop": f"{report['accuracy_drop']:.4f}",
-    }
+    metric = TaskMetric.of_summary(summary)  # tags name the task's metric, not "acc"
+    tags = metric.named(
+        {
+            "quantization": f"int8-{settings.mode}",
+            "source_version": str(summary.get("registered_model_version", "")),
+            "student_test_acc": f"{report['int8']['test_acc']:.4f}",
+            "float_test_acc": f"{report['float']['test_acc']:.4f}",
+            "accuracy_drop": f"{report['accuracy_drop']:.4f}",
+        },
+        with_metric=False,
+    )
     nested = has_active_run()  # inside a search's parent run, or on its own
     if not nested:
         setup_experiment(tracking_uri, experiment)
@@ -367,8 +397,8 @@ def _register(
         )
         log_numeric_metrics(
             {
-                "float_test_acc": report["float"]["test_acc"],
-                "int8_test_acc": report["int8"]["test_acc"],
+                f"float_{metric.test}": report["float"]["test_acc"],
+                f"int8_{metric.test}": report["int8"]["test_acc"],
                 "float_latency_ms_p50": report["float"]["latency_ms_p50"],
                 "int8_latency_ms_p50": report["int8"]["latency_ms_p50"],
                 "latency_speedup": report["latency_speedup"],

@@ -19,7 +19,7 @@ from torch import nn
 
 from kdforge.config import SearchConfig
 from kdforge.config.objective_settings import CONSTRAINT_METRICS, LatencySettings
-from kdforge.data import DataInfo
+from kdforge.data import ACCURACY, DataInfo, TaskMetric
 from kdforge.errors import ExportError
 from kdforge.interfaces import Exporter
 from kdforge.objectives.costs import (
@@ -149,19 +149,22 @@ def measure_trial(
     return metrics, "; ".join(problems) or None
 
 
-def rejected_result(metrics: Mapping[str, float], violation: str) -> dict[str, Any]:
+def rejected_result(
+    metrics: Mapping[str, float], violation: str, metric: TaskMetric = ACCURACY
+) -> dict[str, Any]:
     """The one result a rejected trial reports.
 
-    ``val_acc`` is 0.0 (the student was never trained) so a single-objective sampler
-    learns the region is bad; latencies that were not measured are reported as
-    infinity, so a multi-objective searcher still receives every objective.
+    The task's metric (``val_acc``) is its ``failed_value`` (0 accuracy: the student
+    was never trained) so a single-objective sampler learns the region is bad;
+    latencies that were not measured are reported as infinity, so a multi-objective
+    searcher still receives every objective.
     """
     result: dict[str, Any] = {"latency_ms": math.inf, "latency_batch_ms": math.inf}
     result.update(metrics)
     result.update(
         {
             "epoch": 0,
-            "val_acc": 0.0,
+            metric.val: metric.failed_value,
             "kdforge_status": REJECTED,
             "constraint_violation": violation,
         }

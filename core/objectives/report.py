@@ -23,6 +23,7 @@ from typing import Any
 
 from kdforge import progress
 from kdforge.config import SearchConfig, SelectionSettings
+from kdforge.data import ACCURACY
 from kdforge.errors import ExportError, SearchError
 from kdforge.objectives.constraints import REJECTED
 from kdforge.objectives.costs import LatencyResult
@@ -64,7 +65,7 @@ def _ensure_choice_latency(
     ]
     measured = 0
     with progress.phase("latency", emit=emit) as bar:  # candidates until one is fast enough
-        for row in sorted(candidates, key=lambda r: (-(r.val_acc or 0.0), r.params or 0)):
+        for row in sorted(candidates, key=lambda r: (r.metric.rank(r.val_acc), r.params or 0)):
             if row.latency_ms is None:
                 measure(row)
                 measured += 1
@@ -131,7 +132,8 @@ def report_objectives(
     Raises:
         SearchError: ``most_accurate_under`` limits that no finished student meets.
     """
-    objectives = front_objectives([o.name for o in config.objectives])
+    metric = rows[0].metric if rows else ACCURACY
+    objectives = front_objectives([o.name for o in config.objectives], metric)
     rejected = [r for r in rows if r.status == REJECTED]
     if rejected:
         limits = ", ".join(f"{k}={v:,.4g}" for k, v in config.constraints.limits().items())

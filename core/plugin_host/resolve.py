@@ -14,7 +14,7 @@ from torch import nn
 from kdforge.checkpoint import checkpoint_info
 from kdforge.config import LossConfig, PluginRef, Range, format_validation_error
 from kdforge.errors import CheckpointError, ConfigError, closest_match, first_line
-from kdforge.interfaces import HParam, LossNeeds, LossStrategy, PluginParams
+from kdforge.interfaces import HParam, LossNeeds, LossStrategy, PluginParams, Task
 from kdforge.plugin_host.manager import PluginRecord, get_registry
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "instantiate",
     "loss_hparams",
     "loss_needs",
+    "rebuild_task",
     "validate_params",
 ]
 
@@ -134,4 +135,19 @@ def build_checkpoint_model(payload: dict[str, Any], source: str = "checkpoint") 
             f"{first_line(exc)}"
         ) from None
     model.eval()
+    if payload.get("task"):
+        model = rebuild_task(payload["task"], source).with_head(model).eval()
     return model
+
+
+def rebuild_task(record: dict[str, Any], source: str = "checkpoint") -> Task:
+    """The task of a ``Task.record()`` (a checkpoint's, a trial payload's), state restored.
+
+    Raises:
+        PluginError: the task plugin is not installed.
+        ConfigError: its params no longer validate.
+    """
+    ref = PluginRef(name=str(record["name"]), params=dict(record.get("params") or {}))
+    task: Task = instantiate("task", ref, f"{source}: task")
+    task.load_state(dict(record.get("state") or {}))
+    return task

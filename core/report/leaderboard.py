@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kdforge.config import SelectionSettings
+from kdforge.data import ACCURACY, TaskMetric
 from kdforge.interfaces import SearchSpace
 from kdforge.wording import compact_params, plural, trial_name
 
@@ -17,7 +18,12 @@ __all__ = ["TrialRow", "format_table", "select_best", "write_csv"]
 
 @dataclass
 class TrialRow:
-    """One trial as the user sees it."""
+    """One trial as the user sees it.
+
+    ``val_acc`` and ``test_acc`` hold the task's metric (``metric``): accuracy for
+    classification. Files, tables and objectives name them ``val_<metric>`` and
+    ``test_<metric>`` (``val_r2`` for regression).
+    """
 
     number: int
     trial_id: str
@@ -41,6 +47,8 @@ class TrialRow:
     run_id: str = ""
     #: The space's short description of ``arch`` (``mlp 2x[64,32]``), set by the driver.
     arch_text: str = ""
+    #: The task's metric that ``val_acc``/``test_acc`` hold, and its direction.
+    metric: TaskMetric = ACCURACY
 
     @property
     def architecture(self) -> str:
@@ -49,12 +57,19 @@ class TrialRow:
 
     def objective(self, name: str) -> float | None:
         """The value of objective ``name`` (``val_acc``, ``params``, ``latency_ms``, ...)."""
+        if name == self.metric.val:
+            name = "val_acc"
+        elif name == self.metric.test:
+            name = "test_acc"
         value = getattr(self, name, None)
         return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
     def flat(self) -> dict[str, Any]:
         """A flat dict for CSV and MLflow (hparams and arch as prefixed columns)."""
         row = asdict(self)
+        row.pop("metric")
+        names = {"val_acc": self.metric.val, "test_acc": self.metric.test}
+        row = {names.get(k, k): v for k, v in row.items()}
         hparams = row.pop("loss_hparams")
         arch = row.pop("arch")
         row.update({f"loss.{k}": v for k, v in hparams.items()})
@@ -69,6 +84,7 @@ def _finite(value: float | None) -> bool:
 def select_best(rows: list[TrialRow], rule: SelectionSettings) -> TrialRow | None:
     """Pick the student to export among finished trials that kept a checkpoint.
 
+    The task's metric (``row.metric``, in its direction) stands for accuracy below.
     ``accuracy``: highest validation accuracy, fewer parameters break ties.
     ``smallest_within``: fewest parameters among trials within ``tolerance`` of the
     best validation accuracy (higher accuracy breaks ties).
@@ -86,11 +102,13 @@ def select_best(rows: list[TrialRow], rule: SelectionSettings) -> TrialRow | Non
         ]
     if not candidates:
         return None
-    best_acc = max(float(r.val_acc or 0.0) for r in candidates)
+    metric = candidates[0].metric
+    best_rank = min(metric.rank(r.val_acc) for r in candidates)
     if rule.rule == "smallest_within":
-        near = [r for r in candidates if float(r.val_acc or 0.0) >= best_acc - rule.tolerance]
-        return min(near, key=lambda r: (r.params or 0, -(r.val_acc or 0.0)))
-    return min(candidates, key=lambda r: (-(r.val_acc or 0.0), r.params or 0))
+        # Within `tolerance` of the best, in the metric's direction.
+        near = [r for r in candidates if metric.rank(r.val_acc) <= best_rank + rule.tolerance]
+        return min(near, key=lambda r: (r.params or 0, metric.rank(r.val_acc)))
+    return min(candidates, key=lambda r: (metric.rank(r.val_acc), r.params or 0))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -106,18 +124,15 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def format_table(rows: list[TrialRow], best: TrialRow | None = None, limit: int = 20) -> str:
-    """A fixed-width text table, best validation accuracy first."""
+    """A fixed-width text table, best validation value of the task's metric first."""
     hp_names = sorted({k for r in rows for k in r.loss_hparams})
     timed = any(r.latency_ms is not None for r in rows)
     extra = ["macs", *(["latency_ms"] if timed else [])]
-    header = ["", "trial", "status", "arch", "params", *extra, "val_acc", "test_acc"]
+    metric = rows[0].metric if rows else ACCURACY
+    header = ["", "trial", "status", "arch", "params", *extra, metric.val, metric.test]
     header += [*hp_names, "lr", "epochs"]
     ordered = sorted(
-        rows,
-        key=lambda r: (
-            r.status in ("failed", "rejected"),
-            -(r.val_acc if r.val_acc is not None and _finite(r.val_acc) else -1.0),
-        ),
+        rows, key=lambda r: (r.status in ("failed", "rejected"), metric.rank(r.val_acc))
     )
     body = []
     for row in ordered[:limit]:

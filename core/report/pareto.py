@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kdforge.config.objective_settings import OBJECTIVE_MODES
+from kdforge.data import ACCURACY, TaskMetric
 from kdforge.interfaces import SearchSpace
 from kdforge.report.leaderboard import TrialRow
 
@@ -33,14 +34,16 @@ __all__ = [
 Objectives = Sequence[tuple[str, str]]
 
 
-def front_objectives(names: Sequence[str]) -> list[tuple[str, str]]:
-    """The objectives a front is computed on: the search's, or accuracy vs size for one.
+def front_objectives(names: Sequence[str], metric: TaskMetric = ACCURACY) -> list[tuple[str, str]]:
+    """The objectives a front is computed on: the search's, or the task's metric vs size.
 
     Args:
         names: The search's objective names (``config.objectives``), in order.
+        metric: The task's metric (``val_<name>`` among ``names``).
     """
-    pairs = [(name, str(OBJECTIVE_MODES[name])) for name in names if name in OBJECTIVE_MODES]
-    return pairs if len(pairs) > 1 else [("val_acc", "max"), ("params", "min")]
+    modes: dict[str, str] = {**OBJECTIVE_MODES, metric.val: metric.mode}
+    pairs = [(name, str(modes[name])) for name in names if name in modes]
+    return pairs if len(pairs) > 1 else [(metric.val, metric.mode), ("params", "min")]
 
 
 def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
@@ -91,7 +94,7 @@ def pareto_front(rows: Sequence[TrialRow], objectives: Objectives) -> list[Trial
     modes = [mode for _, mode in objectives]
     points = [_values(r, objectives) or [] for r in candidates]
     front = [candidates[i] for i in non_dominated(points, modes)]
-    return sorted(front, key=lambda r: (-(r.val_acc or 0.0), r.params or 0, r.number))
+    return sorted(front, key=lambda r: (r.metric.rank(r.val_acc), r.params or 0, r.number))
 
 
 def _fmt(value: float | None) -> str:
@@ -102,17 +105,21 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def _columns(objectives: Objectives) -> list[str]:
+def _columns(objectives: Objectives, metric: TaskMetric) -> list[str]:
     names = [name for name, _ in objectives]
-    extra = [c for c in ("val_acc", "test_acc", "params", "macs", "latency_ms") if c not in names]
-    return names + extra
+    shown = (metric.val, metric.test, "params", "macs", "latency_ms")
+    return names + [c for c in shown if c not in names]
+
+
+def _metric_of(rows: Sequence[TrialRow]) -> TaskMetric:
+    return rows[0].metric if rows else ACCURACY
 
 
 def format_front(
     front: Sequence[TrialRow], objectives: Objectives, chosen: TrialRow | None = None
 ) -> str:
     """A fixed-width table of the front (``*`` marks the chosen student)."""
-    columns = _columns(objectives)
+    columns = _columns(objectives, _metric_of(front))
     header = ["", "trial", *columns]
     body = [
         [
@@ -137,7 +144,13 @@ def format_front(
 
 def write_front_csv(front: Sequence[TrialRow], objectives: Objectives, path: Path) -> Path:
     """Write the front as CSV: trial, objectives, accuracy and cost columns, arch."""
-    columns = ["trial", "trial_id", *_columns(objectives), "latency_batch_ms", "size_bytes"]
+    columns = [
+        "trial",
+        "trial_id",
+        *_columns(objectives, _metric_of(front)),
+        "latency_batch_ms",
+        "size_bytes",
+    ]
     archs = [SearchSpace.shown_arch(r.arch) for r in front]
     arch_keys = sorted({k for arch in archs for k in arch})
     with open(path, "w", newline="", encoding="utf-8") as handle:

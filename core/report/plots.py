@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdforge.data import ACCURACY
 from kdforge.report.leaderboard import TrialRow
 from kdforge.report.pareto import Objectives, front_objectives, pareto_front
 
@@ -79,11 +80,17 @@ def _log_if_wide(ax: Axes, values: Sequence[float]) -> None:
         ax.set_xscale("log")
 
 
-def _label(ax: Axes, xlabel: str, title: str) -> None:
-    """Axis labels, title, grid and legend, the same on every plot (accuracy on y)."""
+def _metric_word(rows: Sequence[TrialRow]) -> str:
+    """How the plots name the task's metric: ``accuracy``, or its own name (``r2``)."""
+    name = rows[0].metric.name if rows else "acc"
+    return "accuracy" if name == "acc" else name
+
+
+def _label(ax: Axes, xlabel: str, title: str, metric: str = "accuracy") -> None:
+    """Axis labels, title, grid and legend, the same on every plot (the metric on y)."""
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title)
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(title.replace("accuracy", metric))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
 
@@ -136,7 +143,7 @@ def plot_accuracy_vs_size(
             teacher_acc, color="black", linestyle="--", linewidth=1, label="teacher (validation)"
         )
     _log_if_wide(ax, [x for r in rows if (x := _value(r, size)) is not None])
-    _label(ax, _COSTS.get(size, size), "accuracy vs size, one point per trial")
+    _label(ax, _COSTS.get(size, size), "accuracy vs size, one point per trial", _metric_word(rows))
     return _save(figure, path)
 
 
@@ -203,7 +210,7 @@ def plot_pareto(
                 label="chosen",
             )
         _log_if_wide(ax, [p[0] for p in points])
-        _label(ax, _COSTS[cost], f"Pareto front: accuracy vs {cost}")
+        _label(ax, _COSTS[cost], f"Pareto front: accuracy vs {cost}", _metric_word(rows))
     return _save(figure, path)
 
 
@@ -222,12 +229,14 @@ def plot_history(rows: Sequence[TrialRow], path: Path) -> Path:
         ]
         if points:
             ax.scatter(*zip(*points, strict=True), color=color, label=status, alpha=0.8)
-    best_x, best_y, current = [], [], -math.inf
+    best_x, best_y = [], []
+    current: float | None = None
     for row in ordered:
         value = _value(row, "val_acc")
-        if value is not None and row.status == "finished":
-            current = max(current, value)
-        if current > -math.inf:
+        finished = value is not None and row.status == "finished"
+        if finished and (current is None or row.metric.rank(value) < row.metric.rank(current)):
+            current = value
+        if current is not None:
             best_x.append(row.number)
             best_y.append(current)
     if best_x:
@@ -235,7 +244,7 @@ def plot_history(rows: Sequence[TrialRow], path: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _label(ax, "trial", "optimisation history")
+    _label(ax, "trial", "optimisation history", _metric_word(rows))
     return _save(figure, path)
 
 
@@ -263,7 +272,7 @@ def make_plots(
     if pareto_png is not None and Path(pareto_png).is_file():
         pareto = Path(pareto_png)
     else:
-        pairs = front_objectives(objectives)
+        pairs = front_objectives(objectives, rows[0].metric if rows else ACCURACY)
         front = pareto_front(rows, pairs)
         pareto = plot_pareto(rows, front, pairs, folder / PLOT_FILES["pareto"], chosen=best)
     return {

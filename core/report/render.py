@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from kdforge.data import ACCURACY, TaskMetric
 from kdforge.errors import ConfigError
 from kdforge.report.leaderboard import TrialRow, format_table
 from kdforge.report.plots import make_plots
@@ -74,8 +75,11 @@ def _typed(kind: str, text: str) -> Any:
     return text
 
 
-def read_leaderboard(path: Path) -> list[TrialRow]:
+def read_leaderboard(path: Path, higher_is_better: bool = True) -> list[TrialRow]:
     """Read ``leaderboard.csv`` back into rows (unknown columns are ignored).
+
+    The task's metric is the ``val_<name>``/``test_<name>`` column pair (``val_acc``);
+    ``higher_is_better`` is its direction (``summary.json`` keeps it).
 
     Raises:
         ConfigError: the file is missing or not a kdforge leaderboard.
@@ -91,11 +95,14 @@ def read_leaderboard(path: Path) -> list[TrialRow]:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "number" not in reader.fieldnames:
             raise ConfigError(f"{path}: not a kdforge leaderboard (no 'number' column)")
+        metric = _leaderboard_metric(reader.fieldnames, higher_is_better)
+        renamed = {metric.val: "val_acc", metric.test: "test_acc"}
         for raw in reader:
             values: dict[str, Any] = {"loss_hparams": {}, "arch": {}}
             for key, text in raw.items():
                 if key is None:
                     continue
+                key = renamed.get(key, key)
                 text = text or ""
                 if key.startswith("loss.") and text:
                     values["loss_hparams"][key[5:]] = float(text)
@@ -103,8 +110,17 @@ def read_leaderboard(path: Path) -> list[TrialRow]:
                     values["arch"][key[8:]] = _scalar(text)
                 elif key in kinds and kinds[key] not in ("dict[str, float]", "dict[str, Any]"):
                     values[key] = _typed(kinds[key], text)
-            rows.append(TrialRow(**values))
+            rows.append(TrialRow(**values, metric=metric))
     return rows
+
+
+def _leaderboard_metric(columns: Sequence[str], higher_is_better: bool) -> TaskMetric:
+    """The task's metric of a leaderboard: its ``val_<name>``/``test_<name>`` columns."""
+    for column in columns:
+        name = column.removeprefix("val_")
+        if column.startswith("val_") and name != "loss" and f"test_{name}" in columns:
+            return TaskMetric(name, higher_is_better)
+    return ACCURACY
 
 
 def load_report_data(search_dir: str | Path) -> ReportData:
@@ -112,9 +128,13 @@ def load_report_data(search_dir: str | Path) -> ReportData:
     folder = Path(search_dir)
     if not folder.is_dir():
         raise ConfigError(f"search folder not found: {folder}")
-    rows = read_leaderboard(folder / "leaderboard.csv")
     summary_file = folder / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    raw_summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    # The renderers read the _acc keys and name them after the summary's metric.
+    summary = TaskMetric.of_summary(raw_summary).canonical(raw_summary)
+    rows = read_leaderboard(
+        folder / "leaderboard.csv", bool(summary.get("metric_higher_is_better", True))
+    )
     objectives: list[str] = []
     config_file = folder / "config.yaml"
     if config_file.is_file():
@@ -156,10 +176,11 @@ def _headline(summary: dict[str, Any]) -> list[str]:
     """Result lines shared by the terminal, Markdown and HTML reports."""
     if not summary:
         return ["the search did not finish: no student was chosen (see the leaderboard)"]
+    metric = TaskMetric.of_summary(summary)
     lines = [
-        f"teacher: test_acc {_fmt(summary.get('teacher_test_acc'))}, "
+        f"teacher: {metric.test} {_fmt(summary.get('teacher_test_acc'))}, "
         f"{_fmt(summary.get('teacher_params'), '{:,}')} params",
-        f"student: test_acc {_fmt(summary.get('student_test_acc'))}, "
+        f"student: {metric.test} {_fmt(summary.get('student_test_acc'))}, "
         f"{_fmt(summary.get('student_params'), '{:,}')} params (trial "
         f"{_fmt(summary.get('best_trial'), '{:03d}')}"
         + (f", {summary['best_arch_text']})" if summary.get("best_arch_text") else ")"),

@@ -34,7 +34,7 @@ def train_fixed(
     seed: int,
     distill: bool,
 ) -> float:
-    """Train one fixed architecture and return its test accuracy."""
+    """Train one fixed architecture and return its test value of the task's metric."""
     torch.set_num_threads(max(1, payload.threads))
     torch.manual_seed(seed)
     if not distill:
@@ -43,7 +43,7 @@ def train_fixed(
     model = payload.space.build(arch, payload.info)
     loss = payload.loss_cls(payload.loss_params, loss_hparams) if distill else None
     train_on_payload(payload, model, lr=lr, seed=seed, loss=loss)
-    acc, _ = evaluate(model, payload.test_x, payload.test_y)
+    acc, _ = evaluate(model, payload.test_x, payload.test_y, payload.task)
     return acc
 
 
@@ -108,5 +108,6 @@ def measure_distillation_gain(
         "distilled_test_acc_std": distilled_sd,
         "scratch_test_acc_mean": scratch_mean,
         "scratch_test_acc_std": scratch_sd,
-        "distillation_gain": distilled_mean - scratch_mean,
+        # Positive when distillation helps, whatever the metric's direction.
+        "distillation_gain": payload.metric.gain(distilled_mean, scratch_mean),
     }

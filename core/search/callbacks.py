@@ -15,6 +15,7 @@ from typing import Any
 
 from ray.tune import Callback, Stopper
 
+from kdforge.data import ACCURACY, TaskMetric
 from kdforge.errors import disk_full_error
 from kdforge.interfaces import SearchSpace
 from kdforge.progress import Bar
@@ -32,15 +33,9 @@ __all__ = [
     "trial_status",
 ]
 
-_METRIC_KEYS = (
-    "val_acc",
-    "epoch_val_acc",
-    "val_loss",
-    "test_acc",
-    "train_loss",
-    "train_kd",
-    "train_ce",
-)
+_METRIC_KEYS = ("val_loss", "train_loss", "train_kd", "train_ce")
+# The task's metric comes as val_<name>, epoch_val_<name> and test_<name> (val_acc, ...).
+_METRIC_PREFIXES = ("val_", "epoch_val_", "test_", "train_")
 # Reported every epoch but constant per trial: logged once at step 0.
 _STATIC_KEYS = ("params", "macs", "size_bytes", "latency_ms")
 
@@ -162,7 +157,7 @@ class MlflowTrialLogger(Callback):
         self._last_epoch[key] = epoch
         now = int(time.time() * 1000)
         # Every loss part the trial reports (train_kd, train_ce, train_fitnets, ...).
-        wanted = [k for k in result if k in _METRIC_KEYS or k.startswith("train_")]
+        wanted = [k for k in result if k in _METRIC_KEYS or k.startswith(_METRIC_PREFIXES)]
         values = finite_metrics({k: result[k] for k in wanted})
         metrics = [(k, v, now, epoch) for k, v in values.items()]
         if key not in self._static_logged:
@@ -351,7 +346,9 @@ class ProgressPrinter(Callback):
         emit: Callable[[str], None] = print,
         numbers: dict[str, int] | None = None,
         failures: FailureFiles | None = None,
+        metric: TaskMetric = ACCURACY,
     ):
+        self._metric = metric
         self._failures = failures
         self._total = total
         self._epochs = epochs
@@ -361,7 +358,7 @@ class ProgressPrinter(Callback):
         self._done = 0
         self._started: dict[str, float] = {}
         self._last: dict[str, dict] = {}
-        self._best = -1.0
+        self._best: float | None = None
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Remember when the trial started."""
@@ -377,13 +374,15 @@ class ProgressPrinter(Callback):
         self._done += 1
         last = self._last.get(trial.trial_id, {})
         elapsed = time.perf_counter() - self._started.get(trial.trial_id, time.perf_counter())
-        acc = last.get("val_acc")
-        if isinstance(acc, int | float) and acc > self._best:
-            self._best = float(acc)
-        acc_text = f"val_acc={acc:.4f}" if isinstance(acc, int | float) else "val_acc=-"
+        metric = self._metric
+        acc = last.get(metric.val)
+        scored = isinstance(acc, int | float)
+        if scored and (self._best is None or metric.rank(acc) < metric.rank(self._best)):
+            self._best = float(acc)  # type: ignore[arg-type]
+        acc_text = f"{metric.val}={acc:.4f}" if isinstance(acc, int | float) else f"{metric.val}=-"
         params = last.get("params")
         params_text = f"params={int(params):,}" if params is not None else "params=-"
-        best = f"best={self._best:.4f}" if self._best >= 0 else "best=-"
+        best = f"best={self._best:.4f}" if self._best is not None else "best=-"
         key = str(trial.trial_id)
         if key not in self._numbers:
             self._numbers[key] = trial_number(trial, self._numbers)

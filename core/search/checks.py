@@ -18,7 +18,7 @@ from kdforge.batching import iter_batches
 from kdforge.config import DatasetRef
 from kdforge.data import DataSplits
 from kdforge.errors import ConfigError, DataError, KDForgeError
-from kdforge.interfaces import SearchSpace, Teacher
+from kdforge.interfaces import SearchSpace, Task, Teacher
 from kdforge.plugin_host.split_record import count_seen
 
 __all__ = [
@@ -34,7 +34,9 @@ __all__ = [
 TEACHER_GAP = 0.05
 
 
-def check_data_against_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> None:
+def check_data_against_teacher(
+    splits: DataSplits, teacher: Teacher, teacher_name: str, task: Task | None = None
+) -> None:
     """Fail before the search when data and teacher cannot work together.
 
     Raises:
@@ -53,6 +55,15 @@ def check_data_against_teacher(splits: DataSplits, teacher: Teacher, teacher_nam
         ):
             bad = int((~torch.isfinite(split.x)).flatten(1).any(1).sum())
             raise DataError(f"dataset {info.name!r}: {bad} {name} inputs contain NaN or inf")
+        if task is not None and task.name != "classification":
+            # The task checked its own targets; every val and test row needs one.
+            missing = int((~task.labeled(split.y)).sum())
+            if name in ("val", "test") and missing:
+                raise DataError(
+                    f"dataset {info.name!r}: {missing} rows of the {name} split have no "
+                    "label; validation and test rows must be labeled"
+                )
+            continue
         labeled = split.y[split.y >= 0]
         if bool((split.y < -1).any()):
             raise DataError(

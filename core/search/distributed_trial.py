@@ -40,6 +40,7 @@ from kdforge.search.trial import (
     prepare_trial,
     run_trial,
     split_config,
+    start_progress,
     train_prepared,
     trial_device,
     trial_seed,
@@ -108,7 +109,7 @@ def run_distributed_trial(
     ``workers``, ``parallel`` and ``train_rows_worker_<rank>`` (rows each worker trained on
     in the epoch). An error on any worker ends the trial with a ``failed`` result.
     """
-    progress: dict[str, Any] = {"epoch": 0, "val_acc": 0.0}
+    progress = start_progress(payload.metric)
     try:
         _lead(config, payload, spec, progress)
     except (StopIteration, GeneratorExit):

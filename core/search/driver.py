@@ -324,6 +324,7 @@ def _finish(
         plan.teacher.num_parameters(),
         run.teacher_acc,
         run.outputs.forward_calls,
+        plan.task,
     )
     save_student(
         search_dir,
@@ -332,6 +333,7 @@ def _finish(
         run.splits.info,
         student,
         result["student_test_acc"],
+        plan.task,
     )
     gain: dict[str, Any] = {}
     if config.baseline.enabled:
@@ -343,20 +345,23 @@ def _finish(
             run.payload, best, config.baseline.seeds, config.search.cpus_per_trial, emit
         )
     so_far = {**result, **gain}
-    log_numeric_metrics(so_far)
+    metric = plan.metric
+    log_numeric_metrics(metric.named(so_far, with_metric=False))
+    # Exported, registered and served with the task's head: answers in the data's units.
+    served = plan.task.with_head(student).eval() if plan.task is not None else student
     exported: dict[str, Any] = {}
     if plan.exporter is not None:
         exported = export_and_register(
             config,
             plan.exporter,
-            student,
+            served,
             run.splits.test,
-            so_far,
+            metric.named(so_far, with_metric=False),
             search_dir,
             emit,
             run.splits.info,
         )
-    print_result(so_far, emit)
+    print_result(so_far, emit, metric)
     services.release()
     speed = measure_student_speedup(plan.teacher, student, run.splits.test.x, emit)
     range_warnings = crowded_bounds(rows, searched_ranges(plan, run.splits.info))
@@ -377,15 +382,17 @@ def _finish(
         "range_warnings": range_warnings,
     }
     # Registry description, plots, best_config.yaml, report.md/.html.
-    publish_reports(config, rows, best, summary, search_dir, emit)
-    _write_summary(search_dir, summary)
+    # Reports read the _acc keys and name them after the metric the summary carries.
+    publish_reports(config, rows, best, {**summary, **metric.named({})}, search_dir, emit)
+    _write_summary(search_dir, metric.named(summary))
     quantized = quantize_after_search(
         search_dir, config.quantize, tracking_uri=plan.tracking_uri, emit=emit
     )
     if quantized is not None:
         summary = {**summary, "quantize": quantized}
-        write_summary(search_dir, summary)
-    return summary
+        write_summary(search_dir, metric.named(summary))
+    # In-process readers (kdforge.distill's result) read the _acc keys, named by `metric`.
+    return {**summary, **metric.named({})}
 
 
 def _write_summary(search_dir: Path, summary: dict[str, Any]) -> None:

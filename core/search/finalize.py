@@ -23,9 +23,9 @@ from torch import nn
 from kdforge import progress
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import SearchConfig
-from kdforge.data import DataInfo, Split
+from kdforge.data import ACCURACY, DataInfo, Split, TaskMetric
 from kdforge.export.student import check_inputs, export_student, weight_files
-from kdforge.interfaces import Exporter, SearchSpace
+from kdforge.interfaces import Exporter, SearchSpace, Task
 from kdforge.objectives.costs import measure_onnx_latency_with
 from kdforge.plugin_host.split_record import ref_record, split_tag
 from kdforge.report.leaderboard import TrialRow
@@ -70,10 +70,11 @@ def student_summary(
     teacher_params: int,
     teacher_acc: Mapping[str, float],
     teacher_forward_calls: int,
+    task: Task | None = None,
 ) -> dict[str, Any]:
-    """The chosen student against the teacher: accuracy, size, compression."""
+    """The chosen student against the teacher: the task's metric, size, compression."""
     student_params = count_parameters(student)
-    student_test, _ = evaluate(student, test.x, test.y)
+    student_test, _ = evaluate(student, test.x, test.y, task)
     return {
         "search": config.name,
         "search_dir": str(search_dir),
@@ -105,8 +106,12 @@ def save_student(
     info: DataInfo,
     student: nn.Module,
     test_acc: float,
+    task: Task | None = None,
 ) -> Path:
     """Write ``student.pt``, a kdforge checkpoint that rebuilds the student by name.
+
+    With a ``task``, the checkpoint records it, so that the rebuilt student ends with
+    the task's output head (predictions in the data's units).
 
     It is logged to the active (parent) run too, so ``kdforge.load_student`` finds it
     from the registered model's URI.
@@ -118,6 +123,7 @@ def save_student(
         info=info,
         model=student,
         meta={"test_acc": test_acc, "trial": best.number},
+        task=task.record() if task is not None else None,
     )
     log_files(path)
     return path
@@ -267,17 +273,20 @@ def _student_latency(
     return values
 
 
-def print_result(summary: Mapping[str, Any], emit: Callable[[str], None]) -> None:
+def print_result(
+    summary: Mapping[str, Any], emit: Callable[[str], None], metric: TaskMetric = ACCURACY
+) -> None:
     """Print the ``== result ==`` block: teacher, student, compression, gain."""
     emit("")
     emit("== result ==")
     emit(
-        f"teacher: test_acc={summary['teacher_test_acc']:.4f}  params={summary['teacher_params']:,}"
+        f"teacher: {metric.test}={summary['teacher_test_acc']:.4f}  "
+        f"params={summary['teacher_params']:,}"
     )
     arch = summary.get("best_arch_text") or summary["best_arch"]
     emit(
-        f"student: test_acc={summary['student_test_acc']:.4f}  params={summary['student_params']:,}"
-        f"  ({trial_name(summary['best_trial'])}, {arch})"
+        f"student: {metric.test}={summary['student_test_acc']:.4f}  "
+        f"params={summary['student_params']:,}  ({trial_name(summary['best_trial'])}, {arch})"
     )
     emit(f"compression: {summary['compression_ratio']:.1f}x fewer parameters")
     if "distillation_gain" in summary:

@@ -11,13 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdforge.config import PluginRef, Range, SearchConfig, resolve_tracking_uri
-from kdforge.data import LossNeeds
+from kdforge.data import ACCURACY, LossNeeds, TaskMetric
 from kdforge.interfaces import (
     DatasetPlugin,
     Exporter,
     LossStrategy,
     PluginParams,
     SearchSpace,
+    Task,
     Teacher,
 )
 from kdforge.plugin_host.manager import get_registry
@@ -48,6 +49,8 @@ class SearchPlan:
         latency_exporter: The exporter that latency is measured through.
         tracking_uri: The resolved MLflow tracking URI.
         address: The Ray cluster to join, or None for a local Ray.
+        task: The task; from the config's ``task`` section, else decided by the data
+            once it is loaded (:func:`kdforge.search.run.load_data` fills it in).
     """
 
     config: SearchConfig
@@ -62,6 +65,12 @@ class SearchPlan:
     latency_exporter: Exporter
     tracking_uri: str
     address: str | None
+    task: Task | None = None
+
+    @property
+    def metric(self) -> TaskMetric:
+        """The task's selection metric (accuracy until the task is known)."""
+        return self.task.selection_metric if self.task is not None else ACCURACY
 
 
 def with_space_lr(config: SearchConfig, space: SearchSpace) -> SearchConfig:
@@ -92,6 +101,7 @@ def plan_search(
     """
     # In the config's order, so the first bad section is the one reported.
     dataset = instantiate("dataset", config.dataset, "dataset")
+    task = instantiate("task", config.task, "task") if config.task is not None else None
     teacher = instantiate("teacher", config.teacher, "teacher")
     unwrapped = instantiate("search_space", config.student, "student")
     config = with_space_lr(config, unwrapped)
@@ -118,6 +128,7 @@ def plan_search(
         latency_exporter=instantiate("exporter", PluginRef(name=LATENCY_EXPORTER), "latency"),
         tracking_uri=resolve_tracking_uri(tracking_uri or config.tracking.uri),
         address=address or config.search.address,
+        task=task,
     )
     # Student values need the data info; they are checked once the data is loaded.
     check_initial_points(config, loss_settings)

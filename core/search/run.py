@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kdforge.data import DataSplits
+from kdforge.config import PluginRef
+from kdforge.config.objective_settings import resolve_objectives
+from kdforge.data import ACCURACY, DataSplits
+from kdforge.errors import ConfigError
 from kdforge.objectives.constraints import trial_objectives_for
+from kdforge.plugin_host.resolve import check_loss_fits_task, instantiate
 from kdforge.search.checks import (
     check_data_against_teacher,
     check_split_against_teacher,
@@ -32,15 +36,17 @@ from kdforge.teacher.inference import TeacherInference
 from kdforge.teacher.outputs import TeacherOutputs, training_inputs
 from kdforge.training.supported_tasks import require_workflow_task
 
-__all__ = ["LoadedData", "SearchRun", "build_payload", "load_data", "prepare_run"]
+__all__ = ["LoadedData", "SearchRun", "build_payload", "load_data", "prepare_run", "with_task"]
 
 
 @dataclass(frozen=True)
 class LoadedData:
-    """The loaded, checked data of a search and its flattened initial points."""
+    """The loaded, checked data of a search, its flattened initial points and the plan
+    completed with the task (and the objectives named after its metric)."""
 
     splits: DataSplits
     initial_points: list[dict[str, Any]]
+    plan: SearchPlan
 
 
 @dataclass(frozen=True)
@@ -80,17 +86,52 @@ def load_data(plan: SearchPlan) -> LoadedData:
     Raises:
         DataError, ConfigError: naming the split, key or plugin at fault.
     """
+    splits = plan.dataset.load(plan.config.dataset.split_seed)
+    plan, splits = with_task(plan, splits)
     config = plan.config
-    splits = plan.dataset.load(config.dataset.split_seed)
-    require_workflow_task(splits.info, config.dataset.name, "kdforge search")
     plan.teacher.load()
-    check_data_against_teacher(splits, plan.teacher, config.teacher.name)
+    check_data_against_teacher(splits, plan.teacher, config.teacher.name, plan.task)
     check_split_against_teacher(config.dataset, splits, plan.teacher, config.teacher.name)
     # The space suggests differently once it is bound (e.g. transformer copies layers).
     plan.space.bind_teacher(plan.teacher)
     check_student_space(splits, plan.space, config.student.name)
     points = initial_points_for_search(config, plan.space, plan.loss_settings, splits.info)
-    return LoadedData(splits, points)
+    return LoadedData(splits, points, plan)
+
+
+def with_task(plan: SearchPlan, splits: DataSplits) -> tuple[SearchPlan, DataSplits]:
+    """The plan with its task and objectives settled, and the splits the task prepared.
+
+    The config's ``task`` wins; without one the data's (``DataInfo.task``) is used.
+    The targets are checked against the task, the loss against its outputs, and the
+    default objective becomes the task's metric (``val_r2`` for regression).
+
+    Raises:
+        DataError: targets that do not fit the task (naming the split).
+        ConfigError: a loss that cannot read the task's outputs, an objective that is
+            not the task's metric.
+    """
+    config = plan.config
+    task = plan.task or instantiate("task", PluginRef(name=splits.info.task), "task")
+    require_workflow_task(task, config.dataset.name, "kdforge search")
+    task.check(splits)
+    check_loss_fits_task(config.loss.name, plan.loss_params, task)
+    if config.export.promote == "if_better" and task.selection_metric != ACCURACY:
+        # The registry comparison scores ONNX models by accuracy only, so far.
+        raise ConfigError(
+            f"export.promote: if_better compares test accuracy, and task {task.name!r} "
+            f"selects by {task.selection_metric.test}",
+            hint="use export.promote: always (the default) for this task",
+        )
+    metric = task.selection_metric
+    objectives = resolve_objectives(
+        config.objectives,
+        metric,
+        explicit="objectives" in config.model_fields_set,
+        task=task.name,
+    )
+    config = config.model_copy(update={"objectives": objectives})
+    return replace(plan, config=config, task=task), task.prepare(splits)
 
 
 def prepare_run(
@@ -130,15 +171,23 @@ def prepare_run(
             ray_ready=ray_ready,
         ),
     )
-    teacher_acc = outputs.accuracy(data.splits)
+    if plan.task is not None:
+        outputs = outputs.in_task_units(plan.task)
+    teacher_acc = outputs.accuracy(data.splits, plan.task)
+    metric = plan.metric
     emit(
         f"teacher {config.teacher.name}: {plan.teacher.num_parameters():,} params, "
-        f"val_acc={teacher_acc['val']:.4f} test_acc={teacher_acc['test']:.4f} "
+        f"{metric.val}={teacher_acc['val']:.4f} {metric.test}={teacher_acc['test']:.4f} "
         f"(outputs ready in {time.perf_counter() - started:.1f}s)"
         + ("; held-out split: test (teacher.held_out)" if config.teacher.held_out == "test" else "")
     )
-    warning = teacher_gap_warning(
-        teacher_acc, len(data.splits.val), len(data.splits.test), config.teacher.held_out
+    # The gap test is a binomial one: it speaks of accuracy only.
+    warning = (
+        teacher_gap_warning(
+            teacher_acc, len(data.splits.val), len(data.splits.test), config.teacher.held_out
+        )
+        if metric == ACCURACY
+        else None
     )
     if warning:
         emit(warning)
@@ -181,4 +230,5 @@ def build_payload(plan: SearchPlan, splits: DataSplits, outputs: TeacherOutputs)
         teacher_train_features=outputs.train_features,
         objectives=trial_objectives_for(plan.config, plan.latency_exporter),
         online_teacher=outputs.online_teacher,
+        task=plan.task,
     )

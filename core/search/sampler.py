@@ -4,12 +4,13 @@
 student (through the space's ``suggest``, names prefixed ``student/``), the loss's
 searched hyperparameters (``loss/<name>``) and the learning rate (``lr``).
 
-With one objective (``val_acc``) the searcher maximises it with TPE. With several,
+With one objective (the task's metric: ``val_acc`` for classification) the searcher
+optimises it with TPE. With several,
 ``OptunaSearch`` gets metric and mode *lists* and Optuna's NSGA-II sampler (or TPE,
 which also handles several objectives, when ``search.sampler: tpe``). Either way the
-early-stopping scheduler (ASHA) ranks trials on one scalar only: ``val_acc``, the
-best validation accuracy so far, so a small student is stopped early only when its
-accuracy is among the worst at that epoch.
+early-stopping scheduler (ASHA) ranks trials on one scalar only: the task's metric
+(``val_acc``), its best validation value so far, so a small student is stopped early
+only when that value is among the worst at that epoch.
 
 Constraint values reach Optuna through ``Trial.set_constraint`` (value / limit - 1,
 <= 0 feasible) when a trial completes, so TPE and NSGA-II prefer feasible students.
@@ -35,16 +36,12 @@ from kdforge.search.initial_points import LossSettings
 from kdforge.search.trial import FAILED
 
 __all__ = [
-    "SCHEDULER_METRIC",
     "ConstrainedOptunaSearch",
     "DefineByRun",
     "make_sampler",
     "make_searcher",
     "searcher_metric_mode",
 ]
-
-#: The single metric the early-stopping scheduler and Tune's result grid use.
-SCHEDULER_METRIC = "val_acc"
 
 
 class DefineByRun:

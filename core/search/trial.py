@@ -24,8 +24,8 @@ import torch
 from ray import tune
 from torch import nn
 
-from kdforge.data import DataInfo, Inputs
-from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace
+from kdforge.data import ACCURACY, DataInfo, Inputs, TaskMetric
+from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace, Task
 from kdforge.objectives.constraints import TrialObjectives, measure_trial, rejected_result
 from kdforge.teacher.online import OnlineTeacher
 from kdforge.training.distributed import DataParallel
@@ -49,6 +49,7 @@ __all__ = [
     "prepare_trial",
     "run_trial",
     "split_config",
+    "start_progress",
     "train_on_payload",
     "train_prepared",
     "trial_device",
@@ -89,6 +90,13 @@ class TrialPayload:
     # When inputs are augmented: the teacher runs on every training batch instead of
     # the cached logits (which are then empty).
     online_teacher: OnlineTeacher | None = None
+    # What the targets are (its state learned from the training rows); None: classification.
+    task: Task | None = None
+
+    @property
+    def metric(self) -> TaskMetric:
+        """The task's selection metric (names the reported results)."""
+        return self.task.selection_metric if self.task is not None else ACCURACY
 
 
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float], float]:
@@ -138,8 +146,9 @@ FAILED = "failed"
 def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     """Ray Tune function trainable: distill one sampled student.
 
-    Reports ``val_acc`` (best so far, the metric the scheduler and sampler use),
-    ``epoch_val_acc``, ``test_acc`` (of the best-validation weights), losses,
+    Reports ``val_<metric>`` (best so far, what the scheduler and sampler use; ``val_acc``
+    for classification), ``epoch_val_<metric>``, ``test_<metric>`` (of the
+    best-validation weights), losses,
     ``params`` and ``epoch`` after each epoch; the last epoch carries a checkpoint
     with the best-validation weights.
 
@@ -148,7 +157,7 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
     traceback, instead of an exception: Ray then prints no traceback, and only what
     kills a worker is a Tune error (retried once, ``FailureConfig``).
     """
-    progress: dict[str, Any] = {"epoch": 0, "val_acc": 0.0}
+    progress = start_progress(payload.metric)
     try:
         _run_trial(config, payload, progress)
     except (StopIteration, GeneratorExit):
@@ -157,16 +166,22 @@ def run_trial(config: dict[str, Any], payload: TrialPayload) -> None:
         tune.report(failed_result(exc, progress))
 
 
+def start_progress(metric: TaskMetric) -> dict[str, Any]:
+    """A trial's progress before its first epoch (what a failure then reports)."""
+    return {"epoch": 0, "metric": metric, metric.val: metric.failed_value}
+
+
 def failed_result(exc: BaseException, progress: dict[str, Any]) -> dict[str, Any]:
     """The last result of a trial that raised ``exc`` after ``progress``."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     if isinstance(exc, TrainingDiverged):
         reason = lines[0] if lines else reason
+    metric: TaskMetric = progress["metric"]
     return {
         **progress.get("last", {}),  # the last epoch's metrics (params, val_acc) stay
         "epoch": int(progress["epoch"]),
-        "val_acc": float(progress["val_acc"]),
+        metric.val: float(progress[metric.val]),
         "kdforge_status": FAILED,
         "kdforge_error": reason[:500],
         "kdforge_traceback": traceback.format_exc()[-50_000:],
@@ -206,7 +221,7 @@ def prepare_trial(
     n_params = count_parameters(model)
     costs, violation = measure_trial(model, payload.info, payload.objectives)
     if violation is not None:
-        tune.report({**rejected_result(costs, violation), "node_id": node_id})
+        tune.report({**rejected_result(costs, violation, payload.metric), "node_id": node_id})
         return None
     progress["last"] = {**costs, "params": n_params}
     return PreparedTrial(
@@ -217,8 +232,8 @@ def prepare_trial(
 class EpochReporter:
     """``on_epoch`` of a trial: keep the best-validation weights, report every epoch.
 
-    Tune gets ``val_acc`` (best so far), the test accuracy of those weights, losses and
-    costs after each epoch; the last epoch carries a checkpoint with the best weights.
+    Tune gets ``val_<metric>`` (best so far), the test value of those weights, losses
+    and costs after each epoch; the last epoch carries a checkpoint with the best weights.
 
     Args:
         payload: The trial data (test split, epochs).
@@ -247,23 +262,30 @@ class EpochReporter:
         self.state = state or (lambda model: copy.deepcopy(model.state_dict()))
         self.reports = reports
         self.extra = extra or {}
-        self.best: dict[str, Any] = {"val_acc": -1.0, "test_acc": float("nan"), "state": None}
+        self.metric = payload.metric
+        self.best: dict[str, Any] = {"val": None, "test": float("nan"), "state": None}
         self.started = time.perf_counter()
 
     def __call__(self, report: EpochReport) -> bool:
         """Record ``report`` and send it to Tune; never asks training to stop."""
-        model, best, prepared = self.prepared.model, self.best, self.prepared
-        if report.val_acc > best["val_acc"]:
-            best["val_acc"] = report.val_acc
-            best["test_acc"], _ = evaluate(model, self.payload.test_x, self.payload.test_y)
+        model, best, prepared, metric = self.prepared.model, self.best, self.prepared, self.metric
+        task = self.payload.task
+        improved = (
+            task.better(report.val_acc, best["val"])
+            if task is not None and best["val"] is not None
+            else best["val"] is None or report.val_acc > best["val"]
+        )
+        if improved:
+            best["val"] = report.val_acc
+            best["test"], _ = evaluate(model, self.payload.test_x, self.payload.test_y, task)
             best["state"] = self.state(model)
             model.train()
         metrics: dict[str, Any] = {
             "epoch": report.epoch,
-            "val_acc": best["val_acc"],
-            "epoch_val_acc": report.val_acc,
+            metric.val: best["val"],
+            metric.epoch_val: report.val_acc,
             "val_loss": report.val_loss,
-            "test_acc": best["test_acc"],
+            metric.test: best["test"],
             "train_loss": report.train_loss,
             **prepared.costs,
             "params": prepared.n_params,
@@ -275,7 +297,9 @@ class EpochReporter:
         metrics.update({f"train_{k}": v for k, v in report.parts.items()})
         if report.worker_rows:
             metrics.update({f"train_rows_worker_{r}": n for r, n in enumerate(report.worker_rows)})
-        self.progress.update(epoch=report.epoch, val_acc=best["val_acc"], last=dict(metrics))
+        self.progress.update(
+            {"epoch": report.epoch, metric.val: best["val"], "last": dict(metrics)}
+        )
         if not self.reports:
             return False
         if report.epoch == self.payload.epochs:
@@ -358,4 +382,5 @@ def train_on_payload(
         teacher_features=payload.teacher_train_features if distill else None,
         online_teacher=payload.online_teacher if distill else None,
         parallel=parallel,
+        task=payload.task,
     )

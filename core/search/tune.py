@@ -23,6 +23,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from kdforge import progress
 from kdforge.config import SearchConfig
+from kdforge.data import ACCURACY, TaskMetric
 from kdforge.errors import SearchError, TrackingError, disk_full_error, first_line
 from kdforge.report.leaderboard import TrialRow, write_csv
 from kdforge.search.callbacks import (
@@ -35,7 +36,7 @@ from kdforge.search.callbacks import (
 from kdforge.search.distributed_trial import trial_trainable
 from kdforge.search.interrupt import SearchInterrupted, TrialsInterrupt
 from kdforge.search.remote import tune_location, tune_storage
-from kdforge.search.sampler import SCHEDULER_METRIC, ConstrainedOptunaSearch
+from kdforge.search.sampler import ConstrainedOptunaSearch
 from kdforge.search.state_digest import StateDigestRecorder
 from kdforge.search.trial import FAILED, TrialPayload, split_config
 from kdforge.storage import checkpoint_location
@@ -99,6 +100,7 @@ def run_trials(
         emit,
         numbers=logger.trial_numbers,
         failures=failures,
+        metric=payload.metric,
     )
     tune_dir = search_dir / TUNE_DIR
     # StateDigestRecorder: what `kdforge resume` may restore.
@@ -122,8 +124,9 @@ def run_trials(
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                metric=SCHEDULER_METRIC,
-                mode="max",
+                # The one scalar ASHA ranks on: the task's metric, best so far.
+                metric=payload.metric.val,
+                mode=payload.metric.mode,
                 search_alg=searcher,
                 scheduler=ASHAScheduler(
                     time_attr="training_iteration",
@@ -171,7 +174,11 @@ def run_trials(
         logger.close_open_runs()  # no nested run stays RUNNING, however the trials ended
         writer.flush()  # the last epochs' metrics, queued by the trial logger
     recorder.finish()  # Tune's last experiment checkpoint
-    rows = [] if interrupt.seen else rows_from_results(grid, logger.trial_numbers, settings.epochs)
+    rows = (
+        []
+        if interrupt.seen
+        else rows_from_results(grid, logger.trial_numbers, settings.epochs, payload.metric)
+    )
     # Tune's objects hold object-store references and sit in reference cycles; freed by
     # a later garbage collection, after the search has shut its Ray down (or in the next
     # search's Ray, in a notebook), they would make Ray end the process.
@@ -294,13 +301,16 @@ def _max_concurrent(config: SearchConfig) -> int:
     return max(1, int(cpus // per_trial))
 
 
-def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[TrialRow]:
+def rows_from_results(
+    grid: Any, numbers: dict[str, int], epochs: int, metric: TaskMetric = ACCURACY
+) -> list[TrialRow]:
     """Leaderboard rows from a Ray Tune ResultGrid.
 
     Args:
         grid: The ResultGrid.
         numbers: Trial id -> trial number (creation order).
         epochs: The epoch budget (a trial that ran all of them finished).
+        metric: The task's metric (the results' ``val_<name>`` and ``test_<name>``).
     """
     rows: list[TrialRow] = []
     for result in grid:
@@ -330,8 +340,9 @@ def rows_from_results(grid: Any, numbers: dict[str, int], epochs: int) -> list[T
                 trial_id=trial_id,
                 status=status,
                 params=int(metrics["params"]) if "params" in metrics else None,
-                val_acc=_num(metrics.get("val_acc")),
-                test_acc=_num(metrics.get("test_acc")),
+                val_acc=_num(metrics.get(metric.val)),
+                test_acc=_num(metrics.get(metric.test)),
+                metric=metric,
                 epochs=int(last_epoch or 0),
                 lr=lr,
                 loss_hparams=hparams,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from kdforge import progress
 from kdforge.batching import concat, iter_batches
 from kdforge.data import DataSplits, Inputs, Split
 from kdforge.errors import PluginError
-from kdforge.interfaces import LossNeeds, Teacher
+from kdforge.interfaces import LossNeeds, Task, Teacher
 from kdforge.training.evaluate import accuracy
 
 __all__ = ["TeacherOutputs", "compute_teacher_outputs"]
@@ -46,14 +46,32 @@ class TeacherOutputs:
     online_teacher: Any = None
     teacher_report: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def accuracy(self, splits: DataSplits) -> dict[str, float]:
-        """Teacher accuracy on the labeled val and test splits (NaN without logits)."""
+    def accuracy(self, splits: DataSplits, task: Task | None = None) -> dict[str, float]:
+        """Teacher accuracy (the task's metric) on the val and test splits (NaN without
+        logits)."""
         if not self.has_logits:
             return {"val": float("nan"), "test": float("nan")}
+        if task is not None:
+            return {
+                "val": task.metrics(self.val, splits.val.y)[task.metric],
+                "test": task.metrics(self.test, splits.test.y)[task.metric],
+            }
         return {
             "val": accuracy(self.val, splits.val.y),
             "test": accuracy(self.test, splits.test.y),
         }
+
+    def in_task_units(self, task: Task) -> TeacherOutputs:
+        """These outputs as the task's student trains on them (``Task.prepare_outputs``:
+        a regression teacher's predictions standardised like the targets)."""
+        if not self.has_logits:
+            return self
+        return replace(
+            self,
+            train=task.prepare_outputs(self.train) if len(self.train) else self.train,
+            val=task.prepare_outputs(self.val),
+            test=task.prepare_outputs(self.test),
+        )
 
 
 def training_inputs(splits: DataSplits) -> Split:

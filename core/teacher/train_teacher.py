@@ -65,8 +65,12 @@ def train_teacher(
     _check_output(output)
     uri = resolve_tracking_uri(tracking_uri or config.tracking.uri)
     check_tracking_uri(uri, emit=emit)
-    splits = dataset.load(config.dataset.split_seed)
-    require_workflow_task(splits.info, config.dataset.name, "kdforge train-teacher")
+    raw_splits = dataset.load(config.dataset.split_seed)
+    task = instantiate("task", config.task or PluginRef(name=raw_splits.info.task), "task")
+    require_workflow_task(task, config.dataset.name, "kdforge train-teacher")
+    task.check(raw_splits)
+    splits = task.prepare(raw_splits)
+    metric = task.selection_metric
     arch = dict(config.architecture.params)
     torch.manual_seed(config.seed)
     try:
@@ -85,7 +89,7 @@ def train_teacher(
     bar: list[progress.Bar] = []
 
     def on_epoch(report: Any) -> bool:
-        bar[0].advance(note=f"loss={report.train_loss:.4f} val_acc={report.val_acc:.4f}")
+        bar[0].advance(note=f"loss={report.train_loss:.4f} {metric.val}={report.val_acc:.4f}")
         return False
 
     settings = TrainSettings(
@@ -108,11 +112,12 @@ def train_teacher(
             val_y=splits.val.y,
             settings=settings,
             on_epoch=on_epoch,
+            task=task,
         )
-    test_acc, _ = evaluate(model, splits.test.x, splits.test.y)
+    test_acc, _ = evaluate(model, splits.test.x, splits.test.y, task)
     metrics = {
-        "val_acc": result.best_val_acc,
-        "test_acc": test_acc,
+        metric.val: result.best_val_acc,
+        metric.test: test_acc,
         "params": n_params,
         "train_time_s": time.perf_counter() - started,
     }
@@ -128,12 +133,14 @@ def train_teacher(
             "seed": config.seed,
             "name": config.name,
             # Which rows it trained on: a search refuses to test on them.
-            "split": split_record(config.dataset, splits),
+            "split": split_record(config.dataset, raw_splits),
         },
+        # Rebuilt with the task's head, a teacher predicts in the data's own units.
+        task=task.record() if task.name != "classification" else None,
     )
     experiment_id = setup_experiment(uri, config.tracking.experiment)
     with open_run(f"teacher-{config.name}", experiment_id=experiment_id) as run_id:
-        split = split_tag(split_record(config.dataset, splits, hash_rows=False))
+        split = split_tag(split_record(config.dataset, raw_splits, hash_rows=False))
         log_tags(
             {
                 "kdforge.role": "teacher",
@@ -153,7 +160,7 @@ def train_teacher(
         registered: dict[str, Any] = {}
         if config.registered_model_name:
             registered = log_registered_teacher(
-                model,
+                task.with_head(model).eval(),
                 splits.train.x,
                 config.registered_model_name,
                 config.registered_model_alias,
@@ -161,7 +168,8 @@ def train_teacher(
                 tags={"kdforge.split": split},
             )
     emit(
-        f"teacher saved to {output}: test_acc={test_acc:.4f} val_acc={result.best_val_acc:.4f} "
+        f"teacher saved to {output}: {metric.test}={test_acc:.4f} "
+        f"{metric.val}={result.best_val_acc:.4f} "
         f"params={n_params:,} (MLflow run {run_id})"
     )
     if registered:

@@ -45,8 +45,11 @@ def model_description(summary: dict[str, Any]) -> str:
     """A Markdown description of the student a search registered.
 
     Args:
-        summary: The search summary (``summary.json`` content).
+        summary: The search summary (``summary.json`` content; a metric other than
+            accuracy is read from its ``_acc`` keys and named after ``metric``).
     """
+    metric = str(summary.get("metric", "acc"))
+    metric_label = "accuracy" if metric == "acc" else metric
     lines = [
         f"Student distilled by kdforge {summary.get('kdforge_version', '')} from teacher "
         f"`{summary.get('teacher', '?')}` on dataset `{summary.get('dataset', '?')}` "
@@ -55,9 +58,9 @@ def model_description(summary: dict[str, Any]) -> str:
         "",
         "| | teacher | student |",
         "|---|---|---|",
-        f"| test accuracy | {_num(summary.get('teacher_test_acc'))} | "
+        f"| test {metric_label} | {_num(summary.get('teacher_test_acc'))} | "
         f"{_num(summary.get('student_test_acc'))} |",
-        f"| validation accuracy | {_num(summary.get('teacher_val_acc'))} | "
+        f"| validation {metric_label} | {_num(summary.get('teacher_val_acc'))} | "
         f"{_num(summary.get('student_val_acc'))} |",
         f"| parameters | {_num(summary.get('teacher_params'), '{:,}')} | "
         f"{_num(summary.get('student_params'), '{:,}')} |",

@@ -397,6 +397,12 @@ def promote_target(
     mlflow.set_tracking_uri(uri)
     test = None
     test_split = None
+    if if_better and summary.get("metric", "acc") != "acc":
+        raise ConfigError(
+            f"--if-better compares test accuracy, and the search in {target} selects by "
+            f"test_{summary['metric']}",
+            hint="promote without --if-better",
+        )
     if if_better:
         if config is None:
             raise ConfigError(

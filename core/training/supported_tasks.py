@@ -1,38 +1,34 @@
-"""Which tasks the search and the teacher trainer take so far.
+"""Which tasks the search and the teacher trainer run end to end.
 
-The trainer and evaluation follow any :class:`~kdforge.interfaces.Task`; the search's
-reports, selection, baseline, export and serving still speak of accuracy, so a dataset
-whose targets are for another task is refused before anything runs, with a clear
-message instead of a torch shape error deep in a trial.
+Every step follows a :class:`~kdforge.interfaces.Task` whose outputs are one row per
+example of a kind in :data:`~kdforge.interfaces.OUTPUT_KINDS`. A task that declares
+another output kind (per-position outputs, for instance) is refused before anything
+runs, with one line instead of a shape error deep in a trial.
 """
 
 from __future__ import annotations
 
-from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
+from kdforge.interfaces import OUTPUT_KINDS, Task
 
-__all__ = ["WORKFLOW_TASKS", "require_workflow_task"]
-
-#: Tasks that ``kdforge search`` and ``kdforge train-teacher`` run end to end.
-WORKFLOW_TASKS: tuple[str, ...] = ("classification",)
+__all__ = ["require_workflow_task"]
 
 
-def require_workflow_task(info: DataInfo, dataset: str, command: str) -> None:
-    """Refuse data made for a task the workflow does not run end to end yet.
+def require_workflow_task(task: Task, dataset: str, command: str) -> None:
+    """Refuse a task whose outputs the workflow does not handle.
 
     Args:
-        info: The loaded data's description (``info.task``).
+        task: The resolved task.
         dataset: The dataset's name in the config, for the message.
         command: ``"kdforge search"`` or ``"kdforge train-teacher"``.
 
     Raises:
-        ConfigError: ``info.task`` is not in :data:`WORKFLOW_TASKS`.
+        ConfigError: ``task.output_kind`` is not one of :data:`OUTPUT_KINDS`.
     """
-    if info.task in WORKFLOW_TASKS:
+    if task.output_kind in OUTPUT_KINDS:
         return
     raise ConfigError(
-        f"dataset {dataset!r} gives {info.task} targets, and {command} runs "
-        f"{', '.join(WORKFLOW_TASKS)} only in this version",
-        hint="give the dataset one class column (e.g. tabular's `target`); train and "
-        f"score a {info.task} model with kdforge.training.trainer.train_model(task=...)",
+        f"task {task.name!r} (dataset {dataset!r}) gives outputs of kind "
+        f"{task.output_kind!r}, and {command} handles {', '.join(OUTPUT_KINDS)} only",
+        hint="use a task with one output row per example",
     )

@@ -132,7 +132,12 @@ def test_classification_task_trains_exactly_as_without_one() -> None:
     assert results[0] == results[1]
 
 
-def test_the_workflow_refuses_a_task_it_does_not_run_yet() -> None:
-    require_workflow_task(DataInfo("d", (4,), 3), "digits", "kdforge search")
-    with pytest.raises(ConfigError, match="gives regression targets.*classification only"):
-        require_workflow_task(_regression_splits().info, "houses", "kdforge search")
+def test_the_workflow_refuses_a_task_whose_outputs_it_does_not_handle() -> None:
+    task = instantiate("task", PluginRef(name="regression"), "task")
+    require_workflow_task(task, "houses", "kdforge search")
+
+    class PerToken(type(task)):  # type: ignore[misc]
+        output_kind = "token_logits"
+
+    with pytest.raises(ConfigError, match="kind 'token_logits'.*handles class_logits"):
+        require_workflow_task(PerToken(), "ner", "kdforge search")
