@@ -122,7 +122,7 @@ def check_binary_rows(targets: np.ndarray, where: str, what: str) -> None:
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])
         raise DataError(
-            f"{where}: {what} holds {targets[row, column]:g} at row {row}, column {column}; "
-            "multilabel targets are 0 or 1 (NaN: unknown)",
+            f"{where}: {what} have the value {targets[row, column]:g} at row {row}, "
+            f"column {column} (0-based); multilabel targets are 0 or 1 (NaN: unknown)",
             hint="use task: regression for real-valued targets",
         )

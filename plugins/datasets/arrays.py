@@ -7,7 +7,13 @@
 * a ``{split}`` placeholder gives one file per split: ``path: data/x_{split}.npy``,
   ``labels: data/y_{split}.npy`` (a transfer file needs no labels).
 
-Labels are integers ``0..K-1`` (``-1`` = unlabeled) or strings. Input dtype ``auto``
+Labels are integers ``0..K-1`` (``-1`` = unlabeled) or strings (``task:
+classification``, the default). ``task: regression`` reads float targets ``(n, R)`` (or
+``(n,)``: one target), ``task: multilabel`` 0/1 labels ``(n, L)``; NaN marks an unknown
+value and a row of NaN an unlabeled example; ``target_names`` names the columns. A
+``y`` that does not fit the task (rows of values for classification, non-integer
+floats for classification, text for regression, a 2 in a multilabel array) is refused,
+saying what it holds. Input dtype ``auto``
 keeps signed integer inputs as int64 (token ids) and turns everything else into
 float32. ``.npy`` inputs are memory-mapped, so data bigger than memory streams from
 disk; ``.npz`` members cannot be memory-mapped and are loaded whole.
@@ -23,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import kdforge
 from kdforge.batching import apply_storage
@@ -41,6 +47,16 @@ from kdforge.plugins.datasets._splits import (
     expand_split_paths,
     make_splits,
 )
+from kdforge.plugins.datasets._targets import (
+    TaskName,
+    check_binary_rows,
+    make_float_splits,
+    row_codes,
+    unstratified,
+)
+
+#: One source of rows: ``(key, inputs, labels or None, given split or "")``.
+Source = tuple[str, np.ndarray, np.ndarray | None, str]
 
 
 class ArraysParams(FileDatasetParams):
@@ -58,6 +74,25 @@ class ArraysParams(FileDatasetParams):
     scale: float | None = Field(
         None, description="Multiply float inputs by this (e.g. 0.00392 for 0-255 pixels)."
     )
+    task: TaskName = Field(
+        "classification",
+        description="What y holds: classification (class ids (n,)), regression (float "
+        "targets (n, R) or (n,)) or multilabel (0/1 labels (n, L)); NaN = unknown.",
+    )
+    target_names: list[str] | None = Field(
+        None,
+        description="Names of y's columns for regression/multilabel (default: "
+        "target_0.. or label_0..).",
+    )
+
+    @model_validator(mode="after")
+    def _names_need_columns(self) -> ArraysParams:
+        if self.target_names is not None and self.task == "classification":
+            raise ValueError(
+                "target_names names the columns of regression or multilabel targets; "
+                "set task: regression or task: multilabel (class names come from y)"
+            )
+        return self
 
 
 class NpyInputs(LazyInputs):
@@ -133,9 +168,17 @@ class Arrays(DatasetPlugin):
         if len(shapes) > 1 or len(dtypes) > 1:
             raise DataError(f"{where}: the splits' inputs differ in shape or dtype: {shapes}")
         dtype = dtypes.pop()
-        labels, classes = encode_labels(_all_labels(sources), where)
         given = [g for _, a, _, g in sources for _ in range(len(a))]
-        rows = assign_splits(labels, given if any(given) else None, params, seed, where)
+        targets: np.ndarray | None = None
+        if params.task == "classification":
+            _refuse_rows_for_classification(sources, where)
+            labels, classes = encode_labels(_all_labels(sources), where)
+            rows = assign_splits(labels, given if any(given) else None, params, seed, where)
+        else:
+            targets, classes = _float_targets(sources, params, where)
+            rows = assign_splits(
+                row_codes(targets), given if any(given) else None, unstratified(params), seed, where
+            )
         table = RowSources([k for k, _, _, _ in sources], [len(a) for _, a, _, _ in sources])
         arrays = {k: a for k, a, _, _ in sources}
 
@@ -151,10 +194,16 @@ class Arrays(DatasetPlugin):
             num_classes=len(classes),
             input_dtype=str(dtype).removeprefix("torch."),
             class_names=classes,
+            task=params.task,
         )
-        splits = make_splits(
-            info, rows, labels, lambda _, picked: concat_sources(table, picked, read)
-        )
+        if targets is None:
+            splits = make_splits(
+                info, rows, labels, lambda _, picked: concat_sources(table, picked, read)
+            )
+        else:
+            splits = make_float_splits(
+                info, rows, targets, lambda _, picked: concat_sources(table, picked, read)
+            )
         return apply_storage(
             splits,
             storage=params.storage,
@@ -163,9 +212,7 @@ class Arrays(DatasetPlugin):
         )
 
     @staticmethod
-    def _sources(
-        params: ArraysParams, where: str
-    ) -> list[tuple[str, np.ndarray, np.ndarray | None, str]]:
+    def _sources(params: ArraysParams, where: str) -> list[Source]:
         """``(key, inputs, labels or None, given split or "")`` per source file/member."""
         keep = params.use_transfer
         files = expand_split_paths(params.path, f"{where}: path", use_transfer=keep)
@@ -196,9 +243,7 @@ class Arrays(DatasetPlugin):
         return out
 
 
-def _npz_sources(
-    file: Path, split: str, params: ArraysParams, where: str
-) -> list[tuple[str, np.ndarray, np.ndarray | None, str]]:
+def _npz_sources(file: Path, split: str, params: ArraysParams, where: str) -> list[Source]:
     with np.load(file, allow_pickle=False) as archive:
         members = set(archive.files)
         xk, yk = params.x_key, params.y_key
@@ -222,7 +267,80 @@ def _npz_sources(
         return [(split or "all", archive[xk], y, split)]
 
 
-def _all_labels(sources: list[tuple[str, np.ndarray, np.ndarray | None, str]]) -> Any:
+def _which(key: str) -> str:
+    """``the labels`` (one source) or ``the train labels``, for messages."""
+    return "the labels" if key == "all" else f"the {key} labels"
+
+
+def _holds(y: np.ndarray) -> str:
+    """What an array holds, for messages: ``float64 of shape (100, 3)``."""
+    return f"{y.dtype} of shape {tuple(y.shape)}"
+
+
+def _refuse_rows_for_classification(sources: list[Source], where: str) -> None:
+    """Class ids are one integer (or string) per row: refuse rows of values, real numbers."""
+    for key, _, y, _ in sources:
+        if y is None:
+            continue
+        if y.ndim != 1:
+            raise DataError(
+                f"{where}: {_which(key)} are {_holds(y)}, not one class per row",
+                hint="set task: regression (real values) or task: multilabel (0/1 labels)",
+            )
+        if y.dtype.kind == "f":
+            known = y[~np.isnan(y)]
+            fractional = known[known != np.round(known)]
+            if len(fractional):
+                raise DataError(
+                    f"{where}: {_which(key)} are {_holds(y)} with non-integer values "
+                    f"(e.g. {float(fractional[0]):g}), not class ids",
+                    hint="set task: regression for real-valued targets",
+                )
+
+
+def _float_targets(
+    sources: list[Source], params: ArraysParams, where: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Regression or multilabel rows ``(n, outputs)`` of every source (NaN: unknown)."""
+    task = params.task
+    widths = set()
+    for key, _, y, _ in sources:
+        if y is None:
+            continue
+        if y.dtype.kind not in "biuf" or y.ndim not in (1, 2):
+            raise DataError(
+                f"{where}: {_which(key)} are {_holds(y)}; task {task} needs numbers, "
+                f"one row of {'targets' if task == 'regression' else '0/1 labels'} per example",
+                hint="task: classification reads class names and ids",
+            )
+        widths.add(1 if y.ndim == 1 else int(y.shape[1]))
+    if len(widths) != 1:
+        raise DataError(f"{where}: the splits' labels have different widths: {sorted(widths)}")
+    width = widths.pop()
+    parts = []
+    for key, x, y, _ in sources:
+        if y is None:
+            parts.append(np.full((len(x), width), np.nan, dtype=np.float32))
+            continue
+        rows = np.asarray(y, dtype=np.float64).reshape(len(y), width)
+        if task == "multilabel":
+            check_binary_rows(rows, where, f"{_which(key)} ({_holds(y)})")
+        elif np.isinf(rows).any():
+            raise DataError(f"{where}: {_which(key)} ({_holds(y)}) contain inf")
+        parts.append(rows.astype(np.float32))
+    targets = np.concatenate(parts)
+    if np.isnan(targets).all():
+        raise DataError(f"{where}: no row has a label")
+    prefix = "target" if task == "regression" else "label"
+    names = tuple(params.target_names or [f"{prefix}_{i}" for i in range(width)])
+    if len(names) != width:
+        raise DataError(
+            f"{where}: target_names has {len(names)} names for {width} columns of labels"
+        )
+    return targets, names
+
+
+def _all_labels(sources: list[Source]) -> Any:
     """Labels of every source in order; missing ones are -1 (integers) or None."""
     given = [y for _, _, y, _ in sources if y is not None]
     if all(y.dtype.kind in "iu" for y in given):
