@@ -25,7 +25,9 @@ __all__ = [
     "TaskName",
     "binary_values",
     "check_binary_rows",
+    "float_targets",
     "make_float_splits",
+    "refuse_rows_for_classification",
     "row_codes",
     "unstratified",
 ]
@@ -126,3 +128,105 @@ def check_binary_rows(targets: np.ndarray, where: str, what: str) -> None:
             f"column {column} (0-based); multilabel targets are 0 or 1 (NaN: unknown)",
             hint="use task: regression for real-valued targets",
         )
+
+
+def _which(key: str) -> str:
+    """``the labels`` (one source) or ``the train labels``, for messages."""
+    return "the labels" if key in ("", "all") else f"the {key} labels"
+
+
+def _holds(y: np.ndarray) -> str:
+    """What an array holds, for messages: ``float64 of shape (100, 3)``."""
+    return f"{y.dtype} of shape {tuple(y.shape)}"
+
+
+def refuse_rows_for_classification(
+    sources: Sequence[tuple[str, np.ndarray | None]], where: str
+) -> None:
+    """Class ids are one integer (or string) per row: refuse rows of values, real numbers.
+
+    Args:
+        sources: ``(split or source key, labels or None)`` per source.
+        where: Names the dataset for error messages.
+
+    Raises:
+        DataError: saying what the labels hold and which task fits them.
+    """
+    for key, y in sources:
+        if y is None:
+            continue
+        if y.ndim != 1:
+            raise DataError(
+                f"{where}: {_which(key)} are {_holds(y)}, not one class per row",
+                hint="set task: regression (real values) or task: multilabel (0/1 labels)",
+            )
+        if y.dtype.kind == "f":
+            known = y[~np.isnan(y)]
+            fractional = known[known != np.round(known)]
+            if len(fractional):
+                raise DataError(
+                    f"{where}: {_which(key)} are {_holds(y)} with non-integer values "
+                    f"(e.g. {float(fractional[0]):g}), not class ids",
+                    hint="set task: regression for real-valued targets",
+                )
+
+
+def float_targets(
+    sources: Sequence[tuple[str, int, np.ndarray | None]],
+    task: str,
+    target_names: Sequence[str] | None,
+    where: str,
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Regression or multilabel rows ``(n, outputs)`` of every source (NaN: unknown).
+
+    Args:
+        sources: ``(split or source key, rows, labels or None)`` per source; labels
+            ``(rows,)`` (one output) or ``(rows, outputs)``; None: unlabeled rows.
+        task: ``regression`` or ``multilabel``.
+        target_names: Names of the outputs (default ``target_0..`` or ``label_0..``).
+        where: Names the dataset for error messages.
+
+    Returns:
+        float32 targets of all rows in order, and the outputs' names.
+
+    Raises:
+        DataError: labels that are not numbers, different widths, inf, a multilabel
+            value other than 0/1, no labeled row, or names that do not fit the width.
+    """
+    widths: set[int] = set()
+    for key, _, y in sources:
+        if y is None:
+            continue
+        if y.dtype.kind not in "biuf" or y.ndim not in (1, 2):
+            raise DataError(
+                f"{where}: {_which(key)} are {_holds(y)}; task {task} needs numbers, "
+                f"one row of {'targets' if task == 'regression' else '0/1 labels'} per example",
+                hint="task: classification reads class names and ids",
+            )
+        widths.add(1 if y.ndim == 1 else int(y.shape[1]))
+    if not widths:
+        raise DataError(f"{where}: no row has a label")
+    if len(widths) != 1:
+        raise DataError(f"{where}: the splits' labels have different widths: {sorted(widths)}")
+    width = widths.pop()
+    parts = []
+    for key, rows_of_source, y in sources:
+        if y is None:
+            parts.append(np.full((rows_of_source, width), np.nan, dtype=np.float32))
+            continue
+        rows = np.asarray(y, dtype=np.float64).reshape(len(y), width)
+        if task == "multilabel":
+            check_binary_rows(rows, where, f"{_which(key)} ({_holds(y)})")
+        elif np.isinf(rows).any():
+            raise DataError(f"{where}: {_which(key)} ({_holds(y)}) contain inf")
+        parts.append(rows.astype(np.float32))
+    targets = np.concatenate(parts)
+    if np.isnan(targets).all():
+        raise DataError(f"{where}: no row has a label")
+    prefix = "target" if task == "regression" else "label"
+    names = tuple(target_names or [f"{prefix}_{i}" for i in range(width)])
+    if len(names) != width:
+        raise DataError(
+            f"{where}: target_names has {len(names)} names for {width} columns of labels"
+        )
+    return targets, names

@@ -49,8 +49,9 @@ from kdforge.plugins.datasets._splits import (
 )
 from kdforge.plugins.datasets._targets import (
     TaskName,
-    check_binary_rows,
+    float_targets,
     make_float_splits,
+    refuse_rows_for_classification,
     row_codes,
     unstratified,
 )
@@ -171,11 +172,16 @@ class Arrays(DatasetPlugin):
         given = [g for _, a, _, g in sources for _ in range(len(a))]
         targets: np.ndarray | None = None
         if params.task == "classification":
-            _refuse_rows_for_classification(sources, where)
+            refuse_rows_for_classification([(k, y) for k, _, y, _ in sources], where)
             labels, classes = encode_labels(_all_labels(sources), where)
             rows = assign_splits(labels, given if any(given) else None, params, seed, where)
         else:
-            targets, classes = _float_targets(sources, params, where)
+            targets, classes = float_targets(
+                [(k, len(x), y) for k, x, y, _ in sources],
+                params.task,
+                params.target_names,
+                where,
+            )
             rows = assign_splits(
                 row_codes(targets), given if any(given) else None, unstratified(params), seed, where
             )
@@ -265,79 +271,6 @@ def _npz_sources(file: Path, split: str, params: ArraysParams, where: str) -> li
             )
         y = archive[yk] if yk in members else None
         return [(split or "all", archive[xk], y, split)]
-
-
-def _which(key: str) -> str:
-    """``the labels`` (one source) or ``the train labels``, for messages."""
-    return "the labels" if key == "all" else f"the {key} labels"
-
-
-def _holds(y: np.ndarray) -> str:
-    """What an array holds, for messages: ``float64 of shape (100, 3)``."""
-    return f"{y.dtype} of shape {tuple(y.shape)}"
-
-
-def _refuse_rows_for_classification(sources: list[Source], where: str) -> None:
-    """Class ids are one integer (or string) per row: refuse rows of values, real numbers."""
-    for key, _, y, _ in sources:
-        if y is None:
-            continue
-        if y.ndim != 1:
-            raise DataError(
-                f"{where}: {_which(key)} are {_holds(y)}, not one class per row",
-                hint="set task: regression (real values) or task: multilabel (0/1 labels)",
-            )
-        if y.dtype.kind == "f":
-            known = y[~np.isnan(y)]
-            fractional = known[known != np.round(known)]
-            if len(fractional):
-                raise DataError(
-                    f"{where}: {_which(key)} are {_holds(y)} with non-integer values "
-                    f"(e.g. {float(fractional[0]):g}), not class ids",
-                    hint="set task: regression for real-valued targets",
-                )
-
-
-def _float_targets(
-    sources: list[Source], params: ArraysParams, where: str
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Regression or multilabel rows ``(n, outputs)`` of every source (NaN: unknown)."""
-    task = params.task
-    widths = set()
-    for key, _, y, _ in sources:
-        if y is None:
-            continue
-        if y.dtype.kind not in "biuf" or y.ndim not in (1, 2):
-            raise DataError(
-                f"{where}: {_which(key)} are {_holds(y)}; task {task} needs numbers, "
-                f"one row of {'targets' if task == 'regression' else '0/1 labels'} per example",
-                hint="task: classification reads class names and ids",
-            )
-        widths.add(1 if y.ndim == 1 else int(y.shape[1]))
-    if len(widths) != 1:
-        raise DataError(f"{where}: the splits' labels have different widths: {sorted(widths)}")
-    width = widths.pop()
-    parts = []
-    for key, x, y, _ in sources:
-        if y is None:
-            parts.append(np.full((len(x), width), np.nan, dtype=np.float32))
-            continue
-        rows = np.asarray(y, dtype=np.float64).reshape(len(y), width)
-        if task == "multilabel":
-            check_binary_rows(rows, where, f"{_which(key)} ({_holds(y)})")
-        elif np.isinf(rows).any():
-            raise DataError(f"{where}: {_which(key)} ({_holds(y)}) contain inf")
-        parts.append(rows.astype(np.float32))
-    targets = np.concatenate(parts)
-    if np.isnan(targets).all():
-        raise DataError(f"{where}: no row has a label")
-    prefix = "target" if task == "regression" else "label"
-    names = tuple(params.target_names or [f"{prefix}_{i}" for i in range(width)])
-    if len(names) != width:
-        raise DataError(
-            f"{where}: target_names has {len(names)} names for {width} columns of labels"
-        )
-    return targets, names
 
 
 def _all_labels(sources: list[Source]) -> Any:
