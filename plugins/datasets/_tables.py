@@ -6,6 +6,8 @@ gives one file per split; a ``split_column`` names each row's split instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,14 @@ from kdforge.plugins.datasets._splits import expand_split_paths, normalize_split
 # pandas (~0.5 s to import) is imported when a table is read: plugins load at every
 # registry build, most of them never read one.
 
-__all__ = ["is_blank", "load_frame", "read_table", "require_columns"]
+__all__ = [
+    "RowOrigins",
+    "is_blank",
+    "load_frame",
+    "load_frame_with_origins",
+    "read_table",
+    "require_columns",
+]
 
 _READERS = {
     ".csv": "csv",
@@ -60,11 +69,43 @@ def read_table(file: Path, where: str) -> Any:
         raise DataError(f"{where}: cannot read {file}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class RowOrigins:
+    """Which file each row of a loaded frame came from, to point at a bad cell.
+
+    Attributes:
+        files: The files, in the order their rows were stacked.
+        sizes: Number of rows of each file.
+    """
+
+    files: tuple[Path, ...]
+    sizes: tuple[int, ...]
+
+    def describe(self, row: int) -> str:
+        """``"<file> line N"`` (CSV/TSV: after the header; JSON Lines) or ``"row N"``.
+
+        Numbers are 1-based as an editor shows them; a CSV line number assumes one
+        line per row (a quoted cell spanning lines shifts it).
+        """
+        start = 0
+        for file, size in zip(self.files, self.sizes, strict=True):
+            if row < start + size:
+                local = row - start
+                kind = _READERS.get(file.suffix.lower())
+                if kind in ("csv", "tsv"):
+                    return f"{file} line {local + 2}"  # line 1 is the header
+                if kind == "jsonl":
+                    return f"{file} line {local + 1}"
+                return f"{file} row {local + 1}"
+            start += size
+        raise IndexError(f"row {row} is beyond the {start} rows read")
+
+
 def load_frame(
     path: str,
     split_column: str | None,
     where: str,
-    label_column: str | None = None,
+    label_column: str | Sequence[str] | None = None,
     *,
     use_transfer: bool = True,
 ) -> tuple[Any, list[str] | None]:
@@ -75,14 +116,29 @@ def load_frame(
         split_column: Column naming each row's split (``train``, ``validation``, ...);
             empty cells mean "no split given". Dropped from the frame.
         where: Names the dataset for error messages.
-        label_column: The label column. A transfer file is unlabeled, so it may leave
-            this column out (its rows get empty labels).
+        label_column: The label column, or the target/label columns. A transfer file
+            is unlabeled, so it may leave these columns out (its rows get empty labels).
         use_transfer: False skips a ``{split}`` pattern's transfer file.
 
     Raises:
         DataError: both a ``{split}`` pattern and a ``split_column``, an unknown split
             name, files with different columns, or an empty table.
     """
+    frame, given, _ = load_frame_with_origins(
+        path, split_column, where, label_column, use_transfer=use_transfer
+    )
+    return frame, given
+
+
+def load_frame_with_origins(
+    path: str,
+    split_column: str | None,
+    where: str,
+    label_column: str | Sequence[str] | None = None,
+    *,
+    use_transfer: bool = True,
+) -> tuple[Any, list[str] | None, RowOrigins]:
+    """:func:`load_frame` plus the file of each row (:class:`RowOrigins`)."""
     import pandas as pd
 
     files = expand_split_paths(path, f"{where}: path", use_transfer=use_transfer)
@@ -91,7 +147,9 @@ def load_frame(
         frame = read_table(file, where)
         frames.append(frame)
         given += [split] * len(frame)
-    _align_columns(frames, list(files), files, where, label_column)
+    origins = RowOrigins(tuple(files.values()), tuple(len(f) for f in frames))
+    label_columns = [label_column] if isinstance(label_column, str) else list(label_column or [])
+    _align_columns(frames, list(files), files, where, label_columns)
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if frame.empty:
         raise DataError(f"{where}: the table has no rows")
@@ -112,7 +170,7 @@ def load_frame(
             for v in frame[split_column].tolist()
         ]
         frame = frame.drop(columns=[split_column])
-    return frame.reset_index(drop=True), marks
+    return frame.reset_index(drop=True), marks, origins
 
 
 def _align_columns(
@@ -120,7 +178,7 @@ def _align_columns(
     splits: list[str],
     files: dict[str, Path],
     where: str,
-    label_column: str | None,
+    label_columns: list[str],
 ) -> None:
     """Refuse split files whose columns differ, except a transfer file without labels."""
     labeled = [
@@ -129,8 +187,10 @@ def _align_columns(
     expected = labeled[0] if labeled else set()
     for frame, split in zip(frames, splits, strict=True):
         have = set(map(str, frame.columns))
-        if split == "transfer" and label_column is not None and have == expected - {label_column}:
-            frame[label_column] = None  # unlabeled rows, as the docs promise
+        unlabeled = expected - set(label_columns)
+        if split == "transfer" and label_columns and have == unlabeled != expected:
+            for column in label_columns:
+                frame[column] = None  # unlabeled rows, as the docs promise
             have = expected
         if have != expected:
             first = next(s for s in splits if s != "transfer")
@@ -140,8 +200,10 @@ def _align_columns(
                 f"lacks {missing} and adds {extra} compared with {files[first].name}",
                 hint="give every split file the same columns"
                 + (
-                    f" (a transfer file may leave out the label column {label_column!r})"
-                    if label_column
+                    f" (a transfer file may leave out the label column {label_columns[0]!r})"
+                    if len(label_columns) == 1
+                    else f" (a transfer file may leave out the label columns {label_columns})"
+                    if label_columns
                     else ""
                 ),
             )

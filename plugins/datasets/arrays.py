@@ -7,7 +7,13 @@
 * a ``{split}`` placeholder gives one file per split: ``path: data/x_{split}.npy``,
   ``labels: data/y_{split}.npy`` (a transfer file needs no labels).
 
-Labels are integers ``0..K-1`` (``-1`` = unlabeled) or strings. Input dtype ``auto``
+Labels are integers ``0..K-1`` (``-1`` = unlabeled) or strings (``task:
+classification``, the default). ``task: regression`` reads float targets ``(n, R)`` (or
+``(n,)``: one target), ``task: multilabel`` 0/1 labels ``(n, L)``; NaN marks an unknown
+value and a row of NaN an unlabeled example; ``target_names`` names the columns. A
+``y`` that does not fit the task (rows of values for classification, non-integer
+floats for classification, text for regression, a 2 in a multilabel array) is refused,
+saying what it holds. Input dtype ``auto``
 keeps signed integer inputs as int64 (token ids) and turns everything else into
 float32. ``.npy`` inputs are memory-mapped, so data bigger than memory streams from
 disk; ``.npz`` members cannot be memory-mapped and are loaded whole.
@@ -23,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import kdforge
 from kdforge.batching import apply_storage
@@ -41,6 +47,17 @@ from kdforge.plugins.datasets._splits import (
     expand_split_paths,
     make_splits,
 )
+from kdforge.plugins.datasets._targets import (
+    TaskName,
+    float_targets,
+    make_float_splits,
+    refuse_rows_for_classification,
+    row_codes,
+    unstratified,
+)
+
+#: One source of rows: ``(key, inputs, labels or None, given split or "")``.
+Source = tuple[str, np.ndarray, np.ndarray | None, str]
 
 
 class ArraysParams(FileDatasetParams):
@@ -58,6 +75,25 @@ class ArraysParams(FileDatasetParams):
     scale: float | None = Field(
         None, description="Multiply float inputs by this (e.g. 0.00392 for 0-255 pixels)."
     )
+    task: TaskName = Field(
+        "classification",
+        description="What y holds: classification (class ids (n,)), regression (float "
+        "targets (n, R) or (n,)) or multilabel (0/1 labels (n, L)); NaN = unknown.",
+    )
+    target_names: list[str] | None = Field(
+        None,
+        description="Names of y's columns for regression/multilabel (default: "
+        "target_0.. or label_0..).",
+    )
+
+    @model_validator(mode="after")
+    def _names_need_columns(self) -> ArraysParams:
+        if self.target_names is not None and self.task == "classification":
+            raise ValueError(
+                "target_names names the columns of regression or multilabel targets; "
+                "set task: regression or task: multilabel (class names come from y)"
+            )
+        return self
 
 
 class NpyInputs(LazyInputs):
@@ -133,9 +169,22 @@ class Arrays(DatasetPlugin):
         if len(shapes) > 1 or len(dtypes) > 1:
             raise DataError(f"{where}: the splits' inputs differ in shape or dtype: {shapes}")
         dtype = dtypes.pop()
-        labels, classes = encode_labels(_all_labels(sources), where)
         given = [g for _, a, _, g in sources for _ in range(len(a))]
-        rows = assign_splits(labels, given if any(given) else None, params, seed, where)
+        targets: np.ndarray | None = None
+        if params.task == "classification":
+            refuse_rows_for_classification([(k, y) for k, _, y, _ in sources], where)
+            labels, classes = encode_labels(_all_labels(sources), where)
+            rows = assign_splits(labels, given if any(given) else None, params, seed, where)
+        else:
+            targets, classes = float_targets(
+                [(k, len(x), y) for k, x, y, _ in sources],
+                params.task,
+                params.target_names,
+                where,
+            )
+            rows = assign_splits(
+                row_codes(targets), given if any(given) else None, unstratified(params), seed, where
+            )
         table = RowSources([k for k, _, _, _ in sources], [len(a) for _, a, _, _ in sources])
         arrays = {k: a for k, a, _, _ in sources}
 
@@ -151,10 +200,16 @@ class Arrays(DatasetPlugin):
             num_classes=len(classes),
             input_dtype=str(dtype).removeprefix("torch."),
             class_names=classes,
+            task=params.task,
         )
-        splits = make_splits(
-            info, rows, labels, lambda _, picked: concat_sources(table, picked, read)
-        )
+        if targets is None:
+            splits = make_splits(
+                info, rows, labels, lambda _, picked: concat_sources(table, picked, read)
+            )
+        else:
+            splits = make_float_splits(
+                info, rows, targets, lambda _, picked: concat_sources(table, picked, read)
+            )
         return apply_storage(
             splits,
             storage=params.storage,
@@ -163,9 +218,7 @@ class Arrays(DatasetPlugin):
         )
 
     @staticmethod
-    def _sources(
-        params: ArraysParams, where: str
-    ) -> list[tuple[str, np.ndarray, np.ndarray | None, str]]:
+    def _sources(params: ArraysParams, where: str) -> list[Source]:
         """``(key, inputs, labels or None, given split or "")`` per source file/member."""
         keep = params.use_transfer
         files = expand_split_paths(params.path, f"{where}: path", use_transfer=keep)
@@ -196,9 +249,7 @@ class Arrays(DatasetPlugin):
         return out
 
 
-def _npz_sources(
-    file: Path, split: str, params: ArraysParams, where: str
-) -> list[tuple[str, np.ndarray, np.ndarray | None, str]]:
+def _npz_sources(file: Path, split: str, params: ArraysParams, where: str) -> list[Source]:
     with np.load(file, allow_pickle=False) as archive:
         members = set(archive.files)
         xk, yk = params.x_key, params.y_key
@@ -222,7 +273,7 @@ def _npz_sources(
         return [(split or "all", archive[xk], y, split)]
 
 
-def _all_labels(sources: list[tuple[str, np.ndarray, np.ndarray | None, str]]) -> Any:
+def _all_labels(sources: list[Source]) -> Any:
     """Labels of every source in order; missing ones are -1 (integers) or None."""
     given = [y for _, _, y, _ in sources if y is not None]
     if all(y.dtype.kind in "iu" for y in given):

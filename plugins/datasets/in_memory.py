@@ -14,6 +14,10 @@ then reads ``dataset: {name: in_memory, params: {key: ...}}``. Accepted forms:
   ``pixel_values``, ``x`` or the only column besides the label column (``label``,
   ``labels`` or ``y``).
 
+Labels are class ids by default; ``task: regression`` (float targets ``(n, R)`` or
+``(n,)``) and ``task: multilabel`` (0/1 labels ``(n, L)``) read rows of values, NaN
+where unknown, like the ``arrays`` dataset.
+
 Unlabeled transfer data comes the same way, inputs alone (``x``, a loader yielding
 inputs, a dataset without label column). Missing val/test splits are carved from
 train like the file datasets do (``val_fraction``, ``test_fraction``, stratified).
@@ -44,6 +48,14 @@ from kdforge.plugins.datasets._splits import (
     encode_labels,
     make_splits,
 )
+from kdforge.plugins.datasets._targets import (
+    TaskName,
+    float_targets,
+    make_float_splits,
+    refuse_rows_for_classification,
+    row_codes,
+    unstratified,
+)
 
 __all__ = ["HeldData", "InMemory", "InMemoryParams"]
 
@@ -73,6 +85,14 @@ class InMemoryParams(PluginParams):
         0.2, gt=0, lt=0.5, description="Share of rows for test when no test split is given."
     )
     stratify: bool = Field(True, description="Keep class shares equal across random splits.")
+    task: TaskName = Field(
+        "classification",
+        description="What the labels hold: classification (class ids), regression (float "
+        "targets (n, R) or (n,)) or multilabel (0/1 labels (n, L)); NaN = unknown.",
+    )
+    target_names: list[str] | None = Field(
+        None, description="Names of the regression targets or multilabel labels."
+    )
 
 
 @dataclass(frozen=True)
@@ -125,8 +145,6 @@ class InMemory(DatasetPlugin):
                 "(result.to_config() writes an .npz) and use the arrays dataset",
             )
         x = torch.cat([s[1] for s in held.sources]) if len(held.sources) > 1 else held.sources[0][1]
-        labels_raw = _all_labels(held)
-        labels, classes = encode_labels(labels_raw, _WHERE)
         given = None
         if any(s[0] for s in held.sources):
             given = np.concatenate([np.full(len(s[1]), s[0], dtype=object) for s in held.sources])
@@ -138,7 +156,22 @@ class InMemory(DatasetPlugin):
             test_fraction=params.test_fraction,
             stratify=params.stratify,
         )
-        rows = assign_splits(labels, given, split_params, seed, _WHERE)
+        targets: np.ndarray | None = None
+        if params.task == "classification":
+            refuse_rows_for_classification(
+                [(s[0], None if s[2] is None else np.asarray(s[2])) for s in held.sources], _WHERE
+            )
+            labels, classes = encode_labels(_all_labels(held), _WHERE)
+            rows = assign_splits(labels, given, split_params, seed, _WHERE)
+        else:
+            targets, classes = float_targets(
+                [(s[0], len(s[1]), _float_array(s[2])) for s in held.sources],
+                params.task,
+                params.target_names,
+                _WHERE,
+            )
+            split_params = unstratified(split_params)
+            rows = assign_splits(row_codes(targets), given, split_params, seed, _WHERE)
         is_token = x.dtype == torch.int64
         info = DataInfo(
             name=params.name,
@@ -147,7 +180,12 @@ class InMemory(DatasetPlugin):
             input_dtype=str(x.dtype).removeprefix("torch."),
             class_names=classes,
             vocab_size=int(x.max()) + 1 if is_token and len(x) else None,
+            task=params.task,
         )
+        if targets is not None:
+            return make_float_splits(
+                info, rows, targets, lambda _, picked: x[torch.from_numpy(picked)]
+            )
         return make_splits(info, rows, labels, lambda _, picked: x[torch.from_numpy(picked)])
 
 
@@ -225,9 +263,25 @@ def _labels(value: Any, where: str) -> Any:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     array = np.asarray(value)
-    if array.ndim != 1:
-        raise DataError(f"{where}: labels have shape {array.shape}, expected one per row")
-    return array if array.dtype.kind in "iu" else array.tolist()
+    if array.ndim not in (1, 2):
+        raise DataError(
+            f"{where}: labels have shape {array.shape}, expected one label (or one row of "
+            "regression targets or 0/1 labels) per example"
+        )
+    # Rows of values stay arrays (regression/multilabel); 1-D non-integers become a
+    # list so that class names and missing labels (None) keep their Python values.
+    return array if array.dtype.kind in "iu" or array.ndim == 2 else array.tolist()
+
+
+def _float_array(labels: Any) -> np.ndarray | None:
+    """Held labels as an array for regression/multilabel (None, a missing label: NaN)."""
+    if labels is None or isinstance(labels, np.ndarray):
+        return labels
+    values = [np.nan if v is None else v for v in labels]
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.asarray([str(v) for v in values])  # float_targets says it is no number
 
 
 def _from_loader(data: Any, where: str) -> tuple[torch.Tensor, Any]:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdforge.errors import DataError
+from kdforge.config import PluginRef
+from kdforge.errors import ConfigError, DataError
+from kdforge.plugin_host.resolve import instantiate
 from kdforge.plugins.datasets.arrays import Arrays, NpyInputs
 from kdforge.testing import DatasetContract
 from tests.plugins.datasets.builders import blobs, write_npz
@@ -110,3 +112,92 @@ def test_bad_files_are_reported(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="expected 'x' and 'y'"):
         _load(tmp_path / "d.npz")
     assert len(_load(tmp_path / "d.npz", x_key="inputs", y_key="targets").train) > 0
+
+
+def _regression_arrays(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """x (n, 4); y (n, 2): 3*x0 - 2*x1 + noise, and x2 + x3."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = np.stack([3 * x[:, 0] - 2 * x[:, 1] + rng.normal(0, 0.1, n), x[:, 2] + x[:, 3]], 1)
+    return x, y
+
+
+def _check_with_task(splits) -> None:
+    instantiate("task", PluginRef(name=splits.info.task), "task").check(splits)
+
+
+def test_regression_targets(tmp_path: Path) -> None:
+    x, y = _regression_arrays()
+    y[5] = np.nan  # an unlabeled row
+    y[6, 1] = np.nan  # one unknown value
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    splits = _load(tmp_path / "d.npz", task="regression", target_names=["price", "demand"])
+    info = splits.info
+    assert (info.task, info.num_classes, info.class_names) == ("regression", 2, ("price", "demand"))
+    for split in (splits.train, splits.val, splits.test):
+        assert split.y.dtype == torch.float32 and split.y.shape == (len(split), 2)
+        for row, target in zip(split.x[:5], split.y[:5], strict=True):
+            match = np.flatnonzero((x == row.numpy()).all(axis=1))[0]
+            expected = torch.from_numpy(y[match].astype(np.float32))
+            torch.testing.assert_close(target, expected, equal_nan=True)
+    assert splits.transfer is not None and len(splits.transfer) == 1
+    assert bool(torch.isnan(splits.transfer.y).all())
+    _check_with_task(splits)
+    one = _load(tmp_path / "d.npz", task="regression", y_key="y", x_key="x")
+    assert one.info.class_names == ("target_0", "target_1")
+
+
+def test_regression_npy_with_one_target_and_given_splits(tmp_path: Path) -> None:
+    x, y = _regression_arrays(100)
+    for name, rows in (
+        ("train", slice(0, 70)),
+        ("test", slice(70, 90)),
+        ("transfer", slice(90, None)),
+    ):
+        np.save(tmp_path / f"x_{name}.npy", x[rows])
+        if name != "transfer":
+            np.save(tmp_path / f"y_{name}.npy", y[rows, 0])  # (n,): one target
+    splits = _load(
+        tmp_path / "x_{split}.npy",
+        labels=str(tmp_path / "y_{split}.npy"),
+        task="regression",
+        storage="stream",
+    )
+    assert splits.info.num_classes == 1 and splits.test.y.shape == (20, 1)
+    assert splits.transfer is not None and splits.transfer.y.shape == (10, 1)
+    assert bool(torch.isnan(splits.transfer.y).all())
+    _check_with_task(splits)
+
+
+def test_multilabel_targets(tmp_path: Path) -> None:
+    x, _ = _regression_arrays()
+    y = np.stack([x[:, 0] > 0, x[:, 1] > 0, x[:, 0] + x[:, 1] > 1], 1)  # bool (n, 3)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    splits = _load(tmp_path / "d.npz", task="multilabel")
+    assert splits.info.task == "multilabel" and splits.info.num_classes == 3
+    assert splits.info.class_names == ("label_0", "label_1", "label_2")
+    assert splits.train.y.dtype == torch.float32 and splits.train.y.shape[1] == 3
+    assert set(splits.train.y.unique().tolist()) == {0.0, 1.0}
+    _check_with_task(splits)
+
+
+def test_labels_that_do_not_fit_the_task_are_refused(tmp_path: Path) -> None:
+    x, y = _regression_arrays(60)
+    np.savez(tmp_path / "rows.npz", x=x, y=y)
+    with pytest.raises(DataError, match=r"are float64 of shape \(60, 2\), not one class per row"):
+        _load(tmp_path / "rows.npz")
+    np.savez(tmp_path / "real.npz", x=x, y=y[:, 0])
+    with pytest.raises(DataError, match=r"non-integer values \(e\.g\. .*\), not class ids") as info:
+        _load(tmp_path / "real.npz")
+    assert "task: regression" in (info.value.hint or "")
+    with pytest.raises(DataError, match=r"have the value -2 at row 0, column 0"):
+        np.savez(tmp_path / "ints.npz", x=x, y=np.full((60, 2), -2))
+        _load(tmp_path / "ints.npz", task="multilabel")
+    np.savez(tmp_path / "names.npz", x=x, y=np.array(["a", "b"] * 30))
+    with pytest.raises(DataError, match=r"are <U1 of shape \(60,\); task regression needs numbers"):
+        _load(tmp_path / "names.npz", task="regression")
+    with pytest.raises(DataError, match="target_names has 1 names for 2 columns"):
+        _load(tmp_path / "rows.npz", task="regression", target_names=["price"])
+    with pytest.raises(ConfigError, match="target_names names the columns"):
+        ref = PluginRef(name="arrays", params={"path": "d.npz", "target_names": ["a"]})
+        instantiate("dataset", ref, "dataset")
