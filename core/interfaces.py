@@ -432,6 +432,8 @@ class Task(_Plugin):
     #: no trained model should be worse than (0 accuracy; a lower-is-better metric sets
     #: a large one).
     metric_failed_value: ClassVar[float] = 0.0
+    #: The loss a search uses when its config names none (a loss for this output kind).
+    default_loss: ClassVar[str] = "hinton_kd"
 
     def state(self) -> dict[str, Any]:
         """JSON-able statistics learned by :meth:`prepare` (default: none)."""

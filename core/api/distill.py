@@ -28,9 +28,6 @@ __all__ = ["IN_MEMORY", "distill", "progress_emitter", "resume", "run_config"]
 #: The name of the built-in teacher and dataset plugins that hold Python objects.
 IN_MEMORY = "in_memory"
 
-#: The tasks a search can do today (task plugins are planned: issue #17).
-_TASKS = (None, "classification")
-
 
 def distill(
     teacher: Any,
@@ -38,8 +35,8 @@ def distill(
     *,
     transfer: Any = None,
     student: str | Mapping[str, Any] = "cnn",
-    loss: str | Mapping[str, Any] = "hinton_kd",
-    task: str | None = None,
+    loss: str | Mapping[str, Any] | None = None,
+    task: str | Mapping[str, Any] | None = None,
     name: str = "distill",
     dataset_params: Mapping[str, Any] | None = None,
     progress: bool = True,
@@ -61,8 +58,12 @@ def distill(
             targets only), in any of the forms above without labels.
         student: The student search space: a name (``mlp``, ``cnn``, ``resnet``,
             ``transformer``) or a ``student:`` section (``{"name": ..., "params": ...}``).
-        loss: The distillation loss: a name or a ``loss:`` section.
-        task: ``None`` or ``"classification"`` (the only task so far).
+        loss: The distillation loss: a name or a ``loss:`` section; None: the task's
+            own (``hinton_kd`` for classification, ``regression_kd``, ``multilabel_kd``).
+        task: The task: a name (``classification``, ``regression``, ``multilabel``) or a
+            ``task:`` section; None: the data's (class ids: classification). In-memory
+            ``(x, y)`` data is read in the task's form (``y`` float rows for regression,
+            0/1 rows for multilabel).
         name: The search name (folder ``output_dir/NAME/TIMESTAMP``, MLflow runs).
         dataset_params: Split settings of in-memory data (``val_fraction``,
             ``test_fraction``, ``stratify``, ``name``).
@@ -81,18 +82,17 @@ def distill(
         ConfigError, DataError, PluginError: bad settings or data, before anything runs.
         SearchInterrupted: Ctrl-C (a ``KeyboardInterrupt``); :func:`resume` continues.
     """
-    if task not in _TASKS:
-        raise ConfigError(
-            f"task: {task!r} is not supported yet; kdforge distils classifiers",
-            hint="leave task unset (or 'classification'); task plugins are planned (issue #17)",
-        )
+    task_section = _section(task, "task") if task is not None else None
     raw: dict[str, Any] = {
         "name": name,
-        "dataset": _dataset_section(data, transfer, dataset_params),
+        "dataset": _dataset_section(data, transfer, dataset_params, task_section),
         "teacher": _teacher_section(teacher),
         "student": _section(student, "student"),
-        "loss": _section(loss, "loss"),
     }
+    if loss is not None:
+        raw["loss"] = _section(loss, "loss")
+    if task_section is not None:
+        raw["task"] = task_section
     clash = sorted(set(settings) & set(raw))
     if clash:
         raise ConfigError(f"kdforge.distill: {clash[0]!r} is given twice")
@@ -205,7 +205,12 @@ def _teacher_section(teacher: Any) -> dict[str, Any]:
     return {"name": IN_MEMORY, "params": {"key": key}}
 
 
-def _dataset_section(data: Any, transfer: Any, params: Mapping[str, Any] | None) -> dict[str, Any]:
+def _dataset_section(
+    data: Any,
+    transfer: Any,
+    params: Mapping[str, Any] | None,
+    task: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     if isinstance(data, Mapping) and "name" in data:
         if transfer is not None or params:
             raise ConfigError(
@@ -214,7 +219,10 @@ def _dataset_section(data: Any, transfer: Any, params: Mapping[str, Any] | None)
             )
         return dict(data)
     key = _in_memory_cls("dataset").hold(data, transfer)
-    return {"name": IN_MEMORY, "params": {**dict(params or {}), "key": key}}
+    held = {**dict(params or {}), "key": key}
+    if task is not None and "task" not in held:
+        held["task"] = task["name"]  # the in-memory rows are read in the task's form
+    return {"name": IN_MEMORY, "params": held}
 
 
 def _section(value: str | Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from kdforge.plugin_host.resolve import instantiate, loss_hparams, validate_para
 from kdforge.report.best_config import apply_fixed_architecture
 from kdforge.search.initial_points import LossSettings, check_initial_points
 
-__all__ = ["LATENCY_EXPORTER", "SearchPlan", "plan_search", "with_space_lr"]
+__all__ = ["LATENCY_EXPORTER", "SearchPlan", "plan_search", "resolve_loss", "with_space_lr"]
 
 #: The exporter latency is measured with: latency is ONNX Runtime latency by definition.
 LATENCY_EXPORTER = "onnx"
@@ -86,6 +86,18 @@ def with_space_lr(config: SearchConfig, space: SearchSpace) -> SearchConfig:
     return config.model_copy(update={"search": search})
 
 
+def resolve_loss(config: SearchConfig) -> tuple[type[LossStrategy], PluginParams, LossSettings]:
+    """The loss class, its validated params and its hyperparameter settings.
+
+    Raises:
+        ConfigError, PluginError: naming the ``loss`` key at fault.
+    """
+    loss_record = get_registry().get("loss", config.loss.name)
+    loss_cls: type[LossStrategy] = loss_record.cls
+    params = validate_params(loss_record, config.loss.params, "loss")
+    return loss_cls, params, loss_hparams(config.loss)
+
+
 def plan_search(
     config: SearchConfig, *, tracking_uri: str | None = None, address: str | None = None
 ) -> SearchPlan:
@@ -106,10 +118,7 @@ def plan_search(
     unwrapped = instantiate("search_space", config.student, "student")
     config = with_space_lr(config, unwrapped)
     space = apply_fixed_architecture(unwrapped, config)
-    loss_record = get_registry().get("loss", config.loss.name)
-    loss_cls: type[LossStrategy] = loss_record.cls
-    loss_params = validate_params(loss_record, config.loss.params, "loss")
-    loss_settings = loss_hparams(config.loss)
+    loss_cls, loss_params, loss_settings = resolve_loss(config)
     exporter: Exporter | None = None
     if config.export.enabled:
         exporter = instantiate(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kdforge.config import PluginRef
+from kdforge.config import LossConfig, PluginRef
 from kdforge.config.objective_settings import resolve_objectives
 from kdforge.data import ACCURACY, DataSplits
 from kdforge.errors import ConfigError
@@ -29,7 +29,7 @@ from kdforge.search.checks import (
     teacher_gap_warning,
 )
 from kdforge.search.initial_points import initial_points_for_search
-from kdforge.search.plan import SearchPlan
+from kdforge.search.plan import SearchPlan, resolve_loss
 from kdforge.search.trial import TrialPayload
 from kdforge.teacher.cache import cache_dir_for, prepare_teacher_outputs, share_mode
 from kdforge.teacher.inference import TeacherInference
@@ -115,6 +115,18 @@ def with_task(plan: SearchPlan, splits: DataSplits) -> tuple[SearchPlan, DataSpl
     task = plan.task or instantiate("task", PluginRef(name=splits.info.task), "task")
     require_workflow_task(task, config.dataset.name, "kdforge search")
     task.check(splits)
+    if "loss" not in config.model_fields_set and config.loss.name != task.default_loss:
+        # No loss in the config: the task's own (hinton_kd for classification).
+        config = config.model_copy(update={"loss": LossConfig(name=task.default_loss)})
+        loss_cls, loss_params, loss_settings = resolve_loss(config)
+        plan = replace(
+            plan,
+            config=config,
+            loss_cls=loss_cls,
+            loss_params=loss_params,
+            loss_settings=loss_settings,
+            loss_needs=loss_cls.needs(loss_params),
+        )
     check_loss_fits_task(config.loss.name, plan.loss_params, task)
     if config.export.promote == "if_better" and task.selection_metric != ACCURACY:
         # The registry comparison scores ONNX models by accuracy only, so far.

@@ -28,6 +28,7 @@ class Multilabel(Task):
     metric = "map"
     higher_is_better = True
     metric_names = ("map", "macro_f1", "micro_f1")
+    default_loss = "multilabel_kd"
 
     def num_outputs(self, info: DataInfo) -> int:
         """The number of labels."""

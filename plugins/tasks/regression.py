@@ -60,6 +60,7 @@ class Regression(Task):
     metric = "r2"
     higher_is_better = True
     metric_names = ("r2", "rmse", "mae")
+    default_loss = "regression_kd"
 
     def __init__(self, params: PluginParams | None = None) -> None:
         super().__init__(params)
