@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 import kdforge
@@ -29,13 +30,19 @@ from kdforge.plugins.tasks._real_targets import check_float_rows, labeled_cells
 class RegressionParams(PluginParams):
     """Parameters of the ``regression`` task."""
 
-    loss: Literal["mse", "huber"] = "mse"
-    """Label loss: squared error, or Huber (robust to outlying targets; quadratic
-    within ``huber_delta`` standard deviations of the target)."""
-    huber_delta: float = 1.0
-    """Where Huber turns from quadratic to linear, in standard deviations."""
-    standardize: bool = True
-    """Standardise targets (and teacher predictions) on the training rows' statistics."""
+    loss: Literal["mse", "huber"] = Field(
+        "mse",
+        description="Label loss: squared error, or Huber (robust to outlying targets; "
+        "quadratic within huber_delta standard deviations of the target).",
+    )
+    huber_delta: float = Field(
+        1.0, gt=0, description="Where Huber turns from quadratic to linear, in standard deviations."
+    )
+    standardize: bool = Field(
+        True,
+        description="Standardise targets (and teacher predictions) on the training rows' "
+        "statistics.",
+    )
 
 
 class Destandardize(nn.Module):
@@ -137,9 +144,7 @@ class Regression(Task):
         known = labeled_cells(targets)
         filled = torch.where(known, targets, outputs.detach())
         if self.settings.loss == "huber":
-            cells = F.huber_loss(
-                outputs, filled, reduction="none", delta=self.settings.huber_delta
-            )
+            cells = F.huber_loss(outputs, filled, reduction="none", delta=self.settings.huber_delta)
         else:
             cells = F.mse_loss(outputs, filled, reduction="none")
         return (cells * known).sum() / known.sum().clamp_min(1)
