@@ -48,6 +48,9 @@ class RegressionParams(PluginParams):
 class Destandardize(nn.Module):
     """``y = x * std + mean`` per target: standardised outputs back to the data's units."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean.float().clone())
@@ -99,11 +102,12 @@ class Regression(Task):
         if not self.settings.standardize:
             mean, std = torch.zeros_like(mean), torch.ones_like(std)
         self.mean, self.std = mean.float(), std.float()
+        shift, scale = self.mean, self.std
 
         def scaled(split: Split | None) -> Split | None:
             if split is None:
                 return None
-            return Split(split.x, (split.y - self.mean) / self.std)
+            return Split(split.x, (split.y - shift) / scale)
 
         return DataSplits(
             info=splits.info,
