@@ -12,6 +12,7 @@ CONTRACT_CLASS = {
     "search_space": "SearchSpaceContract",
     "loss": "LossContract",
     "exporter": "ExporterContract",
+    "task": "TaskContract",
 }
 
 PYPROJECT = """[build-system]
@@ -115,6 +116,16 @@ loss:
 export:
   exporter: {{name}}        # built with its Params' defaults
 ```
+""",
+    "task": """
+```yaml
+task:
+  name: {{name}}
+  params: {beta: 0.0}       # fixed parameters (Params)
+```
+
+The dataset must give targets of the task's form: here float32 rows `(n, outputs)`,
+a row of NaN for an example without a label, and `DataInfo.num_classes` = outputs.
 """,
 }
 
@@ -497,6 +508,97 @@ class {{class_name}}(Exporter):
 @kdforge.hookimpl
 def register_exporters(register: kdforge.Register) -> None:
     """Register the ``{{name}}`` exporter."""
+    register("{{name}}", {{class_name}})
+''',
+    "task": _HEADER
+    + '''
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+import kdforge
+from kdforge import DataError, DataInfo, DataSplits, PluginParams, Task
+
+
+class {{class_name}}Params(PluginParams):
+    """Parameters of the ``{{name}}`` task (``task.params`` in a config)."""
+
+    beta: float = Field(
+        0.0,
+        ge=0,
+        description="Smooth-L1 width: errors below it are squared; 0 is the plain L1 loss.",
+    )
+
+
+class {{class_name}}(Task):
+    """The ``{{name}}`` task (say in this line what models predict and how it is scored).
+
+    The first docstring line is what ``kdforge plugins`` shows. The body is a working
+    starting point to replace: real-valued targets (float rows ``(n, outputs)``, a row
+    of NaN for "no label"), an L1 label loss and mean absolute error (lower is better)
+    for selection. A task that learns statistics from the training targets does it in
+    ``prepare`` and returns them from ``state`` (see ``kdforge.Task``).
+    """
+
+    name = "{{name}}"
+    Params = {{class_name}}Params
+    output_kind = "values"
+    metric = "mae"
+    higher_is_better = False
+    metric_names = ("mae", "rmse")
+
+    def num_outputs(self, info: DataInfo) -> int:
+        """One output per target column."""
+        return info.num_classes
+
+    def check(self, splits: DataSplits) -> None:
+        """Targets must be finite float rows of ``num_classes`` values (NaN: unknown)."""
+        width = splits.info.num_classes
+        for name, split in splits.named_splits().items():
+            y = split.y
+            if y.ndim != 2 or not y.dtype.is_floating_point or y.shape[1] != width:
+                raise DataError(
+                    f"task {{name}}: the {name} split's targets are {y.dtype} of shape "
+                    f"{tuple(y.shape)}, not float rows of {width} values"
+                )
+            if bool(torch.isinf(y).any()):
+                raise DataError(f"task {{name}}: the {name} split's targets contain inf")
+
+    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
+        """Rows with every target known."""
+        return ~torch.isnan(targets).any(dim=1)
+
+    def label_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Smooth-L1 over the labeled rows; 0 (not NaN) for a batch without labels."""
+        p = self.params
+        assert isinstance(p, {{class_name}}Params)
+        known = self.labeled(targets)[:, None].expand_as(targets)
+        # Unknown cells are compared with the outputs themselves: zero loss, zero
+        # gradient, and no NaN reaches the backward pass.
+        filled = torch.where(known, targets, outputs.detach())
+        cells = F.smooth_l1_loss(outputs, filled, reduction="none", beta=p.beta)
+        return (cells * known).sum() / known.sum().clamp_min(1)
+
+    def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The teacher's predictions themselves (no temperature for real values)."""
+        return outputs
+
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """MAE and RMSE (averaged over targets) on the labeled rows; NaN without any."""
+        targets = targets.to(outputs.device)
+        keep = self.labeled(targets)
+        if not bool(keep.any()):
+            return dict.fromkeys(self.metric_names, float("nan"))
+        error = outputs[keep].double() - targets[keep].double()
+        return {
+            "mae": float(error.abs().mean(0).mean()),
+            "rmse": float(torch.sqrt((error**2).mean(0)).mean()),
+        }
+
+
+@kdforge.hookimpl
+def register_tasks(register: kdforge.Register) -> None:
+    """Register the ``{{name}}`` task."""
     register("{{name}}", {{class_name}})
 ''',
 }

@@ -57,8 +57,8 @@ def new_plugin(
     """Write a new plugin package of ``kind`` called ``name``.
 
     Args:
-        kind: ``dataset``, ``teacher``, ``search_space`` (or ``search-space``), ``loss``
-            or ``exporter``.
+        kind: ``dataset``, ``teacher``, ``search_space`` (or ``search-space``), ``loss``,
+            ``exporter`` or ``task``.
         name: The name configs will use (letters, digits, ``_``, ``-``).
         directory: The package folder to create (default ``./kdforge-<name>``); it must
             not exist or be empty.

@@ -42,6 +42,7 @@ from kdforge.testing._base import PluginContract
 from kdforge.testing._data import DatasetContract, TeacherContract
 from kdforge.testing._loss import LossContract
 from kdforge.testing._model import ExporterContract, SearchSpaceContract
+from kdforge.testing._task import TaskContract
 
 __all__ = [
     "CONTRACTS",
@@ -50,6 +51,7 @@ __all__ = [
     "LossContract",
     "PluginContract",
     "SearchSpaceContract",
+    "TaskContract",
     "TeacherContract",
 ]
 
@@ -60,4 +62,5 @@ CONTRACTS: dict[str, type[PluginContract]] = {
     "search_space": SearchSpaceContract,
     "loss": LossContract,
     "exporter": ExporterContract,
+    "task": TaskContract,
 }

@@ -24,8 +24,10 @@ def macro_f1(predicted: torch.Tensor, truth: torch.Tensor) -> float:
 def average_precision(scores: torch.Tensor, truth: torch.Tensor) -> float:
     """Mean over columns of average precision (area under precision-recall, step rule).
 
-    ``scores`` ``(n, L)`` rank the rows per column; ``truth`` is boolean. Columns without
-    a positive row are left out (their precision is undefined); NaN when none is left.
+    ``scores`` ``(n, L)`` rank the rows per column; ``truth`` is boolean. Rows with equal
+    scores form one threshold, as in scikit-learn's ``average_precision_score`` (tied
+    rows count together, whatever their order). Columns without a positive row are left
+    out (their precision is undefined); NaN when none is left.
     """
     values = []
     for column in range(scores.shape[1]):
@@ -33,10 +35,16 @@ def average_precision(scores: torch.Tensor, truth: torch.Tensor) -> float:
         count = int(positives.sum())
         if count == 0:
             continue
-        order = torch.argsort(scores[:, column], descending=True, stable=True)
-        hits = positives[order].double()
-        precision_at = hits.cumsum(0) / torch.arange(1, len(hits) + 1, dtype=torch.float64)
-        values.append(float((precision_at * hits).sum() / count))
+        ranked, order = torch.sort(scores[:, column].double(), descending=True)
+        true_positives = positives[order].double().cumsum(0)
+        # One threshold per distinct score: the last row of each run of equal scores.
+        last = torch.ones_like(ranked, dtype=torch.bool)
+        last[:-1] = ranked[1:] != ranked[:-1]
+        at = torch.nonzero(last).squeeze(1)
+        hits = true_positives[at]
+        precision = hits / (at + 1).double()
+        recall_gain = torch.diff(hits, prepend=hits.new_zeros(1)) / count
+        values.append(float((precision * recall_gain).sum()))
     return float(sum(values) / len(values)) if values else float("nan")
 
 

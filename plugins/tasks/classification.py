@@ -31,16 +31,23 @@ class Classification(Task):
         return info.num_classes
 
     def check(self, splits: DataSplits) -> None:
-        """Targets must be integer class ids in ``[0, K)`` or ``-1``, one per row."""
+        """Targets must be int64 class ids in ``[0, K)`` or ``-1``, one per row."""
         k = splits.info.num_classes
         for name, split in splits.named_splits().items():
             y = split.y
-            if y.ndim != 1 or y.dtype.is_floating_point:
+            if y.ndim != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
                 raise DataError(
                     f"task classification: the {name} split's targets are {y.dtype} of shape "
                     f"{tuple(y.shape)}, not one integer class id per row",
                     hint="use task: regression for real-valued targets, task: multilabel "
                     "for several 0/1 labels per row",
+                )
+            if y.dtype != torch.int64:
+                # Cross-entropy takes int64 class ids only; refusing here beats a
+                # dtype error deep inside the first trial.
+                raise DataError(
+                    f"task classification: the {name} split's class ids are {y.dtype}, not int64",
+                    hint="convert the targets with y.long() in the dataset plugin",
                 )
             if len(y) and (int(y.min()) < UNLABELED or int(y.max()) >= k):
                 raise DataError(
@@ -72,9 +79,13 @@ class Classification(Task):
         predicted = outputs.argmax(dim=-1)
         k = outputs.shape[-1]
         one_hot = torch.eye(k, dtype=torch.bool, device=outputs.device)
+        guessed, truth = one_hot[predicted], one_hot[targets]
+        # Classes neither present nor predicted are left out of the mean (scikit-learn's
+        # rule): a small validation split would otherwise score each absent class 1.
+        seen = guessed.any(0) | truth.any(0)
         return {
             "acc": float((predicted == targets).float().mean()),
-            "macro_f1": macro_f1(one_hot[predicted], one_hot[targets]),
+            "macro_f1": macro_f1(guessed[:, seen], truth[:, seen]),
         }
 
 

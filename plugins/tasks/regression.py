@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 import kdforge
@@ -29,17 +30,26 @@ from kdforge.plugins.tasks._real_targets import check_float_rows, labeled_cells
 class RegressionParams(PluginParams):
     """Parameters of the ``regression`` task."""
 
-    loss: Literal["mse", "huber"] = "mse"
-    """Label loss: squared error, or Huber (robust to outlying targets; quadratic
-    within ``huber_delta`` standard deviations of the target)."""
-    huber_delta: float = 1.0
-    """Where Huber turns from quadratic to linear, in standard deviations."""
-    standardize: bool = True
-    """Standardise targets (and teacher predictions) on the training rows' statistics."""
+    loss: Literal["mse", "huber"] = Field(
+        "mse",
+        description="Label loss: squared error, or Huber (robust to outlying targets; "
+        "quadratic within huber_delta standard deviations of the target).",
+    )
+    huber_delta: float = Field(
+        1.0, gt=0, description="Where Huber turns from quadratic to linear, in standard deviations."
+    )
+    standardize: bool = Field(
+        True,
+        description="Standardise targets (and teacher predictions) on the training rows' "
+        "statistics.",
+    )
 
 
 class Destandardize(nn.Module):
     """``y = x * std + mean`` per target: standardised outputs back to the data's units."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
@@ -93,11 +103,12 @@ class Regression(Task):
         if not self.settings.standardize:
             mean, std = torch.zeros_like(mean), torch.ones_like(std)
         self.mean, self.std = mean.float(), std.float()
+        shift, scale = self.mean, self.std
 
         def scaled(split: Split | None) -> Split | None:
             if split is None:
                 return None
-            return Split(split.x, (split.y - self.mean) / self.std)
+            return Split(split.x, (split.y - shift) / scale)
 
         return DataSplits(
             info=splits.info,

@@ -15,6 +15,9 @@ from kdforge.plugin_host.manager import BUILTIN_SOURCE, get_registry
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.plugins.exporters.onnx import OnnxExporter
 from kdforge.plugins.losses.hinton_kd import HintonKD
+from kdforge.plugins.tasks.classification import Classification
+from kdforge.plugins.tasks.multilabel import Multilabel
+from kdforge.plugins.tasks.regression import Regression
 from kdforge.search_spaces.cnn import CNNSpace
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.search_spaces.resnet import ResNetSpace
@@ -25,6 +28,7 @@ from kdforge.testing import (
     ExporterContract,
     LossContract,
     SearchSpaceContract,
+    TaskContract,
     TeacherContract,
 )
 
@@ -107,6 +111,28 @@ class TestTransformer(SearchSpaceContract):
 class TestOnnx(ExporterContract):
     plugin_class = OnnxExporter
     registered_name = "onnx"
+
+
+class TestClassification(TaskContract):
+    plugin_class = Classification
+    registered_name = "classification"
+
+
+class TestMultilabel(TaskContract):
+    plugin_class = Multilabel
+    registered_name = "multilabel"
+
+
+class TestRegression(TaskContract):
+    plugin_class = Regression
+    registered_name = "regression"
+
+
+class TestRegressionHuberUnscaled(TaskContract):
+    plugin_class = Regression
+    plugin_params: ClassVar[dict[str, Any]] = {"loss": "huber", "standardize": False}
+    registered_name = "regression"
+    width = 1
 
 
 TESTS_ROOT = Path(__file__).resolve().parents[1]
@@ -240,3 +266,60 @@ def test_teacher_contract_catches_a_teacher_left_in_training_mode() -> None:
         Contract().test_predict_has_no_gradients(teacher, inputs)
     with pytest.raises(AssertionError):
         Contract().test_predict_is_deterministic_per_row(teacher, inputs)
+
+
+def test_every_registered_task_runs_the_task_contract() -> None:
+    """Each built-in task is checked by TaskContract here, with its own registered name."""
+    records = get_registry().list()
+    tasks = {r.name for r in records if r.kind == "task" and r.source == BUILTIN_SOURCE}
+    assert {"classification", "multilabel", "regression"} <= tasks
+    covered = contract_tests_in(TESTS_ROOT)
+    for name in sorted(tasks):
+        assert any(
+            test.startswith("plugins/test_contracts_builtin.py::")
+            for test in covered.get(("task", name), [])
+        ), f"task {name!r} has no TaskContract subclass in this module"
+
+
+def test_task_contract_catches_a_nan_loss_without_labels() -> None:
+    """The kit is not vacuous: a loss that averages over zero labeled rows (NaN) fails it."""
+
+    class Careless(Classification):
+        """Classification whose label loss is a plain mean over the labeled rows."""
+
+        def label_loss(self, outputs, targets):
+            keep = targets != -1
+            return torch.nn.functional.cross_entropy(outputs[keep], targets[keep])
+
+    contract = TestClassification()
+    task = Careless()
+    prepared = task.prepare(contract.make_splits(task))
+    with pytest.raises(AssertionError, match="loss nan"):
+        contract.test_label_loss_is_zero_without_labels(task, prepared)
+
+
+def test_task_contract_catches_a_metric_in_the_wrong_direction() -> None:
+    class Backwards(Classification):
+        """Classification that claims lower accuracy is better."""
+
+        higher_is_better = False
+
+    contract = TestClassification()
+    task = Backwards()
+    prepared = task.prepare(contract.make_splits(task))
+    with pytest.raises(AssertionError, match="perfect outputs score"):
+        contract.test_metrics_are_named_finite_and_directed(task, prepared)
+
+
+def test_task_contract_catches_a_state_that_does_not_rebuild() -> None:
+    class Forgetful(Regression):
+        """Regression whose state() forgets the training statistics."""
+
+        def state(self):
+            return {"mean": [0.0] * 3, "std": [1.0] * 3}
+
+    contract = TestRegression()
+    task = Forgetful()
+    prepared = task.prepare(contract.make_splits(task))
+    with pytest.raises(AssertionError):
+        contract.test_state_rebuilds_the_same_task(task, prepared)

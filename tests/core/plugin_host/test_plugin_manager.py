@@ -64,6 +64,7 @@ import kdforge
 from kdforge.plugins.datasets.digits import Digits
 from kdforge.plugins.exporters.onnx import OnnxExporter
 from kdforge.plugins.losses.hinton_kd import HintonKD
+from kdforge.plugins.tasks.regression import Regression
 from kdforge.plugins.teachers.checkpoint import CheckpointTeacher
 from kdforge.search_spaces.mlp import MLPSpace
 
@@ -86,6 +87,10 @@ class L(HintonKD):
 
 class E(OnnxExporter):
     """Fake exporter."""
+
+
+class K(Regression):
+    """Fake task."""
 
 
 @kdforge.hookimpl
@@ -111,6 +116,11 @@ def register_losses(register):
 @kdforge.hookimpl
 def register_exporters(register):
     register("all_exporter", E)
+
+
+@kdforge.hookimpl
+def register_tasks(register):
+    register("all_task", K)
 '''
 
 
@@ -180,6 +190,7 @@ def test_every_register_hook_registers_its_kind(site: FakeSite) -> None:
         ("search_space", "all_space"),
         ("loss", "all_loss"),
         ("exporter", "all_exporter"),
+        ("task", "all_task"),
     ]:
         assert registry.get(kind, name).source == "kdforge-fake-all"
 

@@ -184,7 +184,7 @@ def test_generated_packages_install_pass_their_tests_and_run_a_search(
             assert record.entry_point == f"{name} = {package_names(name)[1]}"
         assert registry.get("loss", "dist_kd").source == "kdforge-example-loss"
         assert not registry.failures and not registry.conflicts
-        assert len(dists) == 6
+        assert len(dists) == len(HOOK_KINDS) + 1
 
         # Every generated test suite (and the example's) passes, in one subprocess.
         suites = [str(root / "tests") for root in roots] + [str(EXAMPLE / "tests")]
