@@ -18,6 +18,9 @@ __all__ = ["DatasetContract", "TeacherContract"]
 class DatasetContract(PluginContract):
     """A dataset loads consistent, finite splits with valid labels, reproducibly.
 
+    Targets are checked by the task the data declares (``DataInfo.task``): class ids
+    for classification, float rows for regression and multilabel data.
+
     Attributes:
         seed: Seed passed to ``load``.
     """
@@ -37,7 +40,8 @@ class DatasetContract(PluginContract):
         assert isinstance(info, DataInfo)
         assert isinstance(info.input_shape, tuple) and info.input_shape
         assert all(isinstance(d, int) and d > 0 for d in info.input_shape)
-        assert info.num_classes >= 2
+        # One regression target is one output; a classifier needs two classes.
+        assert info.num_classes >= (2 if info.task == "classification" else 1)
         assert isinstance(getattr(torch, info.input_dtype, None), torch.dtype)
         if info.class_names is not None:
             assert len(info.class_names) == info.num_classes
@@ -48,7 +52,8 @@ class DatasetContract(PluginContract):
         for name, split in splits.named_splits().items():
             assert tuple(split.x.shape[1:]) == tuple(info.input_shape), name
             assert split.x.dtype == dtype, f"{name} inputs are {split.x.dtype}, info says {dtype}"
-            assert split.y.dtype == torch.int64 and split.y.dim() == 1, name
+            if splits.info.task == "classification":
+                assert split.y.dtype == torch.int64 and split.y.dim() == 1, name
             assert len(split.x) == len(split.y), name
             rows = first_rows(split.x)
             assert tuple(rows.shape[1:]) == tuple(info.input_shape) and rows.dtype == dtype, name
@@ -67,6 +72,9 @@ class DatasetContract(PluginContract):
                 torch.testing.assert_close(restored[:2], split.x[:2], msg=name)
 
     def test_labels_are_valid(self, splits: DataSplits) -> None:
+        if splits.info.task != "classification":
+            self._check_task_targets(splits)
+            return
         n = splits.info.num_classes
         for name, split in splits.named_splits().items():
             y = split.y
@@ -75,6 +83,19 @@ class DatasetContract(PluginContract):
             if name in ("val", "test"):
                 assert len(labeled) == len(y), f"the {name} split must be fully labeled"
         assert bool((splits.train.y != UNLABELED).any()), "train needs labeled rows"
+
+    @staticmethod
+    def _check_task_targets(splits: DataSplits) -> None:
+        """Targets of another task: its own check, labeled val/test rows, some train."""
+        from kdforge.config import PluginRef
+        from kdforge.plugin_host.resolve import instantiate
+
+        task = instantiate("task", PluginRef(name=splits.info.task), "task")
+        task.check(splits)
+        for name in ("val", "test"):
+            y = getattr(splits, name).y
+            assert bool(task.labeled(y).all()), f"the {name} split must be fully labeled"
+        assert bool(task.labeled(splits.train.y).any()), "train needs labeled rows"
 
     def test_same_seed_gives_same_splits(self, plugin: DatasetPlugin, splits: DataSplits) -> None:
         again = plugin.load(self.seed)
