@@ -56,8 +56,8 @@ def label_scales(teacher_logits: torch.Tensor) -> torch.Tensor:
         std = teacher_logits.double().std(dim=0, correction=0)
         median = std.median()
         if not bool(median > 0):
-            return torch.ones_like(std, dtype=torch.float32)
-        return (std / median).clamp(SCALE_MIN, SCALE_MAX).float()
+            return teacher_logits.new_ones(teacher_logits.shape[1])
+        return (std / median).clamp(SCALE_MIN, SCALE_MAX).to(teacher_logits.dtype)
 
 
 def bernoulli_kl(
