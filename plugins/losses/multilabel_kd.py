@@ -74,9 +74,7 @@ def bernoulli_kl(
 def labeled_bce(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy with logits over the known (non-NaN) label cells."""
     known = ~torch.isnan(targets)
-    cells = F.binary_cross_entropy_with_logits(
-        outputs, torch.nan_to_num(targets), reduction="none"
-    )
+    cells = F.binary_cross_entropy_with_logits(outputs, torch.nan_to_num(targets), reduction="none")
     return (cells * known).sum() / known.sum().clamp_min(1)
 
 
@@ -86,9 +84,7 @@ class MultilabelKD(LossStrategy):
     name = "multilabel_kd"
     output_kinds = frozenset({"label_logits"})
     hyperparameters: ClassVar[tuple[HParam, ...]] = (
-        HParam(
-            "temperature", 1.0, 10.0, log=True, default=2.0, help="Base sigmoid temperature T."
-        ),
+        HParam("temperature", 1.0, 10.0, log=True, default=2.0, help="Base sigmoid temperature T."),
         HParam("alpha", 0.0, 1.0, default=0.5, help="Weight of the soft (teacher) term."),
     )
 

@@ -309,9 +309,7 @@ def _composite(*names: str) -> Any:
 
 
 def test_composite_takes_the_intersection_of_its_terms_kinds() -> None:
-    assert Composite.supported_output_kinds(_composite("hinton_kd", "fitnets")) == {
-        "class_logits"
-    }
+    assert Composite.supported_output_kinds(_composite("hinton_kd", "fitnets")) == {"class_logits"}
     assert Composite.supported_output_kinds(_composite("regression_kd", "rkd")) == {"values"}
     assert Composite.supported_output_kinds(_composite("logit_mse", "fitnets")) == frozenset(
         OUTPUT_KINDS
