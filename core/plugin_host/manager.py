@@ -84,6 +84,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kdforge.plugins.losses.rkd",
     "kdforge.plugins.losses.dkd",
     "kdforge.plugins.losses.cosine_embedding",
+    "kdforge.plugins.losses.regression_kd",
+    "kdforge.plugins.losses.multilabel_kd",
     "kdforge.plugins.losses.composite",
     "kdforge.plugins.exporters.onnx",
     "kdforge.plugins.tasks.classification",

@@ -19,6 +19,7 @@ from kdforge.plugin_host.manager import PluginRecord, get_registry
 
 __all__ = [
     "build_checkpoint_model",
+    "check_loss_fits_task",
     "instantiate",
     "loss_hparams",
     "loss_needs",
@@ -111,6 +112,59 @@ def loss_needs(config: LossConfig) -> LossNeeds:
     record = get_registry().get("loss", config.name)
     cls: type[LossStrategy] = record.cls
     return cls.needs(validate_params(record, config.params, "loss"))
+
+
+#: How an error about a loss that does not fit a task names each output kind.
+_KIND_WORDS: dict[str, str] = {
+    "class_logits": "per-class logits",
+    "label_logits": "per-label logits",
+    "values": "real-valued predictions",
+}
+
+
+def check_loss_fits_task(
+    loss_name: str, loss_params: PluginParams | dict[str, Any] | None, task: Task | str
+) -> None:
+    """Refuse a loss that cannot read the task's outputs, before anything trains.
+
+    Args:
+        loss_name: Registered loss name.
+        loss_params: The loss's params (validated, or raw config values).
+        task: The task plugin (or its registered name).
+
+    Raises:
+        ConfigError: naming the loss, the task and its output kind, with a hint that
+            lists the registered losses that do fit the task.
+    """
+    registry = get_registry()
+    record = registry.get("loss", loss_name)
+    cls: type[LossStrategy] = record.cls
+    if not isinstance(loss_params, PluginParams):
+        loss_params = validate_params(record, dict(loss_params or {}), "loss")
+    if isinstance(task, str):
+        task_name, kind = task, str(registry.get("task", task).cls.output_kind)
+    else:
+        task_name, kind = task.name, task.output_kind
+    takes = cls.supported_output_kinds(loss_params)
+    if kind in takes:
+        return
+    # Losses made for this kind alone first, then the general ones, each by name.
+    kinds_of = {r.name: r.cls.supported_output_kinds(None) for r in registry.list("loss")}
+    fitting = sorted(
+        (name for name, kinds in kinds_of.items() if kind in kinds),
+        key=lambda name: (len(kinds_of[name]), name),
+    )
+    if takes:
+        what = " or ".join(_KIND_WORDS.get(k, k) for k in sorted(takes))
+    else:
+        what = "no output kind at all (its parts have none in common)"
+    raise ConfigError(
+        f"loss {loss_name!r} does not fit task {task_name!r}: it takes {what}, the task's "
+        f"outputs are {_KIND_WORDS.get(kind, kind)} (output kind {kind!r})",
+        hint=f"losses for {task_name}: {', '.join(fitting)}"
+        if fitting
+        else f"no registered loss takes the outputs of task {task_name!r}",
+    )
 
 
 def build_checkpoint_model(payload: dict[str, Any], source: str = "checkpoint") -> nn.Module:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from kdforge.data import UNLABELED
-from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
+from kdforge.interfaces import OUTPUT_KINDS, HParam, LossResult, LossStrategy, ModelOutput, Task
+from kdforge.plugin_host.manager import get_registry
 from kdforge.testing._base import PluginContract, detached, dumps, settings
 
 __all__ = ["LossContract"]
@@ -24,6 +25,12 @@ class LossContract(PluginContract):
     once with one batch's outputs, then ``__call__``. Teacher logits are passed only
     when ``needs(params).logits``; named features only when ``needs(params).features``.
 
+    Outputs and labels take the loss's output kind (``class_logits`` when it takes
+    them, else its first in :data:`~kdforge.interfaces.OUTPUT_KINDS`): class ids with
+    ``-1`` for class logits; float rows (``values``: real numbers, ``label_logits``:
+    0/1) with NaN rows for the others, whose losses get the registered task of that
+    kind as ``loss.task``.
+
     Attributes:
         num_classes: Classes of the check logits.
         batch_size: Rows of the check batch.
@@ -33,6 +40,7 @@ class LossContract(PluginContract):
             student's outputs equal the teacher's on unlabeled rows (e.g. a learned
             adapter between them).
         zero_atol: Tolerance of that check.
+        output_kind: Force the output kind of the check batch (None: see above).
     """
 
     kind = "loss"
@@ -49,6 +57,7 @@ class LossContract(PluginContract):
     }
     zero_when_equal: ClassVar[bool] = True
     zero_atol: ClassVar[float] = 1e-5
+    output_kind: ClassVar[str | None] = None
 
     @pytest.fixture
     def plugin(self) -> Any:
@@ -61,6 +70,23 @@ class LossContract(PluginContract):
 
     def _declared(self, loss: LossStrategy) -> tuple[HParam, ...]:
         return type(loss).declared_hyperparameters(loss.params)
+
+    def _kind(self, loss: LossStrategy) -> str:
+        """The output kind of the check batch."""
+        if self.output_kind is not None:
+            return self.output_kind
+        kinds = type(loss).supported_output_kinds(loss.params)
+        return next((k for k in OUTPUT_KINDS if k in kinds), "class_logits")
+
+    def _task(self, kind: str) -> Task | None:
+        """A registered task with this output kind (None for class logits: the default)."""
+        if kind == "class_logits":
+            return None
+        for record in get_registry().list("task"):
+            if record.cls.output_kind == kind:
+                task: Task = record.cls()
+                return task
+        pytest.fail(f"no registered task has output kind {kind!r}")
 
     def _batch(
         self, loss: LossStrategy, labeled: bool = True, equal: bool = False
@@ -81,10 +107,20 @@ class LossContract(PluginContract):
                     k: torch.randn(n, *v, generator=g) for k, v in self.student_features.items()
                 }
         s_logits = t_logits.clone() if equal else torch.randn(n, self.num_classes, generator=g)
-        labels = torch.randint(0, self.num_classes, (n,), generator=g)
-        labels[::3] = UNLABELED
-        if not labeled:
-            labels[:] = UNLABELED
+        kind = self._kind(loss)
+        if kind == "class_logits":
+            labels = torch.randint(0, self.num_classes, (n,), generator=g)
+            labels[::3] = UNLABELED
+            if not labeled:
+                labels[:] = UNLABELED
+        else:
+            if kind == "label_logits":
+                labels = torch.randint(0, 2, (n, self.num_classes), generator=g).float()
+            else:
+                labels = torch.randn(n, self.num_classes, generator=g)
+            labels[::3] = float("nan")
+            if not labeled:
+                labels[:] = float("nan")
         leaves = [s_logits, *s_feats.values()]
         for leaf in leaves:
             leaf.requires_grad_(True)
@@ -101,6 +137,7 @@ class LossContract(PluginContract):
     ) -> LossStrategy:
         """A new loss with ``hparams``, bound like the trainer binds it."""
         loss = type(plugin)(plugin.params, hparams)
+        loss.task = self._task(self._kind(plugin))
         loss.bind(detached(student), detached(teacher))
         return loss
 

@@ -18,8 +18,14 @@ from torch import nn
 
 from kdforge.errors import ConfigError
 from kdforge.features import match_layers
-from kdforge.interfaces import LossNeeds, LossResult, LossStrategy, ModelOutput, PluginParams
-from kdforge.plugins.losses.hinton_kd import labeled_cross_entropy
+from kdforge.interfaces import (
+    OUTPUT_KINDS,
+    LossNeeds,
+    LossResult,
+    LossStrategy,
+    ModelOutput,
+    PluginParams,
+)
 
 __all__ = ["Adapter", "FeatureLoss", "FeatureLossParams", "flat"]
 
@@ -38,7 +44,10 @@ class FeatureLossParams(PluginParams):
         "relative depth, 'last' only the deepest two.",
     )
     ce_weight: float = Field(
-        1.0, ge=0, description="Weight of cross-entropy on the labeled rows (0: feature term only)."
+        1.0,
+        ge=0,
+        description="Weight of the task's label loss (cross-entropy for classification) on "
+        "the labeled rows (0: feature term only).",
     )
 
 
@@ -93,6 +102,8 @@ class FeatureLoss(LossStrategy):
     Params: ClassVar[type[PluginParams]] = FeatureLossParams
     needs_logits = False
     needs_features = True
+    # Features say nothing about the task; the label term goes through the task.
+    output_kinds = frozenset(OUTPUT_KINDS)
 
     def __init__(
         self, params: PluginParams | None = None, hparams: dict[str, float] | None = None
@@ -174,13 +185,17 @@ class FeatureLoss(LossStrategy):
     def with_ce(
         self, term: torch.Tensor, part: str, student: ModelOutput, labels: torch.Tensor
     ) -> LossResult:
-        """``term + ce_weight * CE(labeled rows)``, with both parts for logging."""
+        """``term + ce_weight * label_loss(labeled rows)``, both parts for logging.
+
+        The label term is the task's (cross-entropy for classification); its part
+        keeps the name ``ce`` for every task so that logged runs stay comparable.
+        """
         weight = self.feature_params.ce_weight
         if weight == 0:
             return LossResult(term, {part: float(term.detach())})
         if student.logits is None:
             raise ConfigError(f"loss {self.name!r}: ce_weight > 0 needs student logits")
-        ce = labeled_cross_entropy(student.logits, labels)
+        ce = self.label_loss(student.logits, labels)
         return LossResult(
             term + weight * ce, {part: float(term.detach()), "ce": float(ce.detach())}
         )

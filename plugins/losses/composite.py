@@ -17,7 +17,8 @@ The composite's hyperparameters are ``<key>.weight`` and ``<key>.<hparam>`` for 
 term (``key`` defaults to the term's loss name; give ``key`` when one loss appears
 twice). They join the search like any loss hyperparameter, and ``loss.hparams`` may
 override them by those names. Learnable parts, needed features and logits of the
-terms are all passed through.
+terms are all passed through, and so is the task: the composite fits the tasks whose
+outputs every term takes (the intersection of the terms' output kinds).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import kdforge
 from kdforge import Range, get_registry, validate_params
 from kdforge.errors import ConfigError
 from kdforge.interfaces import (
+    OUTPUT_KINDS,
     HParam,
     LossNeeds,
     LossResult,
@@ -141,6 +143,8 @@ class Composite(LossStrategy):
 
     name = "composite"
     Params = CompositeParams
+    # Without params (no terms known yet) a composite can be built for any task.
+    output_kinds = frozenset(OUTPUT_KINDS)
 
     def __init__(
         self, params: PluginParams | None = None, hparams: dict[str, float] | None = None
@@ -175,6 +179,16 @@ class Composite(LossStrategy):
         return tuple(out)
 
     @classmethod
+    def supported_output_kinds(cls, params: PluginParams | None) -> frozenset[str]:
+        """The output kinds every term takes (all kinds before the terms are known)."""
+        if not isinstance(params, CompositeParams):
+            return cls.output_kinds
+        kinds = frozenset(OUTPUT_KINDS)
+        for term_cls, term_params in _term_classes(params):
+            kinds &= term_cls.supported_output_kinds(term_params)
+        return kinds
+
+    @classmethod
     def needs(cls, params: PluginParams | None) -> LossNeeds:
         """The union of the terms' needs."""
         if not isinstance(params, CompositeParams):
@@ -194,9 +208,15 @@ class Composite(LossStrategy):
         )
 
     def bind(self, student: ModelOutput, teacher: ModelOutput) -> None:
-        """Bind every term."""
+        """Bind every term (after passing the task on: a term may bind by it)."""
+        self._share_task()
         for _, _, loss in self.terms:
             loss.bind(student, teacher)
+
+    def _share_task(self) -> None:
+        # The host sets ``task`` on the composite only; each term's label term needs it.
+        for _, _, loss in self.terms:
+            loss.task = self.task
 
     def parameters(self) -> list[nn.Parameter]:
         """Every term's learnable parameters."""
@@ -206,6 +226,7 @@ class Composite(LossStrategy):
         self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor
     ) -> LossResult:
         """Return ``sum_k weight_k * term_k``; parts are ``<key>`` and ``<key>.<part>``."""
+        self._share_task()
         total: torch.Tensor | None = None
         parts: dict[str, float] = {}
         for key, weight, loss in self.terms:

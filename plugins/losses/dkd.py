@@ -25,8 +25,14 @@ from pydantic import Field
 import kdforge
 from kdforge.data import UNLABELED
 from kdforge.errors import PluginError
-from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput, PluginParams
-from kdforge.plugins.losses.hinton_kd import labeled_cross_entropy
+from kdforge.interfaces import (
+    CLASS_LOGITS_ONLY,
+    HParam,
+    LossResult,
+    LossStrategy,
+    ModelOutput,
+    PluginParams,
+)
 
 
 class DKDParams(PluginParams):
@@ -76,6 +82,7 @@ class DKD(LossStrategy):
     """Decoupled KD: alpha * TCKD + beta * NCKD at temperature T, plus cross-entropy."""
 
     name = "dkd"
+    output_kinds = CLASS_LOGITS_ONLY
     Params = DKDParams
     hyperparameters = (
         HParam("alpha", 0.1, 10.0, log=True, default=1.0, help="Weight of TCKD."),
@@ -98,7 +105,7 @@ class DKD(LossStrategy):
         parts = {"tckd": float(tckd.detach()), "nckd": float(nckd.detach())}
         if params.ce_weight == 0:
             return LossResult(kd, parts)
-        ce = labeled_cross_entropy(student.logits, labels)
+        ce = self.label_loss(student.logits, labels)
         parts["ce"] = float(ce.detach())
         return LossResult(kd + params.ce_weight * ce, parts)
 

@@ -6,7 +6,9 @@ Hinton, Vinyals & Dean (2015)::
 
 The ``T^2`` factor keeps the soft term's gradients on the same scale as the hard
 term's when T changes (they shrink as ``1/T^2``). Rows labeled ``-1`` (transfer data)
-enter only the soft term.
+enter only the soft term. The hard term is the task's label loss
+(:meth:`~kdforge.interfaces.LossStrategy.label_loss`; cross-entropy for classification,
+the only task whose outputs this loss takes).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 import kdforge
 from kdforge.data import UNLABELED
 from kdforge.errors import PluginError
-from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
+from kdforge.interfaces import CLASS_LOGITS_ONLY, HParam, LossResult, LossStrategy, ModelOutput
 
 
 def soft_target_kl(
@@ -41,6 +43,7 @@ class HintonKD(LossStrategy):
     """Soft targets at temperature T (T^2-scaled KL) mixed with cross-entropy by alpha."""
 
     name = "hinton_kd"
+    output_kinds = CLASS_LOGITS_ONLY
     hyperparameters = (
         HParam("temperature", 1.0, 20.0, log=True, default=4.0, help="Softmax temperature T."),
         HParam("alpha", 0.0, 1.0, default=0.5, help="Weight of the soft (teacher) term."),
@@ -55,7 +58,7 @@ class HintonKD(LossStrategy):
         temperature = self.hparams["temperature"]
         alpha = self.hparams["alpha"]
         kd = soft_target_kl(student.logits, teacher.logits, temperature) * temperature**2
-        ce = labeled_cross_entropy(student.logits, labels)
+        ce = self.label_loss(student.logits, labels)
         total = (1.0 - alpha) * ce + alpha * kd
         return LossResult(total, {"kd": float(kd.detach()), "ce": float(ce.detach())})
 

@@ -9,6 +9,11 @@ squashed by the softmax and there is no temperature to tune::
 The mean runs over rows and classes (the paper's ``1/2T * sum`` up to a constant
 factor). ``alpha = 1`` is the paper's pure regression. Rows labeled ``-1`` enter only
 the regression term.
+
+Comparing raw outputs makes sense for every task, so ``CE`` is the task's label loss
+(:meth:`~kdforge.interfaces.LossStrategy.label_loss`): cross-entropy for
+classification, binary cross-entropy for multi-label outputs, MSE (or Huber) for
+regression, where the whole loss is regression on labels and teacher predictions.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ import torch.nn.functional as F
 import kdforge
 from kdforge.errors import PluginError
 from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
-from kdforge.plugins.losses.hinton_kd import labeled_cross_entropy
 
 
 class LogitMSE(LossStrategy):
     """Mean squared error between student and teacher logits, mixed with CE by alpha."""
 
     name = "logit_mse"
+    # Raw outputs are compared before any softmax or sigmoid, so the same regression
+    # fits per-class logits, per-label logits and real-valued predictions alike.
+    output_kinds = frozenset({"class_logits", "label_logits", "values"})
     hyperparameters = (
         HParam("alpha", 0.0, 1.0, default=1.0, help="Weight of the logit regression term."),
     )
@@ -33,12 +40,12 @@ class LogitMSE(LossStrategy):
     def __call__(
         self, student: ModelOutput, teacher: ModelOutput, labels: torch.Tensor
     ) -> LossResult:
-        """Return ``(1-alpha)*CE + alpha*MSE(logits)`` and its two parts."""
+        """Return ``(1-alpha)*label_loss + alpha*MSE(outputs)`` and its two parts."""
         if student.logits is None or teacher.logits is None:
             raise PluginError("logit_mse needs logits from both the student and the teacher")
         alpha = self.hparams["alpha"]
         mse = F.mse_loss(student.logits, teacher.logits)
-        ce = labeled_cross_entropy(student.logits, labels)
+        ce = self.label_loss(student.logits, labels)
         total = (1.0 - alpha) * ce + alpha * mse
         return LossResult(total, {"mse": float(mse.detach()), "ce": float(ce.detach())})
 

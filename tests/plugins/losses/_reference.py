@@ -142,3 +142,86 @@ def cosine(s: np.ndarray, t: np.ndarray) -> float:
     for a, b in zip(s.reshape(len(s), -1), t.reshape(len(t), -1), strict=True):
         total += 1 - float(a @ b) / (math.sqrt(float(a @ a)) * math.sqrt(float(b @ b)))
     return total / len(s)
+
+
+def _known(y: np.ndarray, i: int, j: int) -> bool:
+    return not math.isnan(y[i, j])
+
+
+def masked_mse(s: np.ndarray, y: np.ndarray) -> float:
+    """Mean squared error over the cells whose label is not NaN (0 when none is)."""
+    cells = [
+        (s[i, j] - y[i, j]) ** 2
+        for i in range(s.shape[0])
+        for j in range(s.shape[1])
+        if _known(y, i, j)
+    ]
+    return sum(cells) / len(cells) if cells else 0.0
+
+
+def regression_kd(
+    s: np.ndarray, t: np.ndarray, y: np.ndarray, alpha: float, margin: float | None = None
+) -> float:
+    """(1 - alpha) label + alpha mean (s - t)^2; with ``margin``, Chen et al.'s bound.
+
+    Teacher bounded regression loss (Chen et al. 2017): a row's label term is
+    ||s - y||^2 if ||s - y||^2 + m > ||t - y||^2 and 0 otherwise; averaged here over
+    all labeled cells like the unbounded term.
+    """
+    n, r = s.shape
+    kd = sum((s[i, j] - t[i, j]) ** 2 for i in range(n) for j in range(r)) / (n * r)
+    if margin is None:
+        label = masked_mse(s, y)
+    else:
+        total, count = 0.0, 0
+        for i in range(n):
+            cols = [j for j in range(r) if _known(y, i, j)]
+            err_s = sum((s[i, j] - y[i, j]) ** 2 for j in cols)
+            err_t = sum((t[i, j] - y[i, j]) ** 2 for j in cols)
+            if cols and err_s + margin > err_t:
+                total += err_s
+            count += len(cols)
+        label = total / count if count else 0.0
+    return (1 - alpha) * label + alpha * kd
+
+
+def sigmoid(x: float) -> float:
+    """1 / (1 + e^-x)."""
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def masked_bce(s: np.ndarray, y: np.ndarray) -> float:
+    """Binary cross-entropy of sigmoid(s) against 0/1 labels over the non-NaN cells."""
+    cells = []
+    for i in range(s.shape[0]):
+        for j in range(s.shape[1]):
+            if _known(y, i, j):
+                p = sigmoid(s[i, j])
+                cells.append(-(y[i, j] * math.log(p) + (1 - y[i, j]) * math.log(1 - p)))
+    return sum(cells) / len(cells) if cells else 0.0
+
+
+def label_temperatures(t: np.ndarray, base: float) -> list[float]:
+    """T_l = T * clamp(std_l / median(std), 0.5, 2) from the teacher's logits (n, L)."""
+    n, labels = t.shape
+    stds = []
+    for j in range(labels):
+        mean = sum(t[i, j] for i in range(n)) / n
+        stds.append(math.sqrt(sum((t[i, j] - mean) ** 2 for i in range(n)) / n))
+    ordered = sorted(stds)
+    # torch.median takes the lower of the two middle values for an even count.
+    median = ordered[(labels - 1) // 2]
+    return [base * min(max(sd / median, 0.5), 2.0) for sd in stds]
+
+
+def multilabel_kd(
+    s: np.ndarray, t: np.ndarray, y: np.ndarray, temps: list[float], alpha: float
+) -> float:
+    """(1 - alpha) BCE + alpha mean over cells of T_l^2 KL(Bern(p_t) || Bern(p_s)) at T_l."""
+    n, labels = s.shape
+    kd = 0.0
+    for i in range(n):
+        for j in range(labels):
+            p, q = sigmoid(t[i, j] / temps[j]), sigmoid(s[i, j] / temps[j])
+            kd += temps[j] ** 2 * (p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q)))
+    return (1 - alpha) * masked_bce(s, y) + alpha * kd / (n * labels)

@@ -16,6 +16,8 @@ from kdforge.plugins.losses.dkd import DKD
 from kdforge.plugins.losses.fitnets import FitNets
 from kdforge.plugins.losses.hinton_kd import HintonKD
 from kdforge.plugins.losses.logit_mse import LogitMSE
+from kdforge.plugins.losses.multilabel_kd import MultilabelKD
+from kdforge.plugins.losses.regression_kd import RegressionKD
 from kdforge.plugins.losses.rkd import RKD
 from kdforge.testing import LossContract
 
@@ -28,6 +30,53 @@ class TestHintonKD(LossContract):
 class TestLogitMSE(LossContract):
     plugin_class = LogitMSE
     registered_name = "logit_mse"
+
+
+class TestLogitMSEOnValues(LossContract):
+    """The same loss on real-valued outputs (its label term is the regression task's)."""
+
+    plugin_class = LogitMSE
+    registered_name = "logit_mse"
+    output_kind = "values"
+
+
+class TestLogitMSEOnLabelLogits(LossContract):
+    plugin_class = LogitMSE
+    registered_name = "logit_mse"
+    output_kind = "label_logits"
+
+
+class TestRegressionKD(LossContract):
+    plugin_class = RegressionKD
+    registered_name = "regression_kd"
+
+
+class TestRegressionKDTeacherBound(LossContract):
+    plugin_class = RegressionKD
+    registered_name = "regression_kd"
+    plugin_params: ClassVar[dict[str, Any]] = {"teacher_bound": True}
+
+
+class TestMultilabelKD(LossContract):
+    plugin_class = MultilabelKD
+    registered_name = "multilabel_kd"
+
+
+class TestFitNetsOnValues(LossContract):
+    plugin_class = FitNets
+    registered_name = "fitnets"
+    output_kind = "values"
+
+
+class TestCompositeOnValues(LossContract):
+    plugin_class = Composite
+    registered_name = "composite"
+    plugin_params: ClassVar[dict[str, Any]] = {
+        "terms": [
+            {"name": "regression_kd", "weight": 1.0},
+            {"name": "fitnets", "weight": 0.5},
+        ]
+    }
 
 
 class TestDKD(LossContract):
@@ -79,6 +128,8 @@ def test_every_registered_loss_is_under_contract() -> None:
             TestRKD,
             TestCosineEmbedding,
             TestComposite,
+            TestRegressionKD,
+            TestMultilabelKD,
         )
     }
     builtin = {
