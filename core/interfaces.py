@@ -503,6 +503,12 @@ class Task(_Plugin):
         and served models; it must not squash logits (teachers are rebuilt with it)."""
         return None
 
+    def output_scale(self) -> float:
+        """How much :meth:`output_head` magnifies an output's error (default 1.0): the
+        ONNX parity tolerance, given in the units the student trains in, is multiplied
+        by it for the exported model, which answers in the data's units."""
+        return 1.0
+
     def record(self) -> dict[str, Any]:
         """What rebuilds this task elsewhere: name, params and :meth:`state` (plain values)."""
         return {

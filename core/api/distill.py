@@ -28,6 +28,10 @@ __all__ = ["IN_MEMORY", "distill", "progress_emitter", "resume", "run_config"]
 #: The name of the built-in teacher and dataset plugins that hold Python objects.
 IN_MEMORY = "in_memory"
 
+#: Tasks whose target form the in-memory dataset reads (a plugin task on other forms
+#: passes ``dataset_params={"task": ...}``).
+_TARGET_FORMS = ("classification", "regression", "multilabel")
+
 
 def distill(
     teacher: Any,
@@ -220,7 +224,7 @@ def _dataset_section(
         return dict(data)
     key = _in_memory_cls("dataset").hold(data, transfer)
     held = {**dict(params or {}), "key": key}
-    if task is not None and "task" not in held:
+    if task is not None and "task" not in held and task["name"] in _TARGET_FORMS:
         held["task"] = task["name"]  # the in-memory rows are read in the task's form
     return {"name": IN_MEMORY, "params": held}
 

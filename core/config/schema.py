@@ -288,7 +288,10 @@ class ExportSettings(_Strict):
     enabled: bool = Field(True, description="Export and register the best student.")
     exporter: str = Field("onnx", description="Exporter plugin name.")
     tolerance: float = Field(
-        1e-4, gt=0, description="Max abs difference allowed between exported model and PyTorch."
+        1e-4,
+        gt=0,
+        description="Max abs difference allowed between exported model and PyTorch, in the "
+        "units the student trains in (standard deviations of the targets for regression).",
     )
     registered_model_name: str | None = Field(
         None, description="Model Registry name (default: '<name>-student')."
@@ -306,12 +309,16 @@ class SelectionSettings(_Strict):
 
     rule: Literal["accuracy", "smallest_within", "most_accurate_under"] = Field(
         "accuracy",
-        description="'accuracy': best validation accuracy (fewer params break ties); "
-        "'smallest_within': fewest params within `tolerance` of the best accuracy; "
-        "'most_accurate_under': best accuracy within the max_* limits below.",
+        description="'accuracy': best validation value of the task's metric (accuracy for "
+        "classification; fewer params break ties); 'smallest_within': fewest params within "
+        "`tolerance` of the best; 'most_accurate_under': the best within the max_* limits below.",
     )
     tolerance: float = Field(
-        0.01, ge=0, le=1, description="Accuracy slack for 'smallest_within' (0.01 = 1 point)."
+        0.01,
+        ge=0,
+        le=1,
+        description="Slack in the task's metric for 'smallest_within' (0.01 = 1 point of "
+        "accuracy, or of R²).",
     )
     max_latency_ms: float | None = Field(
         None, gt=0, description="'most_accurate_under': slowest ONNX batch-1 latency (ms)."
@@ -376,7 +383,9 @@ class SearchConfig(_Strict):
         "space (the search picks among them, docs/search_spaces.md)."
     )
     loss: LossConfig = Field(
-        default_factory=lambda: LossConfig(name="hinton_kd"), description="Distillation loss."
+        default_factory=lambda: LossConfig(name="hinton_kd"),
+        description="Distillation loss; without this section, the task's own (hinton_kd for "
+        "classification, regression_kd for regression, multilabel_kd for multilabel).",
     )
     search: SearchSettings = Field(default_factory=lambda: SearchSettings())
     selection: SelectionSettings = Field(default_factory=lambda: SelectionSettings())

@@ -173,9 +173,10 @@ def _space_hint(sample: torch.Tensor) -> str:
     )
 
 
-def describe_splits(splits: DataSplits) -> str:
+def describe_splits(splits: DataSplits, task: Task | None = None) -> str:
     """One line with every split's size and the number of transfer (unlabeled) rows."""
-    unlabeled_train = int((splits.train.y < 0).sum())
+    y = splits.train.y
+    unlabeled_train = int((~task.labeled(y)).sum()) if task is not None else int((y < 0).sum())
     transfer = (len(splits.transfer) if splits.transfer is not None else 0) + unlabeled_train
     labeled_train = len(splits.train) - unlabeled_train
     return (

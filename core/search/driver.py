@@ -174,6 +174,7 @@ def _run(
     plan: SearchPlan, search_dir: Path, emit: Callable[[str], None], state: SearchState | None
 ) -> SearchResult:
     data = load_data(plan)
+    plan = data.plan  # the task settled by the data, the objectives named after it
     # Started only now, so bad data costs no Ray start; they come up while the
     # teacher's outputs are computed.
     experiment = None if state else plan.config.tracking.experiment
@@ -356,10 +357,11 @@ def _finish(
             plan.exporter,
             served,
             run.splits.test,
-            metric.named(so_far, with_metric=False),
+            {**so_far, **metric.named({})},  # _acc keys; tags are named after `metric`
             search_dir,
             emit,
             run.splits.info,
+            plan.task.output_scale() if plan.task is not None else 1.0,
         )
     print_result(so_far, emit, metric)
     services.release()

@@ -138,6 +138,7 @@ def export_and_register(
     search_dir: Path,
     emit: Callable[[str], None],
     info: DataInfo | None = None,
+    output_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Export, check, time, register and offer the student to the alias.
 
@@ -152,6 +153,8 @@ def export_and_register(
         info: The data description: token ids made by a local tokenizer also register
             ``<name>-text``, the student with its tokenizer and class names, which takes
             raw text (:mod:`kdforge.tracking.text_model`).
+        output_scale: ``Task.output_scale()``: the parity tolerance is in the units the
+            student trained in, the exported model answers in the data's.
 
     Returns:
         Entries for ``summary.json`` (export path and parity; with ONNX also latency,
@@ -161,7 +164,7 @@ def export_and_register(
     inputs = check_inputs(test.x)
     with progress.phase("export", emit=emit):
         result = export_student(
-            exporter, student, inputs, search_dir, config.export.tolerance, emit
+            exporter, student, inputs, search_dir, config.export.tolerance * output_scale, emit
         )
     log_numeric_metrics({"export_max_abs_diff": result.max_abs_diff})
     log_files(*weight_files(result.path))
@@ -239,7 +242,8 @@ def _register_text(
 
 
 def _version_tags(summary: Mapping[str, Any]) -> dict[str, str]:
-    """The model-version tags that say what the registered student achieved."""
+    """The model-version tags that say what the registered student achieved (the
+    task's metric named as in ``summary.json``: ``student_test_r2``)."""
     tags = {
         "teacher_test_acc": f"{summary['teacher_test_acc']:.4f}",
         "student_test_acc": f"{summary['student_test_acc']:.4f}",
@@ -249,7 +253,7 @@ def _version_tags(summary: Mapping[str, Any]) -> dict[str, str]:
     }
     if "distillation_gain" in summary:
         tags["distillation_gain"] = f"{summary['distillation_gain']:.4f}"
-    return tags
+    return TaskMetric.of_summary(summary).named(tags, with_metric=False)
 
 
 def _student_latency(

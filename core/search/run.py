@@ -164,7 +164,7 @@ def prepare_run(
     for the Ray the search starts in the background).
     """
     config = plan.config
-    emit(describe_splits(data.splits))
+    emit(describe_splits(data.splits, plan.task))
     started = time.perf_counter()
     settings = config.teacher_cache
     on_cluster = bool(plan.address or os.environ.get("RAY_ADDRESS"))

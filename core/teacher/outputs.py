@@ -20,6 +20,7 @@ from kdforge.batching import concat, iter_batches
 from kdforge.data import DataSplits, Inputs, Split
 from kdforge.errors import PluginError
 from kdforge.interfaces import LossNeeds, Task, Teacher
+from kdforge.teacher.cached_rows import CachedRows
 from kdforge.training.evaluate import accuracy
 
 __all__ = ["TeacherOutputs", "compute_teacher_outputs"]
@@ -64,13 +65,16 @@ class TeacherOutputs:
     def in_task_units(self, task: Task) -> TeacherOutputs:
         """These outputs as the task's student trains on them (``Task.prepare_outputs``:
         a regression teacher's predictions standardised like the targets)."""
-        if not self.has_logits:
-            return self
+        if not self.has_logits or type(task).prepare_outputs is Task.prepare_outputs:
+            return self  # nothing to change: cached rows stay memory-mapped
+
+        def prepared(rows: Any) -> torch.Tensor:
+            # Outputs a task rescales are one small row per example (regression targets).
+            dense = rows.materialize() if isinstance(rows, CachedRows) else rows
+            return task.prepare_outputs(dense) if len(dense) else dense
+
         return replace(
-            self,
-            train=task.prepare_outputs(self.train) if len(self.train) else self.train,
-            val=task.prepare_outputs(self.val),
-            test=task.prepare_outputs(self.test),
+            self, train=prepared(self.train), val=prepared(self.val), test=prepared(self.test)
         )
 
 

@@ -141,8 +141,8 @@ class Regression(Task):
         return (outputs - mean) / std
 
     def labeled(self, targets: torch.Tensor) -> torch.Tensor:
-        """Rows with every target known."""
-        return labeled_cells(targets).all(dim=1)
+        """Rows with at least one target known (the others are skipped cell by cell)."""
+        return labeled_cells(targets).any(dim=1)
 
     def label_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """MSE (or Huber) over the known target cells."""
@@ -159,19 +159,34 @@ class Regression(Task):
         return outputs
 
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """R², RMSE and MAE over labeled rows; RMSE and MAE in the targets' units."""
+        """R², RMSE and MAE per target over its known cells, averaged over targets;
+        RMSE and MAE in the targets' units. Targets without a known cell are left out."""
         targets = targets.to(outputs.device)
-        keep = self.labeled(targets)
-        outputs, targets = outputs[keep].double(), targets[keep].double()
-        if len(targets) == 0:
-            return dict.fromkeys(self.metric_names, float("nan"))
         _, std = self._scale(outputs.device)
-        error = (outputs - targets) * std.double()
+        known = labeled_cells(targets)
+        r2, rmse, mae = [], [], []
+        for column in range(targets.shape[1]):
+            rows = known[:, column]
+            if not bool(rows.any()):
+                continue
+            predicted = outputs[rows, column].double().unsqueeze(1)
+            truth = targets[rows, column].double().unsqueeze(1)
+            error = (predicted - truth) * float(std[column])
+            r2.append(r2_score(predicted, truth))
+            rmse.append(float(torch.sqrt((error**2).mean())))
+            mae.append(float(error.abs().mean()))
+        if not r2:
+            return dict.fromkeys(self.metric_names, float("nan"))
         return {
-            "r2": r2_score(outputs, targets),
-            "rmse": float(torch.sqrt((error**2).mean(0)).mean()),
-            "mae": float(error.abs().mean(0).mean()),
+            "r2": sum(r2) / len(r2),
+            "rmse": sum(rmse) / len(rmse),
+            "mae": sum(mae) / len(mae),
         }
+
+    def output_scale(self) -> float:
+        """The largest target standard deviation: the head multiplies errors by it."""
+        _, std = self._scale(torch.device("cpu"))
+        return float(std.max())
 
     def output_head(self) -> nn.Module:
         """Undoes the standardisation: the served model predicts in the data's units."""

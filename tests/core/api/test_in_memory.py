@@ -14,7 +14,7 @@ from torch import nn
 
 import kdforge
 from kdforge.config import PluginRef, load_search_config
-from kdforge.errors import ConfigError, DataError
+from kdforge.errors import ConfigError, DataError, PluginError
 from kdforge.plugin_host.resolve import instantiate
 
 datasets = pytest.importorskip("datasets")
@@ -142,7 +142,7 @@ def test_distill_validates_settings_like_the_yaml(tmp_path) -> None:
     assert api_line in str(from_yaml.value)
     with pytest.raises(ConfigError, match=r"search\.num_trails: unknown key"):
         kdforge.distill(teacher, (x, y), search={"num_trails": 3}, progress=False)
-    with pytest.raises(ConfigError, match="task: 'detection' is not supported yet"):
+    with pytest.raises(PluginError, match="unknown task 'detection'; available: classification"):
         kdforge.distill(teacher, (x, y), task="detection", progress=False)
 
 

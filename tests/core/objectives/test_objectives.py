@@ -214,7 +214,7 @@ def test_config_sections_and_trial_settings() -> None:
     assert not trial_objectives_for(_config(constraints={"max_macs": 5}), ONNX).measure_latency
     assert trial_objectives_for(_config(constraints={"max_latency_ms": 5}), ONNX).measure_latency
     for bad, where in (
-        ({"objectives": [{"name": "params"}]}, "must include val_acc"),
+        ({"objectives": [{"name": "params"}]}, "must include the task.s metric"),
         ({"objectives": [{"name": "val_acc"}, {"name": "val_acc"}]}, "twice"),
         ({"objectives": [{"name": "val_acc"}, {"name": "params", "mode": "max"}]}, "objectives.1"),
         ({"constraints": {"max_latency": 3}}, "did you mean 'constraints.max_latency_ms'"),

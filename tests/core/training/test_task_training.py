@@ -139,5 +139,5 @@ def test_the_workflow_refuses_a_task_whose_outputs_it_does_not_handle() -> None:
     class PerToken(type(task)):  # type: ignore[misc]
         output_kind = "token_logits"
 
-    with pytest.raises(ConfigError, match="kind 'token_logits'.*handles class_logits"):
+    with pytest.raises(ConfigError, match=r"kind 'token_logits'.*handles class_logits"):
         require_workflow_task(PerToken(), "ner", "kdforge search")

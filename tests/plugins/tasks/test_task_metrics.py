@@ -146,12 +146,38 @@ def test_multilabel_f1_matches_sklearn(seed: int) -> None:
     )
 
 
-def test_multilabel_metrics_skip_rows_with_unknown_labels() -> None:
+def test_multilabel_metrics_score_each_label_on_its_known_cells() -> None:
     outputs, targets = _multilabel_case(0)
     holed = targets.clone()
-    holed[:10, 1] = float("nan")
+    holed[:10, 1] = float("nan")  # rows 0-9 still count for the other labels
     got = Multilabel().metrics(outputs, holed)
-    assert got == Multilabel().metrics(outputs[10:], targets[10:])
+    rows = [slice(None), slice(10, None), *[slice(None)] * (targets.shape[1] - 2)]
+    precisions = [
+        average_precision_score(targets[r, c].numpy(), outputs[r, c].numpy())
+        for c, r in enumerate(rows)
+        if targets[r, c].sum() > 0
+    ]
+    assert got["map"] == pytest.approx(float(np.mean(precisions)))
+    assert got != Multilabel().metrics(outputs[10:], targets[10:])
+
+
+def test_regression_metrics_score_each_target_on_its_known_cells() -> None:
+    task = Regression()
+    task.load_state({"mean": [0.0, 0.0], "std": [1.0, 1.0]})
+    generator = torch.Generator().manual_seed(3)
+    truth = torch.randn(40, 2, generator=generator)
+    predicted = truth + 0.3 * torch.randn(40, 2, generator=generator)
+    holed = truth.clone()
+    holed[:15, 0] = float("nan")
+    got = task.metrics(predicted, holed)
+    expected = np.mean(
+        [
+            r2_score(truth[15:, 0].numpy(), predicted[15:, 0].numpy()),
+            r2_score(truth[:, 1].numpy(), predicted[:, 1].numpy()),
+        ]
+    )
+    assert got["r2"] == pytest.approx(float(expected))
+    assert bool(task.labeled(holed).all())  # a row with one known target is labeled
 
 
 def test_multilabel_bce_ignores_nan_cells() -> None:
