@@ -434,6 +434,8 @@ class Task(_Plugin):
     metric_failed_value: ClassVar[float] = 0.0
     #: The loss a search uses when its config names none (a loss for this output kind).
     default_loss: ClassVar[str] = "hinton_kd"
+    #: The name of the exported model's output, and so of the served answer's key.
+    output_name: ClassVar[str] = "logits"
 
     def state(self) -> dict[str, Any]:
         """JSON-able statistics learned by :meth:`prepare` (default: none)."""

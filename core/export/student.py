@@ -18,7 +18,14 @@ from kdforge.data import ExportResult, Inputs
 from kdforge.errors import ExportError
 from kdforge.interfaces import Exporter
 
-__all__ = ["CHECK_ROWS", "check_inputs", "check_parity", "export_student", "weight_files"]
+__all__ = [
+    "CHECK_ROWS",
+    "check_inputs",
+    "check_parity",
+    "export_student",
+    "rename_onnx_output",
+    "weight_files",
+]
 
 #: Test rows the exported model is compared with PyTorch on.
 CHECK_ROWS = 256
@@ -72,3 +79,23 @@ def weight_files(path: Path) -> list[Path]:
     """The exported file and the weights file an exporter may keep beside it."""
     external = path.with_name(path.name + ".data")
     return [path, external] if external.exists() else [path]
+
+
+def rename_onnx_output(path: Path, name: str) -> None:
+    """Give an ONNX model's single output the task's name (``values`` for regression).
+
+    Served answers are keyed by the output's name, so a regression model answers
+    ``{"values": ...}`` rather than ``{"logits": ...}``. External weight files are left
+    where they are (only the graph is rewritten).
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    (output,) = model.graph.output
+    old = output.name
+    if old == name:
+        return
+    output.name = name
+    for node in model.graph.node:
+        node.output[:] = [name if o == old else o for o in node.output]
+    onnx.save(model, str(path))

@@ -24,7 +24,12 @@ from kdforge import progress
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import SearchConfig
 from kdforge.data import ACCURACY, DataInfo, Split, TaskMetric
-from kdforge.export.student import check_inputs, export_student, weight_files
+from kdforge.export.student import (
+    check_inputs,
+    export_student,
+    rename_onnx_output,
+    weight_files,
+)
 from kdforge.interfaces import Exporter, SearchSpace, Task
 from kdforge.objectives.costs import measure_onnx_latency_with
 from kdforge.plugin_host.split_record import ref_record, split_tag
@@ -139,6 +144,7 @@ def export_and_register(
     emit: Callable[[str], None],
     info: DataInfo | None = None,
     output_scale: float = 1.0,
+    output_name: str = "logits",
 ) -> dict[str, Any]:
     """Export, check, time, register and offer the student to the alias.
 
@@ -155,6 +161,7 @@ def export_and_register(
             raw text (:mod:`kdforge.tracking.text_model`).
         output_scale: ``Task.output_scale()``: the parity tolerance is in the units the
             student trained in, the exported model answers in the data's.
+        output_name: ``Task.output_name``: the ONNX output's name (the served key).
 
     Returns:
         Entries for ``summary.json`` (export path and parity; with ONNX also latency,
@@ -174,6 +181,7 @@ def export_and_register(
     }
     if result.format != "onnx":
         return out  # other formats are run artifacts; the registry holds ONNX models
+    rename_onnx_output(result.path, output_name)
     with progress.phase("latency", emit=emit):
         out.update(_student_latency(result.path, inputs, config, emit))
     name = config.registered_model_name

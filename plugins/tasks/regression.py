@@ -71,6 +71,7 @@ class Regression(Task):
     higher_is_better = True
     metric_names = ("r2", "rmse", "mae")
     default_loss = "regression_kd"
+    output_name = "values"
 
     def __init__(self, params: PluginParams | None = None) -> None:
         super().__init__(params)
