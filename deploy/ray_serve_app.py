@@ -4,7 +4,8 @@ Each replica holds one onnxruntime session of the registered model (fetched once
 the process that builds the application and shipped to the replicas, so replicas on
 other nodes need no access to the MLflow store). It speaks MLflow's scoring protocol:
 
-* ``POST /invocations`` with ``{"inputs": [...]}`` -> ``{"predictions": {"<output>": ...}}`` (``logits``; ``values`` for regression)
+* ``POST /invocations`` with ``{"inputs": [...]}`` -> ``{"predictions": {"<output>": ...}}``
+  (the model's output: ``logits``; ``values`` for regression)
 * ``GET /ping`` and ``GET /health`` -> 200 once the replica is up
 
 and refuses bad requests with a 4xx and an MLflow-style JSON error (see
