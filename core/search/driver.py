@@ -361,8 +361,7 @@ def _finish(
             search_dir,
             emit,
             run.splits.info,
-            plan.task.output_scale() if plan.task is not None else 1.0,
-            plan.task.output_name if plan.task is not None else "logits",
+            plan.task,
         )
     print_result(so_far, emit, metric)
     services.release()

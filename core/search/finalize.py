@@ -143,8 +143,7 @@ def export_and_register(
     search_dir: Path,
     emit: Callable[[str], None],
     info: DataInfo | None = None,
-    output_scale: float = 1.0,
-    output_name: str = "logits",
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """Export, check, time, register and offer the student to the alias.
 
@@ -159,9 +158,10 @@ def export_and_register(
         info: The data description: token ids made by a local tokenizer also register
             ``<name>-text``, the student with its tokenizer and class names, which takes
             raw text (:mod:`kdforge.tracking.text_model`).
-        output_scale: ``Task.output_scale()``: the parity tolerance is in the units the
-            student trained in, the exported model answers in the data's.
-        output_name: ``Task.output_name``: the ONNX output's name (the served key).
+        task: The task: the parity tolerance is in the units the student trained in
+            and the exported model answers in the data's (``Task.output_scale``), its
+            output is named ``Task.output_name``, and ``if_better`` compares by its
+            metric (``test`` is in the form its ``prepare`` gave).
 
     Returns:
         Entries for ``summary.json`` (export path and parity; with ONNX also latency,
@@ -171,7 +171,12 @@ def export_and_register(
     inputs = check_inputs(test.x)
     with progress.phase("export", emit=emit):
         result = export_student(
-            exporter, student, inputs, search_dir, config.export.tolerance * output_scale, emit
+            exporter,
+            student,
+            inputs,
+            search_dir,
+            config.export.tolerance * (task.output_scale() if task is not None else 1.0),
+            emit,
         )
     log_numeric_metrics({"export_max_abs_diff": result.max_abs_diff})
     log_files(*weight_files(result.path))
@@ -181,7 +186,7 @@ def export_and_register(
     }
     if result.format != "onnx":
         return out  # other formats are run artifacts; the registry holds ONNX models
-    rename_onnx_output(result.path, output_name)
+    rename_onnx_output(result.path, task.output_name if task is not None else "logits")
     with progress.phase("latency", emit=emit):
         out.update(_student_latency(result.path, inputs, config, emit))
     name = config.registered_model_name
@@ -201,6 +206,7 @@ def export_and_register(
         policy=config.export.promote,
         test=test,
         test_split=ref_record(config.dataset),
+        task=task,
     )
     emit(promotion.line())
     out.update(

@@ -18,7 +18,6 @@ from typing import Any
 from kdforge.config import LossConfig, PluginRef
 from kdforge.config.objective_settings import resolve_objectives
 from kdforge.data import ACCURACY, DataSplits
-from kdforge.errors import ConfigError
 from kdforge.objectives.constraints import trial_objectives_for
 from kdforge.plugin_host.resolve import check_loss_fits_task, instantiate
 from kdforge.search.checks import (
@@ -128,13 +127,6 @@ def with_task(plan: SearchPlan, splits: DataSplits) -> tuple[SearchPlan, DataSpl
             loss_needs=loss_cls.needs(loss_params),
         )
     check_loss_fits_task(config.loss.name, plan.loss_params, task)
-    if config.export.promote == "if_better" and task.selection_metric != ACCURACY:
-        # The registry comparison scores ONNX models by accuracy only, so far.
-        raise ConfigError(
-            f"export.promote: if_better compares test accuracy, and task {task.name!r} "
-            f"selects by {task.selection_metric.test}",
-            hint="use export.promote: always (the default) for this task",
-        )
     metric = task.selection_metric
     objectives = resolve_objectives(
         config.objectives,

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from kdforge.batching import iter_batches
-from kdforge.config import DatasetRef, load_search_config, resolve_tracking_uri
+from kdforge.config import DatasetRef, PluginRef, load_search_config, resolve_tracking_uri
 from kdforge.data import Split
 from kdforge.errors import ConfigError, TrackingError
+from kdforge.interfaces import Task
 from kdforge.plugin_host.resolve import instantiate
 from kdforge.plugin_host.split_record import count_seen, ref_record, row_hashes, same_split
 from kdforge.tracking.registry import fetch_onnx_model
@@ -134,11 +135,14 @@ def latest_version(name: str, client: MlflowClient | None = None) -> str:
     return str(max(int(v.version) for v in versions))
 
 
-def onnx_test_accuracy(model_uri: str, test: Split, batch_size: int = 512) -> float:
-    """Accuracy of a registered ONNX model on the labeled rows of ``test``.
+def onnx_test_accuracy(
+    model_uri: str, test: Split, batch_size: int = 512, task: Task | None = None
+) -> float:
+    """Accuracy (the ``task``'s metric) of a registered ONNX model on ``test``.
 
     The model is downloaded from the registry and run by onnxruntime on the CPU; its
-    first output must be the logits.
+    first output must be the logits (a task's outputs, in the data's units: the task
+    brings them to the units ``test`` is prepared in before it scores them).
 
     Raises:
         TrackingError: the model cannot be fetched, or does not run on these inputs.
@@ -149,24 +153,24 @@ def onnx_test_accuracy(model_uri: str, test: Split, batch_size: int = 512) -> fl
     session = ort.InferenceSession(model.onnx_bytes, providers=["CPUExecutionProvider"])
     dtype = np.dtype(model.input_dtype)
     labels = test.y.detach().cpu().numpy()
-    correct = 0
-    counted = 0
+    outputs: list[np.ndarray] = []
     try:
-        for idx, batch in iter_batches(test.x, batch_size):
-            y = labels[idx.cpu().numpy()]
-            keep = y >= 0
-            if not keep.any():
-                continue
+        for _, batch in iter_batches(test.x, batch_size):
             x = batch.detach().cpu().numpy().astype(dtype, copy=False)
-            logits = session.run(None, {model.input_name: x})[0]
-            correct += int((np.asarray(logits).argmax(axis=1)[keep] == y[keep]).sum())
-            counted += int(keep.sum())
+            outputs.append(np.asarray(session.run(None, {model.input_name: x})[0]))
     except Exception as exc:  # onnxruntime raises its own types for shape/type errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingError(f"{model_uri} does not run on this test split: {first}") from None
-    if counted == 0:
+    logits = np.concatenate(outputs) if outputs else np.empty((0,))
+    if task is not None:
+        if not bool(task.labeled(test.y).any()):
+            raise ConfigError("the test split has no labeled rows; cannot compare models")
+        prepared = task.prepare_outputs(torch.from_numpy(logits).float())
+        return task.metrics(prepared, test.y)[task.metric]
+    keep = labels >= 0
+    if not keep.any():
         raise ConfigError("the test split has no labeled rows; cannot compare models")
-    return correct / counted
+    return float((logits.argmax(axis=1)[keep] == labels[keep]).mean())
 
 
 def _quiet_fetch(model_uri: str) -> Any:
@@ -192,6 +196,7 @@ def promote_version(
     test: Split | None = None,
     client: MlflowClient | None = None,
     test_split: dict[str, Any] | None = None,
+    task: Task | None = None,
 ) -> Promotion:
     """Offer ``version`` of ``name`` to ``alias`` under ``policy``; move it if it wins.
 
@@ -206,6 +211,8 @@ def promote_version(
             (:func:`kdforge.plugin_host.split_record.ref_record`): rows of ``test`` that a
             version trained on (it records another split, in its ``kdforge.split``
             tag) are left out, so both are compared on rows neither trained on.
+        task: The task whose metric compares the versions, in its direction (None:
+            accuracy); ``test`` is in the form its ``prepare`` gave.
 
     Returns:
         The :class:`Promotion`; the candidate version also gets the tags
@@ -231,7 +238,7 @@ def promote_version(
                 "promote 'if_better' needs the test split to compare on",
                 hint="pass the search's config (kdforge promote --if-better --config ...)",
             )
-        _compare(result, test, test_split, mlflow_client)
+        _compare(result, test, test_split, mlflow_client, task)
     if result.promoted and previous != version:
         mlflow_client.set_registered_model_alias(name, alias, version)
     mlflow_client.set_model_version_tag(
@@ -244,15 +251,23 @@ def promote_version(
 
 
 def _compare(
-    result: Promotion, test: Split, test_split: dict[str, Any] | None, client: MlflowClient
+    result: Promotion,
+    test: Split,
+    test_split: dict[str, Any] | None,
+    client: MlflowClient,
+    task: Task | None = None,
 ) -> None:
-    """Fill in both accuracies and the decision of an ``if_better`` promotion."""
+    """Fill in both scores and the decision of an ``if_better`` promotion."""
     versions = [result.candidate_version, str(result.previous_version)]
     test, note = _rows_neither_trained_on(result.name, versions, test, test_split, client)
-    candidate = onnx_test_accuracy(f"models:/{result.name}/{result.candidate_version}", test)
+    candidate = onnx_test_accuracy(
+        f"models:/{result.name}/{result.candidate_version}", test, task=task
+    )
     result.candidate_test_acc = candidate
     try:
-        current = onnx_test_accuracy(f"models:/{result.name}/{result.previous_version}", test)
+        current = onnx_test_accuracy(
+            f"models:/{result.name}/{result.previous_version}", test, task=task
+        )
     except TrackingError as exc:
         result.reason = (
             f"the current @{result.alias} (version {result.previous_version}) cannot be "
@@ -260,15 +275,16 @@ def _compare(
         )
         return
     result.previous_test_acc = current
-    result.promoted = candidate > current
+    result.promoted = task.better(candidate, current) if task is not None else candidate > current
     relation = ">" if candidate > current else ("=" if candidate == current else "<")
     outcome = (
         f"new version {result.candidate_version} wins"
         if result.promoted
         else f"version {result.previous_version} keeps @{result.alias}"
     )
+    measure = "accuracy" if task is None or task.metric == "acc" else task.metric
     result.reason = (
-        f"test accuracy {candidate:.4f} (v{result.candidate_version}) {relation} {current:.4f} "
+        f"test {measure} {candidate:.4f} (v{result.candidate_version}) {relation} {current:.4f} "
         f"(v{result.previous_version}) on the same {len(test)} test rows{note}: {outcome}"
     )
 
@@ -397,12 +413,7 @@ def promote_target(
     mlflow.set_tracking_uri(uri)
     test = None
     test_split = None
-    if if_better and summary.get("metric", "acc") != "acc":
-        raise ConfigError(
-            f"--if-better compares test accuracy, and the search in {target} selects by "
-            f"test_{summary['metric']}",
-            hint="promote without --if-better",
-        )
+    task = None
     if if_better:
         if config is None:
             raise ConfigError(
@@ -410,7 +421,11 @@ def promote_target(
                 hint="pass --config SEARCH.yaml, or give a search folder instead of a model name",
             )
         dataset = instantiate("dataset", config.dataset, "dataset")
-        test = dataset.load(config.dataset.split_seed).test
+        splits = dataset.load(config.dataset.split_seed)
+        # Scored by the task's metric, its targets prepared as the search prepared them.
+        task = instantiate("task", config.task or PluginRef(name=splits.info.task), "task")
+        task.check(splits)
+        test = task.prepare(splits).test
         test_split = ref_record(config.dataset)
     chosen = str(version) if version else latest_version(name)
     result = promote_version(
@@ -420,6 +435,7 @@ def promote_target(
         policy="if_better" if if_better else "always",
         test=test,
         test_split=test_split,
+        task=task,
     )
     if result.promoted:
         client = MlflowClient()

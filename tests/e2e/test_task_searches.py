@@ -252,3 +252,49 @@ def test_a_loss_that_cannot_read_the_task_is_one_line_before_ray(tmp_path: Path,
     assert "objectives: val_acc is not a metric task 'regression' selects by" in (
         capsys.readouterr().err
     )
+
+
+def test_regression_quantization_is_gated_on_r2(regression) -> None:
+    from kdforge.config.quantize_settings import QuantizeSettings
+    from kdforge.export.quantize import quantize_search_dir
+
+    result, _, _, _ = regression
+    summary = json.loads((result.search_dir / "summary.json").read_text())
+    report = quantize_search_dir(
+        result.search_dir,
+        QuantizeSettings(mode="dynamic", max_accuracy_drop=0.05),
+        register=False,
+        emit=lambda _: None,
+    )
+    # The float model is scored by the task's metric, as the search scored it.
+    assert report["float"]["test_acc"] == pytest.approx(summary["student_test_r2"], abs=1e-3)
+    assert report["accuracy_drop"] == pytest.approx(
+        report["float"]["test_acc"] - report["int8"]["test_acc"]
+    )
+    assert report["accepted"] is (report["accuracy_drop"] <= 0.05 + 1e-9)
+
+
+def test_regression_promotion_if_better_compares_r2(regression) -> None:
+    import mlflow
+
+    from kdforge.config import PluginRef
+    from kdforge.plugin_host.resolve import instantiate
+    from kdforge.tracking.promote import promote_version
+    from kdforge.tracking.registry import register_onnx
+
+    result, raw, _, uri = regression
+    summary = json.loads((result.search_dir / "summary.json").read_text())
+    x, _ = _test_rows(raw)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run():
+        again = register_onnx(summary["export_path"], name="regression-student", example=x[:4])
+    splits = instantiate("dataset", PluginRef.model_validate(raw["dataset"]), "dataset").load(0)
+    task = instantiate("task", PluginRef(name="regression"), "task")
+    test = task.prepare(splits).test
+    promotion = promote_version(
+        "regression-student", again, policy="if_better", test=test, task=task
+    )
+    # The same model scores the same R² in the data's units: no strict gain, no move.
+    assert not promotion.promoted
+    assert promotion.candidate_test_acc == pytest.approx(summary["student_test_r2"], abs=1e-3)
+    assert "test r2" in promotion.reason and " = " in promotion.reason
