@@ -46,6 +46,7 @@ __all__ = [
     "FileDatasetParams",
     "RowSources",
     "SplitRows",
+    "assemble_splits",
     "assign_splits",
     "concat_sources",
     "dataset_name",
@@ -412,6 +413,14 @@ def make_splits(
         y = np.full(len(picked), UNLABELED, dtype=np.int64) if hide else labels[picked]
         return Split(inputs_for(name, picked), torch.from_numpy(y))
 
+    return assemble_splits(info, rows, split)
+
+
+def assemble_splits(
+    info: DataInfo, rows: SplitRows, split: Callable[[str, np.ndarray, bool], Split]
+) -> DataSplits:
+    """The splits of ``rows``; ``split(name, rows, hide_labels)`` builds each (transfer
+    rows hide their labels)."""
     return DataSplits(
         info=info,
         train=split("train", rows.train, False),

@@ -18,7 +18,7 @@ import torch
 
 from kdforge.data import UNLABELED, DataInfo, DataSplits, Inputs, Split
 from kdforge.errors import DataError
-from kdforge.plugins.datasets._splits import FileDatasetParams, SplitRows
+from kdforge.plugins.datasets._splits import FileDatasetParams, SplitRows, assemble_splits
 
 __all__ = [
     "TASKS",
@@ -73,13 +73,7 @@ def make_float_splits(
             y = np.ascontiguousarray(targets[picked])
         return Split(inputs_for(name, picked), torch.from_numpy(y))
 
-    return DataSplits(
-        info=info,
-        train=split("train", rows.train, False),
-        val=split("val", rows.val, False),
-        test=split("test", rows.test, False),
-        transfer=split("transfer", rows.transfer, True) if rows.transfer is not None else None,
-    )
+    return assemble_splits(info, rows, split)
 
 
 def binary_values(values: Sequence[object]) -> tuple[np.ndarray, int | None]:

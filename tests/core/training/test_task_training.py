@@ -11,7 +11,7 @@ from kdforge.errors import ConfigError
 from kdforge.plugin_host.resolve import instantiate
 from kdforge.training.evaluate import evaluate
 from kdforge.training.supported_tasks import require_workflow_task
-from kdforge.training.trainer import TrainSettings, train_model
+from kdforge.training.trainer import TrainResult, TrainSettings, train_model
 
 
 def _regression_splits(n: int = 600) -> DataSplits:
@@ -43,21 +43,25 @@ def _model(info: DataInfo) -> torch.nn.Module:
     return space.build({"depth": 1, "width_0": 32, "dropout": 0.0}, info)
 
 
+def _train(model: torch.nn.Module, splits: DataSplits, task, epochs: int) -> TrainResult:
+    return train_model(
+        model,
+        x=splits.train.x,
+        y=splits.train.y,
+        val_x=splits.val.x,
+        val_y=splits.val.y,
+        settings=TrainSettings(epochs=epochs, lr=1e-2, seed=0),
+        task=task,
+    )
+
+
 def test_regression_trains_on_standardised_targets_and_scores_in_their_units() -> None:
     task = instantiate("task", PluginRef(name="regression"), "task")
     raw = _regression_splits()
     task.check(raw)
     splits = task.prepare(raw)
     model = _model(splits.info)
-    result = train_model(
-        model,
-        x=splits.train.x,
-        y=splits.train.y,
-        val_x=splits.val.x,
-        val_y=splits.val.y,
-        settings=TrainSettings(epochs=30, lr=1e-2, seed=0),
-        task=task,
-    )
+    result = _train(model, splits, task, 30)
     r2, loss = evaluate(model, splits.test.x, splits.test.y, task)
     assert r2 > 0.95 and loss < 0.05
     assert result.best_val_acc == max(report.val_acc for report in result.history)
@@ -74,15 +78,7 @@ def test_multilabel_trains_with_bce_and_picks_the_best_map() -> None:
     splits = _multilabel_splits()
     task.check(splits)
     model = _model(splits.info)
-    result = train_model(
-        model,
-        x=splits.train.x,
-        y=splits.train.y,
-        val_x=splits.val.x,
-        val_y=splits.val.y,
-        settings=TrainSettings(epochs=20, lr=1e-2, seed=0),
-        task=task,
-    )
+    result = _train(model, splits, task, 20)
     assert result.best_val_acc == max(report.val_acc for report in result.history)
     test_map, _ = evaluate(model, splits.test.x, splits.test.y, task)
     assert test_map > 0.9
@@ -98,15 +94,7 @@ def test_a_lower_is_better_metric_keeps_its_lowest_epoch() -> None:
     task = Rmse()
     splits = task.prepare(_regression_splits())
     model = _model(splits.info)
-    result = train_model(
-        model,
-        x=splits.train.x,
-        y=splits.train.y,
-        val_x=splits.val.x,
-        val_y=splits.val.y,
-        settings=TrainSettings(epochs=8, lr=1e-2, seed=0),
-        task=task,
-    )
+    result = _train(model, splits, task, 8)
     assert result.best_val_acc == min(report.val_acc for report in result.history)
     assert task.better(1.0, 2.0) and not task.better(float("nan"), 2.0)
 
@@ -119,15 +107,7 @@ def test_classification_task_trains_exactly_as_without_one() -> None:
     results = []
     for given in (None, task):
         model = _model(splits.info)
-        train_model(
-            model,
-            x=splits.train.x,
-            y=splits.train.y,
-            val_x=splits.val.x,
-            val_y=splits.val.y,
-            settings=TrainSettings(epochs=2, lr=1e-2, seed=0),
-            task=given,
-        )
+        _train(model, splits, given, 2)
         results.append(evaluate(model, splits.test.x, splits.test.y, given))
     assert results[0] == results[1]
 
