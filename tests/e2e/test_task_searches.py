@@ -298,3 +298,10 @@ def test_regression_promotion_if_better_compares_r2(regression) -> None:
     assert not promotion.promoted
     assert promotion.candidate_test_acc == pytest.approx(summary["student_test_r2"], abs=1e-3)
     assert "test r2" in promotion.reason and " = " in promotion.reason
+
+
+def test_report_of_a_regression_folder_names_r2(regression, capsys) -> None:
+    result, _, _, _ = regression
+    assert main(["report", str(result.search_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "test_r2" in printed and "val_r2" in printed and "test_acc" not in printed
