@@ -185,3 +185,73 @@ def test_text_params_need_a_tokenizer_for_a_token_teacher(corpus: Path) -> None:
         TextDataset.Params(
             path=str(corpus), representation="bag_of_words", teacher_representation="tokens"
         )
+
+
+@pytest.mark.slow
+def test_ray_job_runs_the_teacher_on_its_view(ray_session, corpus: Path, hf_dir: Path) -> None:
+    from kdforge.config import PluginRef
+    from kdforge.config.teacher_inference_settings import TeacherInferenceSettings
+    from kdforge.teacher.inference import TeacherInference
+
+    teacher = _teacher(hf_dir)
+    splits = _text(corpus, hf_dir, transfer_fraction=0.25).load(0)
+    settings = TeacherInferenceSettings.model_validate(
+        {"where": "ray", "batch_size": 64, "actors": 1}
+    )
+    ref = PluginRef(name="huggingface", params={"path": str(hf_dir)})
+    on_ray = TeacherInference(settings, teacher_ref=ref)(teacher, splits, emit=lambda _: None)
+    local = compute_teacher_outputs(teacher, splits, batch_size=64)
+    for split in ("train", "val", "test"):
+        torch.testing.assert_close(getattr(on_ray, split), getattr(local, split))
+
+
+@pytest.mark.slow
+def test_a_bert_teacher_distils_into_a_bag_of_words_mlp(
+    ray_session, corpus: Path, hf_dir: Path, tmp_path: Path
+) -> None:
+    """The whole workflow: BERT reads token ids, the MLP student bag-of-words vectors;
+    a second search that changes only the student's view reuses the teacher's outputs."""
+    from kdforge.config import SearchConfig
+    from kdforge.search.driver import run_search
+
+    def config(name: str, trials: int, export: bool, **dataset: Any) -> SearchConfig:
+        return SearchConfig.model_validate(
+            {
+                "name": name,
+                "output_dir": str(tmp_path / "runs"),
+                "dataset": {"name": "text", "params": _params(corpus, hf_dir, **dataset)},
+                "teacher": {"name": "huggingface", "params": {"path": str(hf_dir)}},
+                "student": {
+                    "name": "mlp",
+                    "params": {"max_depth": 1, "min_width": 16, "max_width": 32},
+                },
+                "search": {
+                    "num_trials": trials,
+                    "epochs": 2,
+                    "grace_period": 2,
+                    "batch_size": 16,
+                    "lr": {"low": 0.01, "high": 0.03, "log": True},
+                },
+                "baseline": {"enabled": False},
+                "export": {"enabled": export},
+                "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+            }
+        )
+
+    lines: list[str] = []
+    result = run_search(config("bow-from-bert", 2, True), emit=lines.append)
+    summary = result.summary
+    assert result.best is not None and len(result.rows) == 2
+    assert summary["teacher_test_acc"] > 0.9 and summary["teacher_forward_calls"] > 0
+    assert summary["student_params"] * 5 < summary["teacher_params"]
+    assert summary["export_max_abs_diff"] < 1e-4  # ONNX parity on bag-of-words rows
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(summary["export_path"], providers=["CPUExecutionProvider"])
+    (given,) = session.get_inputs()
+    assert given.type == "tensor(float)" and given.shape[-1] == 18  # the bag-of-words width
+    again: list[str] = []
+    second = run_search(config("bow-8", 1, False, max_features=8), emit=again.append)
+    assert second.summary["teacher_forward_calls"] == 0
+    assert any("cache hit" in line for line in again), again
