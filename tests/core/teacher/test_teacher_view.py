@@ -264,3 +264,35 @@ def test_a_bert_teacher_distils_into_a_bag_of_words_mlp(
         emit=again.append,
     )
     assert outputs.forward_calls == 0 and any("cache hit" in line for line in again), again
+
+
+def test_the_text_bow_from_bert_example_loads_both_views(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from kdforge.config import load_search_config
+    from kdforge.plugin_host.resolve import instantiate
+
+    root = Path(__file__).resolve().parents[3]
+    folder = root / "examples" / "text-bow-from-bert"
+    spec = importlib.util.spec_from_file_location("make_data", folder / "make_data.py")
+    assert spec is not None and spec.loader is not None
+    make_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_data)
+    search = load_search_config(folder / "search.yaml")
+    params = dict(search.dataset.params)
+    assert params["tokenizer"] == search.teacher.params["path"] == "kdforge-runs/tiny-bert"
+    assert (root / params["path"]).stat().st_size < 60_000  # kept small
+    # The documented command's teacher, built small here (one epoch on a few rows).
+    monkeypatch.chdir(tmp_path)
+    make_data.train_teacher(tmp_path / "kdforge-runs" / "tiny-bert", make_data.texts(64, 0), 1)
+    params["path"] = str(root / params["path"])
+    dataset = instantiate("dataset", DatasetRef(name="text", params=params), "dataset")
+    instantiate("search_space", search.student, "student")
+    splits = dataset.load(search.seed)
+    assert splits.info.input_dtype == "float32" and splits.info.teacher_input_dtype == "int64"
+    assert splits.transfer is not None
+    teacher = instantiate("teacher", search.teacher, "teacher")
+    teacher.load()
+    check_data_against_teacher(splits, teacher, "huggingface")
