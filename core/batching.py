@@ -342,8 +342,9 @@ def estimate_bytes(splits: DataSplits) -> int:
     """Bytes the inputs and labels of every split take as in-memory tensors."""
     total = 0
     for split in splits.named_splits().values():
-        x = split.x
-        total += x.nbytes() if is_lazy(x) else x.element_size() * x.nelement()
+        for x in (split.x, split.teacher_x):
+            if x is not None:
+                total += x.nbytes() if is_lazy(x) else x.element_size() * x.nelement()
         total += split.y.element_size() * split.y.nelement()
     return total
 
@@ -393,8 +394,8 @@ def apply_storage(
     limit = None if memory_limit_mb is None else int(memory_limit_mb * 2**20)
     mode = choose_storage(nbytes, storage, limit)
     converted: dict[str, Split] = {}
-    for name, split in splits.named_splits().items():
-        x = split.x
+
+    def stored(x: Inputs) -> Inputs:
         new_x: Inputs
         if mode == "memory":
             if is_lazy(x):
@@ -407,7 +408,11 @@ def apply_storage(
         else:
             new_x = x if is_lazy(x) else TensorInputs(x)
             new_x.num_workers = num_workers
-        converted[name] = Split(new_x, split.y)
+        return new_x
+
+    for name, split in splits.named_splits().items():
+        teacher_x = None if split.teacher_x is None else stored(split.teacher_x)
+        converted[name] = Split(stored(split.x), split.y, teacher_x)
     logger.info(
         "dataset %s: %.1f MB as tensors -> %s%s",
         splits.info.name,

@@ -60,6 +60,8 @@ def save_checkpoint(
     target.parent.mkdir(parents=True, exist_ok=True)
     info_dict = asdict(info)
     info_dict["input_shape"] = list(info.input_shape)
+    if info.teacher_input_shape is not None:
+        info_dict["teacher_input_shape"] = list(info.teacher_input_shape)
     if info.class_names is not None:
         info_dict["class_names"] = list(info.class_names)
     payload = {
@@ -118,6 +120,8 @@ def checkpoint_info(payload: dict[str, Any]) -> DataInfo:
     """The :class:`DataInfo` stored in a loaded checkpoint."""
     raw = dict(payload["info"])
     raw["input_shape"] = tuple(raw["input_shape"])
+    if raw.get("teacher_input_shape") is not None:
+        raw["teacher_input_shape"] = tuple(raw["teacher_input_shape"])
     if raw.get("class_names") is not None:
         raw["class_names"] = tuple(raw["class_names"])
     return DataInfo(**raw)

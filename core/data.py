@@ -22,7 +22,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
@@ -72,6 +72,13 @@ class DataInfo:
             rows of 0/1 labels); a config without a ``task`` section uses it. For the
             other tasks ``num_classes`` is the number of model outputs (targets or
             labels) and ``class_names`` their names.
+        teacher_input_shape: When the teacher reads another view of the same rows
+            (``Split.teacher_x``, e.g. token ids for a transformer teacher while the
+            student reads bag-of-words vectors): the shape of one teacher example.
+            None: the teacher reads the student's inputs.
+        teacher_input_dtype: The teacher view's dtype name (None: ``input_dtype``).
+        teacher_vocab_size: The teacher view's vocabulary size, for token ids.
+        teacher_pad_token_id: The teacher view's padding id, for token ids.
     """
 
     name: str
@@ -83,11 +90,38 @@ class DataInfo:
     pad_token_id: int | None = None
     tokenizer: str | None = None
     task: str = "classification"
+    teacher_input_shape: tuple[int, ...] | None = None
+    teacher_input_dtype: str | None = None
+    teacher_vocab_size: int | None = None
+    teacher_pad_token_id: int | None = None
 
     @property
     def num_outputs(self) -> int:
         """Model outputs per example: classes, labels or regression targets."""
         return self.num_classes
+
+    @property
+    def has_teacher_view(self) -> bool:
+        """True when the teacher reads its own view of the rows (``Split.teacher_x``)."""
+        return self.teacher_input_shape is not None
+
+    def for_teacher(self) -> DataInfo:
+        """This description as the teacher sees the data: its view's shape, dtype and
+        token fields (``self`` when the teacher reads the student's inputs)."""
+        if self.teacher_input_shape is None:
+            return self
+        return replace(
+            self,
+            input_shape=tuple(self.teacher_input_shape),
+            input_dtype=self.teacher_input_dtype or self.input_dtype,
+            vocab_size=self.teacher_vocab_size,
+            pad_token_id=self.teacher_pad_token_id,
+            tokenizer=None,  # the served (student) model's tokenizer, not the teacher's
+            teacher_input_shape=None,
+            teacher_input_dtype=None,
+            teacher_vocab_size=None,
+            teacher_pad_token_id=None,
+        )
 
 
 @dataclass(frozen=True)
@@ -286,14 +320,28 @@ class Split:
         x: Inputs, shape ``(n, *input_shape)``: a tensor, or :class:`LazyInputs` for
             data streamed from disk.
         y: Integer labels in memory, shape ``(n,)``; ``-1`` marks an unlabeled example.
+        teacher_x: The same rows as the teacher reads them, when it reads another
+            view than the student (e.g. token ids for a transformer teacher, while
+            the student reads bag-of-words vectors in ``x``); None: the teacher reads
+            ``x``. Described by ``DataInfo.teacher_input_shape``/``teacher_input_dtype``.
     """
 
     x: Inputs
     y: torch.Tensor
+    teacher_x: Inputs | None = None
 
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0]:
             raise DataError(f"split has {self.x.shape[0]} inputs but {self.y.shape[0]} labels")
+        if self.teacher_x is not None and self.teacher_x.shape[0] != self.y.shape[0]:
+            raise DataError(
+                f"split has {self.teacher_x.shape[0]} teacher inputs but {self.y.shape[0]} labels"
+            )
+
+    @property
+    def teacher_inputs(self) -> Inputs:
+        """What the teacher reads: ``teacher_x`` when set, else ``x``."""
+        return self.x if self.teacher_x is None else self.teacher_x
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -326,17 +374,46 @@ class DataSplits:
             out["transfer"] = self.transfer
         return out
 
+    @property
+    def has_teacher_view(self) -> bool:
+        """True when the teacher reads its own view of the rows (``Split.teacher_x``)."""
+        return self.train.teacher_x is not None
+
+    def for_teacher(self) -> DataSplits:
+        """The splits as the teacher reads them: ``teacher_x`` as every split's ``x``
+        and :meth:`DataInfo.for_teacher` as ``info`` (``self`` without a teacher view).
+
+        Its :meth:`fingerprint` covers the teacher's view and the labels only, so the
+        teacher's cached outputs survive a change of the student's view.
+        """
+        if not self.has_teacher_view:
+            return self
+
+        def view(split: Split) -> Split:
+            return Split(split.teacher_inputs, split.y)
+
+        return DataSplits(
+            info=self.info.for_teacher(),
+            train=view(self.train),
+            val=view(self.val),
+            test=view(self.test),
+            transfer=view(self.transfer) if self.transfer is not None else None,
+        )
+
     def fingerprint(self) -> str:
-        """A content hash of every split's inputs and labels (stable across runs)."""
+        """A content hash of every split's inputs (both views) and labels (stable
+        across runs)."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
             for name, split in self.named_splits().items():
                 digest.update(name.encode())
-                if isinstance(split.x, LazyInputs):
-                    # Hashing every byte of data bigger than memory would cost a full
-                    # read; lazy inputs fingerprint their files and preprocessing.
-                    digest.update(split.x.fingerprint().encode())
-                for tensor in (split.x, split.y):
+                views = [split.x] if split.teacher_x is None else [split.x, split.teacher_x]
+                for view in views:
+                    if isinstance(view, LazyInputs):
+                        # Hashing every byte of data bigger than memory would cost a full
+                        # read; lazy inputs fingerprint their files and preprocessing.
+                        digest.update(view.fingerprint().encode())
+                for tensor in (*views, split.y):
                     if isinstance(tensor, LazyInputs):
                         continue
                     contiguous = tensor.detach().cpu().contiguous()

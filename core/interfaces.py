@@ -177,6 +177,12 @@ class Teacher(_Plugin):
         """Per-example input shape the teacher was built for, if known."""
         return None
 
+    def expected_input_dtype(self) -> str | None:
+        """``torch`` dtype name of the inputs the teacher reads (``"int64"`` for token
+        ids, ``"float32"``), if known: the host refuses data of the other kind before
+        running it."""
+        return None
+
     def expected_num_classes(self) -> int | None:
         """Number of classes the teacher predicts, if known."""
         return None

@@ -98,6 +98,7 @@ def measure_speedup(
     repeats: int = 15,
     threads: int = 1,
     warmup: int = 3,
+    teacher_inputs: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Time teacher and student on ``inputs`` and return the speed-up and its spread.
 
@@ -108,6 +109,8 @@ def measure_speedup(
         repeats: Paired samples (teacher, student); the median ratio is reported.
         threads: PyTorch CPU threads during the measurement (restored afterwards).
         warmup: Untimed calls per model before timing.
+        teacher_inputs: The same rows as the teacher reads them, when it reads its
+            own view (``Split.teacher_x``); None: ``inputs``.
 
     Returns:
         ``speedup`` (median of the paired teacher/student ratios), ``speedup_low`` and
@@ -122,8 +125,10 @@ def measure_speedup(
         with torch.no_grad():
             student(inputs)
 
+    teacher_batch = inputs if teacher_inputs is None else teacher_inputs
+
     def run_teacher() -> None:
-        teacher.predict(inputs)
+        teacher.predict(teacher_batch)
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -16,7 +16,7 @@ import torch
 
 from kdforge.batching import iter_batches
 from kdforge.config import DatasetRef
-from kdforge.data import DataSplits
+from kdforge.data import DataInfo, DataSplits, is_token_dtype
 from kdforge.errors import ConfigError, DataError, KDForgeError
 from kdforge.interfaces import SearchSpace, Task, Teacher
 from kdforge.plugin_host.split_record import count_seen
@@ -35,26 +35,44 @@ TEACHER_GAP = 0.05
 
 
 def check_data_against_teacher(
-    splits: DataSplits, teacher: Teacher, teacher_name: str, task: Task | None = None
+    splits: DataSplits,
+    teacher: Teacher,
+    teacher_name: str,
+    task: Task | None = None,
+    *,
+    dataset: DatasetRef | None = None,
 ) -> None:
     """Fail before the search when data and teacher cannot work together.
 
+    The teacher is checked against the view of the rows it reads (``Split.teacher_x``
+    when the dataset gives it one, else the student's inputs).
+
+    Args:
+        splits: The loaded data.
+        teacher: The loaded teacher.
+        teacher_name: Its plugin name, for messages.
+        task: The task the targets are checked for (None: classification).
+        dataset: The ``dataset`` config section: its representation params are
+            named when the teacher cannot read the view it is given.
+
     Raises:
         DataError: empty split, non-finite inputs, labels out of range, or a teacher
-            built for another input shape or number of classes (both sides shown).
+            built for another input shape, dtype or number of classes (both sides
+            shown).
     """
     info = splits.info
     for name, split in splits.named_splits().items():
         if len(split) == 0 and name != "transfer":
             raise DataError(f"dataset {info.name!r}: the {name} split is empty")
         # Streamed (lazy) inputs are not read here: a full pass would cost an epoch.
-        if (
-            isinstance(split.x, torch.Tensor)
-            and split.x.is_floating_point()
-            and not bool(torch.isfinite(split.x).all())
-        ):
-            bad = int((~torch.isfinite(split.x)).flatten(1).any(1).sum())
-            raise DataError(f"dataset {info.name!r}: {bad} {name} inputs contain NaN or inf")
+        for x in (split.x, split.teacher_x):
+            if (
+                isinstance(x, torch.Tensor)
+                and x.is_floating_point()
+                and not bool(torch.isfinite(x).all())
+            ):
+                bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+                raise DataError(f"dataset {info.name!r}: {bad} {name} inputs contain NaN or inf")
         if task is not None and task.name != "classification":
             # The task checked its own targets; every val and test row needs one.
             missing = int((~task.labeled(split.y)).sum())
@@ -81,11 +99,23 @@ def check_data_against_teacher(
                 f"dataset {info.name!r}: {name} labels go up to {int(labeled.max())} but the "
                 f"dataset declares {info.num_classes} classes"
             )
+    view = splits.for_teacher()  # what the teacher reads
+    seen = _teacher_view(view.info, splits.has_teacher_view, dataset)
+    expected_dtype = teacher.expected_input_dtype()
+    if expected_dtype is not None and is_token_dtype(expected_dtype) != is_token_dtype(
+        view.info.input_dtype
+    ):
+        wanted = "token ids (integers)" if is_token_dtype(expected_dtype) else "float vectors"
+        raise DataError(
+            f"teacher {teacher_name!r} reads {wanted}, {expected_dtype}, but dataset "
+            f"{info.name!r} gives it {seen}",
+            hint=_view_hint(expected_dtype, splits.has_teacher_view),
+        )
     expected_shape = teacher.expected_input_shape()
-    if expected_shape is not None and tuple(expected_shape) != tuple(info.input_shape):
+    if expected_shape is not None and tuple(expected_shape) != tuple(view.info.input_shape):
         raise DataError(
             f"teacher {teacher_name!r} expects inputs of shape {tuple(expected_shape)} but "
-            f"dataset {info.name!r} gives {tuple(info.input_shape)}"
+            f"dataset {info.name!r} gives it {seen}"
         )
     expected_classes = teacher.expected_num_classes()
     if expected_classes is not None and expected_classes != info.num_classes:
@@ -93,11 +123,49 @@ def check_data_against_teacher(
             f"teacher {teacher_name!r} predicts {expected_classes} classes but dataset "
             f"{info.name!r} has {info.num_classes}"
         )
-    _probe_teacher(splits, teacher, teacher_name)
+    _probe_teacher(view, teacher, teacher_name, seen)
 
 
-def _probe_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> None:
-    """Run the teacher on two validation rows: catches what no declaration says."""
+def _teacher_view(info: DataInfo, own_view: bool, dataset: DatasetRef | None) -> str:
+    """The inputs the teacher reads, in words: shape, dtype, and the dataset params
+    that chose them (``representation: bag_of_words``)."""
+    text = f"{tuple(info.input_shape)} {info.input_dtype} inputs"
+    text += " (its own view, teacher_x)" if own_view else " (the student's view)"
+    chosen = _representation_params(dict(dataset.params)) if dataset is not None else []
+    if chosen:
+        text += f" from {', '.join(chosen)}"
+    return text
+
+
+def _representation_params(params: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: value`` of every ``*representation`` param, sections (``text``) included."""
+    found = []
+    for key, value in params.items():
+        if isinstance(value, dict):
+            found += _representation_params(value, f"{prefix}{key}.")
+        elif "representation" in str(key):
+            found.append(f"{prefix}{key}: {value}")
+    return found
+
+
+def _view_hint(expected_dtype: str, own_view: bool) -> str:
+    if is_token_dtype(expected_dtype):
+        return (
+            "give the teacher its own view: teacher_representation: tokens (with "
+            "tokenizer: the teacher's folder), and keep representation: bag_of_words "
+            "for the student"
+            + ("" if own_view else " (text datasets; in hf_disk, inside the text section)")
+        )
+    return "set teacher_representation to the view the teacher was trained on"
+
+
+def _probe_teacher(
+    splits: DataSplits, teacher: Teacher, teacher_name: str, seen: str | None = None
+) -> None:
+    """Run the teacher on two validation rows: catches what no declaration says.
+
+    ``splits`` are the teacher's view (:meth:`DataSplits.for_teacher`).
+    """
     info = splits.info
     try:
         _, sample = next(iter_batches(splits.val.x, 2))
@@ -106,10 +174,10 @@ def _probe_teacher(splits: DataSplits, teacher: Teacher, teacher_name: str) -> N
     try:
         output = teacher.predict(sample)
     except Exception as exc:
+        given = seen or f"inputs of shape {tuple(sample.shape[1:])}, dtype {sample.dtype}"
         raise DataError(
-            f"teacher {teacher_name!r} cannot run on dataset {info.name!r}'s inputs "
-            f"(shape {tuple(sample.shape[1:])}, dtype {sample.dtype}): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            f"teacher {teacher_name!r} cannot run on dataset {info.name!r}'s {given}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         ) from None
     logits = output.logits
     if logits is not None and (logits.ndim != 2 or logits.shape[-1] != info.num_classes):
@@ -242,7 +310,8 @@ def check_split_against_teacher(
         baseline = dict(record.get("self_seen") or {})
         leaks = []
         for name in ("val", "test"):
-            rows = getattr(splits, name)
+            # The teacher trained on its own view of the rows (if the data has one).
+            rows = getattr(splits.for_teacher(), name)
             seen = int(count_seen(rows.x, hashes).sum())
             if seen > int(baseline.get(name, 0)):
                 leaks.append(f"{seen} of {len(rows)} {name} rows")

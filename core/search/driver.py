@@ -365,7 +365,8 @@ def _finish(
         )
     print_result(so_far, emit, metric)
     services.release()
-    speed = measure_student_speedup(plan.teacher, student, run.splits.test.x, emit)
+    test = run.splits.test
+    speed = measure_student_speedup(plan.teacher, student, test.x, emit, test.teacher_x)
     range_warnings = crowded_bounds(rows, searched_ranges(plan, run.splits.info))
     for line in range_warnings:
         emit(line)

@@ -37,12 +37,22 @@ SPEEDUP_ROWS = 256
 
 
 def measure_student_speedup(
-    teacher: Teacher, student: nn.Module, test_x: Inputs, emit: Callable[[str], None]
+    teacher: Teacher,
+    student: nn.Module,
+    test_x: Inputs,
+    emit: Callable[[str], None],
+    teacher_x: Inputs | None = None,
 ) -> dict[str, float]:
-    """Time teacher and student side by side on test rows; log and print the speed-up."""
-    inputs = test_x[: min(SPEEDUP_ROWS, len(test_x))]  # a tensor for streamed inputs too
+    """Time teacher and student side by side on test rows; log and print the speed-up.
+
+    ``teacher_x`` holds the same rows as the teacher reads them, when it reads its own
+    view (``Split.teacher_x``).
+    """
+    count = min(SPEEDUP_ROWS, len(test_x))
+    inputs = test_x[:count]  # a tensor for streamed inputs too
+    teacher_inputs = None if teacher_x is None else teacher_x[:count]
     with progress.phase("speed-up", emit=emit, plain=False):  # its result line follows
-        speed = measure_speedup(teacher, student, inputs)
+        speed = measure_speedup(teacher, student, inputs, teacher_inputs=teacher_inputs)
     log_numeric_metrics(speed)
     emit(
         f"speed-up: {format_speedup(speed)} (PyTorch eager, 1 thread); median teacher "

@@ -89,7 +89,9 @@ def load_data(plan: SearchPlan) -> LoadedData:
     plan, splits = with_task(plan, splits)
     config = plan.config
     plan.teacher.load()
-    check_data_against_teacher(splits, plan.teacher, config.teacher.name, plan.task)
+    check_data_against_teacher(
+        splits, plan.teacher, config.teacher.name, plan.task, dataset=config.dataset
+    )
     check_split_against_teacher(config.dataset, splits, plan.teacher, config.teacher.name)
     # The space suggests differently once it is bound (e.g. transformer copies layers).
     plan.space.bind_teacher(plan.teacher)

@@ -5,7 +5,9 @@ They are computed once and stored in the cache folder under a key hashed from
 
 * the teacher's :meth:`~kdforge.interfaces.Teacher.fingerprint` (its files) and class,
 * the data's :meth:`~kdforge.data.DataSplits.fingerprint` (every split's content, or a
-  streamed dataset's files and preprocessing),
+  streamed dataset's files and preprocessing) as the teacher reads it: when the
+  dataset gives the teacher its own view (``Split.teacher_x``), that view and the
+  labels only, so a search that changes only the student's view is a hit,
 * what is stored: logits and/or which features, storage dtype, top-k.
 
 A later search with the same key reads the entry instead of running the teacher (zero
@@ -38,6 +40,7 @@ import torch
 from kdforge.batching import has_augmentation, iter_batches
 from kdforge.config.teacher_cache_settings import TeacherCacheSettings
 from kdforge.data import DataSplits, Inputs
+from kdforge.errors import DataError
 from kdforge.interfaces import LossNeeds, Teacher
 from kdforge.storage import is_remote, join, local_mirror, pull_entry, push_entry
 from kdforge.teacher.cached_rows import CachedRows, save_rows
@@ -70,7 +73,9 @@ def default_cache_dir(output_dir: str | Path) -> Path:
 def cache_key(
     teacher: Teacher, splits: DataSplits, needs: LossNeeds, settings: TeacherCacheSettings
 ) -> tuple[str, dict[str, Any]]:
-    """The entry key (hex) and the parts it is hashed from."""
+    """The entry key (hex) and the parts it is hashed from (the teacher's view of the
+    data: :meth:`~kdforge.data.DataSplits.for_teacher`)."""
+    splits = splits.for_teacher()
     parts = {
         "format": CACHE_FORMAT,
         "teacher_class": f"{type(teacher).__module__}.{type(teacher).__qualname__}",
@@ -238,7 +243,8 @@ def prepare_teacher_outputs(
 
     Args:
         teacher: The loaded teacher.
-        splits: The data.
+        splits: The data; the teacher reads (and the key hashes) ``Split.teacher_x``
+            where the dataset gives the teacher its own view.
         settings: The ``teacher_cache`` config section.
         cache_dir: The cache folder.
         needs: What the loss reads (default: logits only).
@@ -254,6 +260,19 @@ def prepare_teacher_outputs(
     needs = needs or LossNeeds()
     inference = inference or TeacherInference()
     report: dict[str, dict[str, float]] = {}
+    if splits.has_teacher_view:
+        train = training_inputs(splits)
+        if has_augmentation(train.x) or has_augmentation(train.teacher_inputs):
+            # An online teacher runs on the student's (augmented) batches: another view.
+            raise DataError(
+                f"dataset {splits.info.name!r}: the training inputs are randomly augmented "
+                "and the teacher reads its own view of the rows (teacher_x); the teacher "
+                "cannot run on the student's augmented batches",
+                hint="turn the dataset's augmentation off, or give both sides one view",
+            )
+        # The teacher's view only: its key ignores the student's view, so changing
+        # the student's representation reuses the cached outputs.
+        splits = splits.for_teacher()
     if has_augmentation(training_inputs(splits).x):
         reason = (
             "the training inputs are randomly augmented, so outputs precomputed on the "

@@ -82,9 +82,13 @@ def training_inputs(splits: DataSplits) -> Split:
     """Train rows followed by transfer rows (labels ``-1``), as the trainer sees them."""
     if splits.transfer is None:
         return splits.train
+    teacher_x = None
+    if splits.train.teacher_x is not None:  # the teacher's own view, in the same order
+        teacher_x = concat([splits.train.teacher_inputs, splits.transfer.teacher_inputs])
     return Split(
         concat([splits.train.x, splits.transfer.x]),
         torch.cat([splits.train.y, splits.transfer.y]),
+        teacher_x,
     )
 
 
@@ -100,7 +104,7 @@ def compute_teacher_outputs(
 
     Args:
         teacher: The loaded teacher.
-        splits: The data.
+        splits: The data (the teacher reads ``Split.teacher_x`` where it is set).
         batch_size: Rows per teacher call.
         needs: What the loss reads; with ``features`` the training rows' features are
             kept too (``teacher_layers`` of them, or every one the teacher exposes).
@@ -108,6 +112,7 @@ def compute_teacher_outputs(
         emit: Where progress lines go (:mod:`kdforge.progress`).
     """
     needs = needs or LossNeeds()
+    splits = splits.for_teacher()  # the teacher reads its own view when it has one
     calls = 0
     has_logits = True
     features: dict[str, list[torch.Tensor]] = {}

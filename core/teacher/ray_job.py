@@ -344,6 +344,7 @@ def run_teacher_job(
     import ray
 
     needs = needs or LossNeeds()
+    splits = splits.for_teacher()  # the teacher reads its own view when it has one
     size = settings.batch_size
     named = {"train": training_inputs(splits).x, "val": splits.val.x, "test": splits.test.x}
     batches = sum(math.ceil(len(x) / size) for x in named.values())

@@ -65,7 +65,8 @@ def train_teacher(
     _check_output(output)
     uri = resolve_tracking_uri(tracking_uri or config.tracking.uri)
     check_tracking_uri(uri, emit=emit)
-    raw_splits = dataset.load(config.dataset.split_seed)
+    # A dataset that gives the teacher its own view (Split.teacher_x) trains it there.
+    raw_splits = dataset.load(config.dataset.split_seed).for_teacher()
     task = instantiate("task", config.task or PluginRef(name=raw_splits.info.task), "task")
     require_workflow_task(task, config.dataset.name, "kdforge train-teacher")
     task.check(raw_splits)

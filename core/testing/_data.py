@@ -64,6 +64,20 @@ class DatasetContract(PluginContract):
         for name in ("train", "val", "test"):
             assert len(getattr(splits, name)) > 0, f"the {name} split is empty"
 
+    def test_teacher_view_matches_its_info(self, splits: DataSplits) -> None:
+        # A teacher's own view (Split.teacher_x) is on every split or on none.
+        views = [split.teacher_x is not None for split in splits.named_splits().values()]
+        assert len(set(views)) == 1, "teacher_x is set on some splits only"
+        assert views[0] == splits.info.has_teacher_view, "teacher_x and DataInfo disagree"
+        if not views[0]:
+            return
+        teacher = splits.info.for_teacher()
+        dtype = getattr(torch, teacher.input_dtype)
+        for name, split in splits.named_splits().items():
+            rows = first_rows(split.teacher_inputs)
+            assert tuple(rows.shape[1:]) == tuple(teacher.input_shape), name
+            assert rows.dtype == dtype and len(split.teacher_inputs) == len(split.y), name
+
     def test_lazy_inputs_pickle(self, splits: DataSplits) -> None:
         # Lazy inputs travel to Ray trials and DataLoader workers.
         for name, split in splits.named_splits().items():

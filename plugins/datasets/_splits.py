@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +54,7 @@ __all__ = [
     "expand_split_paths",
     "make_splits",
     "normalize_split_name",
+    "with_teacher_view",
 ]
 
 logger = logging.getLogger("kdforge.data")
@@ -427,6 +428,35 @@ def assemble_splits(
         val=split("val", rows.val, False),
         test=split("test", rows.test, False),
         transfer=split("transfer", rows.transfer, True) if rows.transfer is not None else None,
+    )
+
+
+def with_teacher_view(
+    splits: DataSplits,
+    rows: SplitRows,
+    inputs_for: Callable[[str, np.ndarray], Inputs],
+    info_fields: dict[str, Any],
+) -> DataSplits:
+    """``splits`` with the teacher's own view of every split (``Split.teacher_x``).
+
+    Args:
+        splits: Splits built from ``rows`` (student inputs in ``x``).
+        rows: The row numbers they were built from.
+        inputs_for: ``(split name, sorted global rows) -> teacher inputs``.
+        info_fields: The ``DataInfo.teacher_*`` fields describing that view.
+    """
+
+    def viewed(name: str, split: Split | None, picked: np.ndarray | None) -> Split | None:
+        if split is None or picked is None:
+            return split
+        return Split(split.x, split.y, inputs_for(name, picked))
+
+    return DataSplits(
+        info=replace(splits.info, **info_fields),
+        train=viewed("train", splits.train, rows.train),  # type: ignore[arg-type]
+        val=viewed("val", splits.val, rows.val),  # type: ignore[arg-type]
+        test=viewed("test", splits.test, rows.test),  # type: ignore[arg-type]
+        transfer=viewed("transfer", splits.transfer, rows.transfer),
     )
 
 

@@ -12,6 +12,11 @@ Shared by the ``text`` and ``hf_disk`` datasets.
   ``max_features``) most frequent tokens of the training split, so the built-in
   ``mlp`` space (and its ONNX export) work on text. Tokens come from the tokenizer
   when one is given, else from a lower-cased ``\\w+`` split.
+
+``teacher_representation`` gives the teacher its own view of the same rows
+(``Split.teacher_x``): e.g. ``representation: bag_of_words`` for an ``mlp`` student
+and ``teacher_representation: tokens`` for a Hugging Face teacher, both from one
+``tokenizer`` folder. Default: the teacher reads the student's view.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from kdforge.interfaces import PluginParams
 
 # transformers belongs to the optional [hf] extra: imported only when text is tokenised.
 
-__all__ = ["TextEncoder", "TextParams", "load_tokenizer"]
+__all__ = ["TextEncoder", "TextParams", "load_tokenizer", "teacher_encoder", "teacher_info_fields"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -52,6 +57,11 @@ class TextParams(PluginParams):
         2000, ge=1, description="bag_of_words: vocabulary size (most frequent training tokens)."
     )
     lowercase: bool = Field(True, description="bag_of_words without tokenizer: lower-case words.")
+    teacher_representation: Literal["tokens", "bag_of_words"] | None = Field(
+        None,
+        description="The teacher's own view of the rows (default: the student's "
+        "representation), e.g. tokens for a Hugging Face teacher of a bag_of_words student.",
+    )
 
     @model_validator(mode="after")
     def _tokens_need_tokenizer(self) -> TextParams:
@@ -59,6 +69,11 @@ class TextParams(PluginParams):
             raise ValueError(
                 "representation 'tokens' needs `tokenizer` (a local tokenizer folder, e.g. "
                 "the teacher's model folder); or use representation: bag_of_words"
+            )
+        if self.teacher_representation == "tokens" and not self.tokenizer:
+            raise ValueError(
+                "teacher_representation 'tokens' needs `tokenizer` (the teacher's model "
+                "folder, which holds its tokenizer)"
             )
         return self
 
@@ -170,3 +185,23 @@ class TextEncoder:
         if self.params.lowercase:
             joined = [t.lower() for t in joined]
         return [_WORD.findall(t) for t in joined]
+
+
+def teacher_encoder(params: TextParams, where: str) -> TextEncoder | None:
+    """The encoder of the teacher's own view, or None when it reads the student's
+    (no ``teacher_representation``, or the same as ``representation``)."""
+    wanted = params.teacher_representation
+    if wanted is None or wanted == params.representation:
+        return None
+    return TextEncoder(params.model_copy(update={"representation": wanted}), where)
+
+
+def teacher_info_fields(encoder: TextEncoder) -> dict[str, Any]:
+    """``DataInfo`` fields describing the teacher's view that ``encoder`` makes."""
+    fields = encoder.info_fields()
+    return {
+        "teacher_input_shape": fields["input_shape"],
+        "teacher_input_dtype": fields["input_dtype"],
+        "teacher_vocab_size": fields.get("vocab_size"),
+        "teacher_pad_token_id": fields.get("pad_token_id"),
+    }

@@ -8,7 +8,8 @@ column decides the encoding:
 
 * numeric arrays (``List``, ``ArrayXD``, numbers): float32 (signed integers: int64);
 * ``Image``: decoded and transformed like ``image_folder`` (the ``image`` section);
-* strings: token ids or bag of words like ``text`` (the ``text`` section).
+* strings: token ids or bag of words like ``text`` (the ``text`` section; its
+  ``teacher_representation`` gives the teacher its own view of the rows).
 
 Labels come from ``label_column`` (``ClassLabel`` names are kept; ``-1`` or empty =
 unlabeled). Arrow files are memory-mapped, so array and image columns of datasets
@@ -41,8 +42,14 @@ from kdforge.plugins.datasets._splits import (
     encode_labels,
     make_splits,
     normalize_split_name,
+    with_teacher_view,
 )
-from kdforge.plugins.datasets._text import TextEncoder, TextParams
+from kdforge.plugins.datasets._text import (
+    TextEncoder,
+    TextParams,
+    teacher_encoder,
+    teacher_info_fields,
+)
 
 # datasets belongs to the optional [hf] extra: imported only when one is read.
 
@@ -212,8 +219,9 @@ class HFDisk(DatasetPlugin):
         table = RowSources(list(members), [len(m) for m in members.values()])
         path = str(params.path)
         fields: dict[str, Any]
+        teacher_view: tuple[Any, dict[str, Any]] | None = None
         if kind == "text":
-            read, fields = self._text(members, column, rows.train, table, where)
+            read, fields, teacher_view = self._text(members, column, rows.train, table, where)
         elif kind == "image":
             transform, augmentation = params.image.transform(), params.image.augmentation()
 
@@ -244,6 +252,16 @@ class HFDisk(DatasetPlugin):
                 table, picked, lambda key, local: read(split, key, local)
             ),
         )
+        if teacher_view is not None:  # text.teacher_representation: the teacher's own view
+            teacher_read, teacher_fields = teacher_view
+            splits = with_teacher_view(
+                splits,
+                rows,
+                lambda split, picked: concat_sources(
+                    table, picked, lambda key, local: teacher_read(split, key, local)
+                ),
+                teacher_fields,
+            )
         return apply_storage(
             splits,
             storage=params.storage,
@@ -258,7 +276,8 @@ class HFDisk(DatasetPlugin):
         train_rows: np.ndarray,
         table: RowSources,
         where: str,
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> tuple[Any, dict[str, Any], tuple[Any, dict[str, Any]] | None]:
+        """The student's reader and info fields, and the teacher's own (or None)."""
         params = self.params
         assert isinstance(params, HFDiskParams)
         if params.text is None:
@@ -268,14 +287,23 @@ class HFDisk(DatasetPlugin):
                 "text.representation: bag_of_words",
             )
         texts = [str(t or "") for m in members.values() for t in m[column]]
-        encoder = TextEncoder(params.text, where).fit([texts[i] for i in train_rows])
+        train_texts = [texts[i] for i in train_rows]
+        encoder = TextEncoder(params.text, where).fit(train_texts)
         self.encoder = encoder
 
-        def read(split: str, key: str, local: np.ndarray) -> Inputs:
-            offset = table.offsets[table.keys.index(key)]
-            return encoder.transform([texts[offset + i] for i in local])
+        def reader(chosen: TextEncoder) -> Any:
+            def read(split: str, key: str, local: np.ndarray) -> Inputs:
+                offset = table.offsets[table.keys.index(key)]
+                return chosen.transform([texts[offset + i] for i in local])
 
-        return read, encoder.info_fields()
+            return read
+
+        teacher = teacher_encoder(params.text, where)
+        teacher_view = None
+        if teacher is not None:
+            teacher.fit(train_texts)
+            teacher_view = (reader(teacher), teacher_info_fields(teacher))
+        return reader(encoder), encoder.info_fields(), teacher_view
 
 
 def _open_member(path: str, member: str) -> Any:

@@ -7,6 +7,8 @@ teacher's tokenizer (``tokenizer``: its local model folder, or any saved tokeniz
 folder) for embedding-based students, or as bag-of-words vectors
 (``representation: bag_of_words``) that the built-in ``mlp`` space can distil into.
 The bag-of-words vocabulary is fitted on the training split only.
+``teacher_representation`` gives the teacher its own view of the rows (e.g. token ids
+for a Hugging Face teacher while an ``mlp`` student reads bag-of-words vectors).
 """
 
 from __future__ import annotations
@@ -22,13 +24,20 @@ from kdforge.errors import DataError
 from kdforge.interfaces import DatasetPlugin
 from kdforge.plugins.datasets._splits import (
     FileDatasetParams,
+    SplitRows,
     assign_splits,
     dataset_name,
     encode_labels,
     make_splits,
+    with_teacher_view,
 )
 from kdforge.plugins.datasets._tables import is_blank, load_frame, require_columns
-from kdforge.plugins.datasets._text import TextEncoder, TextParams
+from kdforge.plugins.datasets._text import (
+    TextEncoder,
+    TextParams,
+    teacher_encoder,
+    teacher_info_fields,
+)
 
 
 class TextDatasetParams(FileDatasetParams, TextParams):
@@ -95,12 +104,37 @@ class TextDataset(DatasetPlugin):
             **fields,
         )
         splits = make_splits(info, rows, labels, inputs_for)
+        splits = _with_teacher_view(splits, params, rows, texts, pairs, where)
         return apply_storage(
             splits,
             storage=params.storage,
             memory_limit_mb=params.memory_limit_mb,
             num_workers=params.num_workers,
         )
+
+
+def _with_teacher_view(
+    splits: DataSplits,
+    params: TextDatasetParams,
+    rows: SplitRows,
+    texts: list[str],
+    pairs: list[str] | None,
+    where: str,
+) -> DataSplits:
+    """``splits`` plus the teacher's own view (``teacher_representation``), if any."""
+    encoder = teacher_encoder(params, where)
+    if encoder is None:
+        return splits
+    encoder.fit(
+        [texts[i] for i in rows.train],
+        [pairs[i] for i in rows.train] if pairs is not None else None,
+    )
+
+    def inputs_for(_: str, picked: np.ndarray) -> torch.Tensor:
+        chosen_pairs = [pairs[i] for i in picked] if pairs is not None else None
+        return encoder.transform([texts[i] for i in picked], chosen_pairs)
+
+    return with_teacher_view(splits, rows, inputs_for, teacher_info_fields(encoder))
 
 
 def _texts(values: list) -> list[str]:

@@ -109,7 +109,7 @@ class Regression(Task):
         def scaled(split: Split | None) -> Split | None:
             if split is None:
                 return None
-            return Split(split.x, (split.y - shift) / scale)
+            return Split(split.x, (split.y - shift) / scale, split.teacher_x)
 
         return DataSplits(
             info=splits.info,

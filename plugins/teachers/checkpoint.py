@@ -169,6 +169,10 @@ class CheckpointTeacher(Teacher):
         assert isinstance(params, CheckpointParams)
         return tuple(params.input_shape) if params.input_shape else None
 
+    def expected_input_dtype(self) -> str | None:
+        """dtype of the inputs a kdforge checkpoint was trained on (else unknown)."""
+        return self._info.input_dtype if self._info is not None else None
+
     def expected_num_classes(self) -> int | None:
         """Number of classes the teacher predicts (from the checkpoint or the params)."""
         if self._info is not None:

@@ -178,6 +178,10 @@ class HuggingFaceTeacher(Teacher):
         """Number of parameters of the transformer."""
         return sum(p.numel() for p in self._model.parameters())
 
+    def expected_input_dtype(self) -> str | None:
+        """Token ids: ``"int64"`` (a float view, e.g. bag of words, cannot be read)."""
+        return "int64"
+
     def expected_num_classes(self) -> int | None:
         """``num_labels`` of a classification model (None for an encoder)."""
         params = self.params
