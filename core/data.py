@@ -33,6 +33,8 @@ from kdforge.errors import DataError, PluginError
 
 __all__ = [
     "ACCURACY",
+    "NOT_A_WORD",
+    "PER_POSITION_TASKS",
     "UNLABELED",
     "DataInfo",
     "DataSplits",
@@ -50,6 +52,15 @@ __all__ = [
 
 #: Label value meaning "this example has no label" (e.g. rows of a transfer split).
 UNLABELED = -1
+
+#: Per-position targets (``token_classification``): a position that is no word's first
+#: sub-token (padding, special tokens like ``[CLS]``, a word's later sub-tokens). It is
+#: neither scored nor distilled; ``UNLABELED`` (-1) there marks a word whose tag is
+#: unknown (transfer rows), still distilled from the teacher.
+NOT_A_WORD = -2
+
+#: Tasks whose targets and model outputs hold one row per input position ``(n, T, ...)``.
+PER_POSITION_TASKS: frozenset[str] = frozenset({"token_classification"})
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,9 @@ class DataInfo:
             ids; ``"regression"``: float rows of real values; ``"multilabel"``: float
             rows of 0/1 labels); a config without a ``task`` section uses it. For the
             other tasks ``num_classes`` is the number of model outputs (targets or
-            labels) and ``class_names`` their names.
+            labels) and ``class_names`` their names. ``"token_classification"``:
+            int64 ``(n, seq_len)`` tags per position (``-1`` unknown, ``-2``
+            :data:`NOT_A_WORD`); ``num_classes`` is the number of tags.
     """
 
     name: str
@@ -88,6 +101,18 @@ class DataInfo:
     def num_outputs(self) -> int:
         """Model outputs per example: classes, labels or regression targets."""
         return self.num_classes
+
+    @property
+    def per_position(self) -> bool:
+        """True when models give one output row per input position (token tagging)."""
+        return self.task in PER_POSITION_TASKS
+
+    def output_shape(self, rows: int) -> tuple[int, ...]:
+        """Shape of a model's outputs on ``rows`` examples: ``(rows, K)`` or, per
+        position, ``(rows, seq_len, K)``."""
+        if self.per_position:
+            return (rows, int(self.input_shape[0]), self.num_classes)
+        return (rows, self.num_classes)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ OUTPUT_KINDS: dict[str, str] = {
     "class_logits": "one logit per class, read through a softmax (one label per example)",
     "label_logits": "one logit per label, each read through a sigmoid (several labels)",
     "values": "real-valued predictions (one per target)",
+    "token_logits": "one logit per class at every input position (n, seq_len, classes), "
+    "read through a softmax per position; positions whose target is -2 (padding, special "
+    "tokens, later sub-tokens of a word) are neither scored nor distilled",
 }
 
 #: The output kinds a loss handles when it does not say (the classic softmax losses).
@@ -251,6 +254,10 @@ class SearchSpace(_Plugin):
     """
 
     default_lr: ClassVar[tuple[float, float] | None] = None
+    #: Whether ``build`` gives one output row per input position ``(n, seq_len, K)``
+    #: when the data asks for it (:attr:`DataInfo.per_position`, token tagging); the
+    #: host refuses per-position data for a space that does not.
+    per_position: ClassVar[bool] = False
 
     @staticmethod
     def shown_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
