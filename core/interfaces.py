@@ -380,10 +380,14 @@ class LossStrategy(_Plugin):
         """The task's loss on the labeled rows of a batch (the hard-label term).
 
         Without a task (a loss used on its own) this is cross-entropy over the rows
-        whose label is not ``-1``.
+        whose label is not ``-1`` (per-position logits ``(n, T, K)``: over the positions
+        whose tag is ``>= 0``).
         """
         if self.task is not None:
             return self.task.label_loss(outputs, labels)
+        if outputs.dim() == 3:  # per-position logits: -1 and -2 (no word) alike ignored
+            outputs, labels = outputs.reshape(-1, outputs.shape[-1]), labels.reshape(-1)
+            labels = labels.clamp_min(-1)
         total = torch.nn.functional.cross_entropy(outputs, labels, ignore_index=-1, reduction="sum")
         return total / (labels != -1).sum().clamp_min(1)
 
