@@ -91,4 +91,9 @@ def test_distil_a_token_tagger_through_ray_and_mlflow(tmp_path: Path, ray_sessio
     x[:, 0], x[:, 1:4], x[:, 4] = 2, 20, 3  # [CLS] three words [SEP], then padding
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     assert got.shape == (3, tagging.MAX_LENGTH, 3)
+    # Parity of the export was checked on padded test rows, every position compared.
+    assert summary["export_max_abs_diff"] < 1e-3
+    info = mlflow.models.get_model_info(f"models:/{config.registered_model_name}/{version.version}")
+    assert info.signature is not None
+    assert list(info.signature.outputs.inputs[0].shape)[1:] == [tagging.MAX_LENGTH, 3]
     assert summary["student_test_token_macro_f1"] > 0.3, summary

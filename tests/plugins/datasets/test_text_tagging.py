@@ -44,7 +44,11 @@ def test_first_sub_token_rule_fast_and_slow(tmp_path: Path) -> None:
         # Padding and specials are -2; an unknown tag stays -1 at the word's first piece.
         assert targets[1].tolist() == [-2, 2, -1, -2, -2, -2, -2, -2]
         assert tokenizer.convert_ids_to_tokens(ids[1, :5].tolist()) == [
-            "[CLS]", "7", "play", "##ed", "[SEP]"
+            "[CLS]",
+            "7",
+            "play",
+            "##ed",
+            "[SEP]",
         ]
         # Truncation keeps the [SEP] and drops the cut words' tags.
         ids, targets = encode_tagged_words(tokenizer, words[:1], tags[:1], 5)
