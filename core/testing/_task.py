@@ -72,7 +72,9 @@ class TaskContract(PluginContract):
             input_shape=(length,) if tokens else (4,),
             num_classes=k,
             task=type(plugin).name,
-            **({"input_dtype": "int64", "vocab_size": 20, "pad_token_id": 0} if tokens else {}),
+            input_dtype="int64" if tokens else "float32",
+            vocab_size=20 if tokens else None,
+            pad_token_id=0 if tokens else None,
         )
 
         def targets(labeled: bool) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,7 +43,7 @@ def write_jsonl(path: Path, rows: list[dict[str, list[str]]]) -> Path:
     return path
 
 
-def slow_tokenizer():  # noqa: ANN201 - transformers is optional
+def slow_tokenizer() -> Any:
     """A case-keeping WordPiece tokenizer over :data:`VOCAB` (the slow Python one)."""
     from transformers import BertTokenizer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kdforge.data import NOT_A_WORD, UNLABELED
 from kdforge.errors import ConfigError, DataError
 from kdforge.plugins.datasets._text import encode_tagged_words, load_tokenizer
