@@ -33,6 +33,8 @@ from kdforge.errors import DataError, PluginError
 
 __all__ = [
     "ACCURACY",
+    "NOT_A_WORD",
+    "PER_POSITION_TASKS",
     "UNLABELED",
     "DataInfo",
     "DataSplits",
@@ -50,6 +52,15 @@ __all__ = [
 
 #: Label value meaning "this example has no label" (e.g. rows of a transfer split).
 UNLABELED = -1
+
+#: Per-position targets (``token_classification``): a position that is no word's first
+#: sub-token (padding, special tokens like ``[CLS]``, a word's later sub-tokens). It is
+#: neither scored nor distilled; ``UNLABELED`` (-1) there marks a word whose tag is
+#: unknown (transfer rows), still distilled from the teacher.
+NOT_A_WORD = -2
+
+#: Tasks whose targets and model outputs hold one row per input position ``(n, T, ...)``.
+PER_POSITION_TASKS: frozenset[str] = frozenset({"token_classification"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,11 @@ class DataInfo:
         teacher_input_dtype: The teacher view's dtype name (None: ``input_dtype``).
         teacher_vocab_size: The teacher view's vocabulary size, for token ids.
         teacher_pad_token_id: The teacher view's padding id, for token ids.
+
+    @property
+            labels) and ``class_names`` their names. ``"token_classification"``:
+            int64 ``(n, seq_len)`` tags per position (``-1`` unknown, ``-2``
+            :data:`NOT_A_WORD`); ``num_classes`` is the number of tags.
     """
 
     name: str
@@ -122,6 +138,18 @@ class DataInfo:
             teacher_vocab_size=None,
             teacher_pad_token_id=None,
         )
+
+    @property
+    def per_position(self) -> bool:
+        """True when models give one output row per input position (token tagging)."""
+        return self.task in PER_POSITION_TASKS
+
+    def output_shape(self, rows: int) -> tuple[int, ...]:
+        """Shape of a model's outputs on ``rows`` examples: ``(rows, K)`` or, per
+        position, ``(rows, seq_len, K)``."""
+        if self.per_position:
+            return (rows, int(self.input_shape[0]), self.num_classes)
+        return (rows, self.num_classes)
 
 
 @dataclass(frozen=True)

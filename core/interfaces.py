@@ -66,6 +66,9 @@ OUTPUT_KINDS: dict[str, str] = {
     "class_logits": "one logit per class, read through a softmax (one label per example)",
     "label_logits": "one logit per label, each read through a sigmoid (several labels)",
     "values": "real-valued predictions (one per target)",
+    "token_logits": "one logit per class at every input position (n, seq_len, classes), "
+    "read through a softmax per position; positions whose target is -2 (padding, special "
+    "tokens, later sub-tokens of a word) are neither scored nor distilled",
 }
 
 #: The output kinds a loss handles when it does not say (the classic softmax losses).
@@ -257,6 +260,10 @@ class SearchSpace(_Plugin):
     """
 
     default_lr: ClassVar[tuple[float, float] | None] = None
+    #: Whether ``build`` gives one output row per input position ``(n, seq_len, K)``
+    #: when the data asks for it (:attr:`DataInfo.per_position`, token tagging); the
+    #: host refuses per-position data for a space that does not.
+    per_position: ClassVar[bool] = False
 
     @staticmethod
     def shown_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
@@ -379,10 +386,14 @@ class LossStrategy(_Plugin):
         """The task's loss on the labeled rows of a batch (the hard-label term).
 
         Without a task (a loss used on its own) this is cross-entropy over the rows
-        whose label is not ``-1``.
+        whose label is not ``-1`` (per-position logits ``(n, T, K)``: over the positions
+        whose tag is ``>= 0``).
         """
         if self.task is not None:
             return self.task.label_loss(outputs, labels)
+        if outputs.dim() == 3:  # per-position logits: -1 and -2 (no word) alike ignored
+            outputs, labels = outputs.reshape(-1, outputs.shape[-1]), labels.reshape(-1)
+            labels = labels.clamp_min(-1)
         total = torch.nn.functional.cross_entropy(outputs, labels, ignore_index=-1, reduction="sum")
         return total / (labels != -1).sum().clamp_min(1)
 

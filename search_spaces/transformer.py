@@ -9,6 +9,10 @@ Token-id inputs (``int64``, shape ``(seq_len,)``) are embedded; float sequences
 ``(seq_len, dim)`` are projected (see :mod:`kdforge.search_spaces.transformer_net`
 for every input layout).
 
+Token tagging (``DataInfo.per_position``, task ``token_classification``): the head
+runs on every position instead of a pooled vector, ``(n, seq_len, classes)``; the
+padding mask is the same as for classification.
+
 With ``init_from_teacher: true`` the student starts from a subset of a *compatible*
 teacher's layers, as DistilBERT does. Compatible means: a kdforge checkpoint built by
 this same ``transformer`` space (``kdforge train-teacher`` with ``architecture:
@@ -103,6 +107,7 @@ class TransformerSpace(SearchSpace):
     Params = TransformerParams
     #: Measured in benchmarks/lr_ranges.py (docs/search_spaces.md, "Learning rates").
     default_lr = (3e-4, 1e-2)
+    per_position = True
 
     def __init__(self, params: PluginParams | None = None) -> None:
         super().__init__(params)
@@ -215,6 +220,7 @@ class TransformerSpace(SearchSpace):
             dropout=float(arch.get("dropout", 0.0)),
             pooling=str(arch.get("pooling", "mean")),
             num_classes=info.num_classes,
+            per_position=info.per_position,
         )
         if arch.get("init_from_teacher"):
             if self._teacher_path is not None:

@@ -12,7 +12,8 @@ A learned position embedding is added; pre-norm encoder layers (multi-head
 self-attention through ``scaled_dot_product_attention``, then a GELU feed-forward
 block, each with a residual connection) follow; a final LayerNorm, mean pooling over
 the positions (padding excluded for token ids when the pad id is known) or the first
-position, dropout and a linear head give the logits.
+position, dropout and a linear head give the logits. With ``per_position`` (token
+tagging) there is no pooling: the head runs on every position, ``(n, L, classes)``.
 """
 
 from __future__ import annotations
@@ -79,10 +80,12 @@ class TransformerNet(nn.Module):
         dropout: float,
         pooling: str,
         num_classes: int,
+        per_position: bool = False,
     ) -> None:
         super().__init__()
         self.tokens = tokens
         self.pooling = pooling
+        self.per_position = per_position
         self.pad_token_id = pad_token_id if tokens else None
         self.image = False
         if tokens:
@@ -121,7 +124,9 @@ class TransformerNet(nn.Module):
         return self.embed(x.unsqueeze(-1) if x.dim() == 2 else x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map inputs ``(n, *input_shape)`` to logits ``(n, num_classes)``."""
+        """Map inputs ``(n, *input_shape)`` to logits ``(n, num_classes)`` (or, per
+        position, ``(n, L, num_classes)``; padded positions get logits too, which the
+        task's targets (``-2`` there) leave out of every loss and metric)."""
         h = self._embed(x) + self.pos
         keep = None
         mask = None
@@ -131,6 +136,8 @@ class TransformerNet(nn.Module):
         for layer in self.layers:
             h = layer(h, mask)
         h = self.norm(h)
+        if self.per_position:
+            return self.head(self.dropout(h))
         if self.pooling == "first":
             pooled = h[:, 0]
         elif keep is not None:

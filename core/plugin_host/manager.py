@@ -91,6 +91,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kdforge.plugins.tasks.classification",
     "kdforge.plugins.tasks.multilabel",
     "kdforge.plugins.tasks.regression",
+    "kdforge.plugins.tasks.token_classification",
     "kdforge.search_spaces.mlp",
     "kdforge.search_spaces.cnn",
     "kdforge.search_spaces.resnet",

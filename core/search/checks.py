@@ -20,6 +20,7 @@ from kdforge.data import DataInfo, DataSplits, is_token_dtype
 from kdforge.errors import ConfigError, DataError, KDForgeError
 from kdforge.interfaces import SearchSpace, Task, Teacher
 from kdforge.plugin_host.split_record import count_seen
+from kdforge.training.supported_tasks import require_space_outputs
 
 __all__ = [
     "check_data_against_teacher",
@@ -180,10 +181,18 @@ def _probe_teacher(
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         ) from None
     logits = output.logits
-    if logits is not None and (logits.ndim != 2 or logits.shape[-1] != info.num_classes):
+    expected = info.output_shape(len(sample))
+    if logits is not None and (
+        logits.ndim != len(expected) or logits.shape[-1] != info.num_classes
+    ):
+        per_row = "(seq_len, classes) logits per row" if info.per_position else "classes"
         raise DataError(
             f"teacher {teacher_name!r} returns logits of shape {tuple(logits.shape[1:])} per "
-            f"row but dataset {info.name!r} has {info.num_classes} classes"
+            f"row but dataset {info.name!r} has {info.num_classes} classes "
+            f"(the task {info.task!r} needs {per_row})",
+            hint="a token tagging teacher: teacher.params.task: token_classification"
+            if info.per_position
+            else None,
         )
 
 
@@ -204,6 +213,7 @@ def check_student_space(splits: DataSplits, space: SearchSpace, space_name: str)
         return
     inputs = f"{tuple(sample.shape[1:])} {str(sample.dtype).removeprefix('torch.')}"
     where = f"student space {space_name!r} on dataset {info.name!r} (inputs {inputs})"
+    require_space_outputs(space, info, f"student space {space_name!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     try:
@@ -221,14 +231,12 @@ def check_student_space(splits: DataSplits, space: SearchSpace, space_name: str)
             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
             hint=_space_hint(sample),
         ) from None
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (
-        len(sample),
-        info.num_classes,
-    ):
+    expected = info.output_shape(len(sample))
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ConfigError(
             f"{where}: a sampled student returns {shape} for {len(sample)} rows, "
-            f"expected ({len(sample)}, {info.num_classes}) logits"
+            f"expected {expected} logits"
         )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from kdforge.config import LossConfig, PluginRef
 from kdforge.config.objective_settings import resolve_objectives
 from kdforge.data import ACCURACY, DataSplits
+from kdforge.errors import ConfigError
 from kdforge.objectives.constraints import trial_objectives_for
 from kdforge.plugin_host.resolve import check_loss_fits_task, instantiate
 from kdforge.search.checks import (
@@ -115,6 +116,14 @@ def with_task(plan: SearchPlan, splits: DataSplits) -> tuple[SearchPlan, DataSpl
     config = plan.config
     task = plan.task or instantiate("task", PluginRef(name=splits.info.task), "task")
     require_workflow_task(task, config.dataset.name, "kdforge search")
+    if task.output_kind == "token_logits" and config.teacher_cache.top_k is not None:
+        # top-k keeps a few logits of one row per example; tagging outputs are a row per
+        # position, and a per-position top-k is not implemented: they are cached dense.
+        raise ConfigError(
+            f"teacher_cache.top_k: task {task.name!r} gives logits per position "
+            "(rows, seq_len, classes), which are cached dense only",
+            hint="remove teacher_cache.top_k (teacher_cache.dtype: float16 halves the cache)",
+        )
     task.check(splits)
     if "loss" not in config.model_fields_set and config.loss.name != task.default_loss:
         # No loss in the config: the task's own (hinton_kd for classification).

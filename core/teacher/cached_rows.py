@@ -74,12 +74,18 @@ def save_rows(
         tensor: ``(n, ...)`` values.
         dtype: ``float32`` or ``float16`` storage.
         top_k: For ``(n, classes)`` logits: keep the k largest per row (ignored when
-            ``k >= classes``).
+            ``k >= classes``). Refused (ValueError) for outputs of more dimensions.
 
     Returns:
         A JSON-able spec for :meth:`CachedRows.from_spec`.
     """
     tensor = tensor.detach().float().cpu()
+    if top_k is not None and tensor.dim() > 2:
+        # Per-position logits (n, seq_len, classes): a top-k per position is not written.
+        raise ValueError(
+            f"{stem}: top_k encodes (rows, classes) logits, not shape {tuple(tensor.shape)}; "
+            "per-position outputs are stored dense"
+        )
     store = np.float16 if dtype == "float16" else np.float32
     shape = [int(s) for s in tensor.shape]
     if top_k is not None and tensor.dim() == 2 and top_k < tensor.shape[1]:

@@ -31,7 +31,7 @@ from kdforge.tracking.store import (
     setup_experiment,
 )
 from kdforge.training.evaluate import count_parameters, evaluate
-from kdforge.training.supported_tasks import require_workflow_task
+from kdforge.training.supported_tasks import require_space_outputs, require_workflow_task
 from kdforge.training.trainer import TrainSettings, train_model
 from kdforge.wording import plural
 
@@ -71,6 +71,7 @@ def train_teacher(
     require_workflow_task(task, config.dataset.name, "kdforge train-teacher")
     task.check(raw_splits)
     splits = task.prepare(raw_splits)
+    require_space_outputs(space, splits.info, f"architecture {config.architecture.name!r}")
     metric = task.selection_metric
     arch = dict(config.architecture.params)
     torch.manual_seed(config.seed)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
-from kdforge.data import UNLABELED
+from kdforge.data import NOT_A_WORD, UNLABELED
 from kdforge.interfaces import OUTPUT_KINDS, HParam, LossResult, LossStrategy, ModelOutput, Task
 from kdforge.plugin_host.manager import get_registry
 from kdforge.testing._base import PluginContract, detached, dumps, settings
@@ -28,8 +28,10 @@ class LossContract(PluginContract):
     Outputs and labels take the loss's output kind (``class_logits`` when it takes
     them, else its first in :data:`~kdforge.interfaces.OUTPUT_KINDS`): class ids with
     ``-1`` for class logits; float rows (``values``: real numbers, ``label_logits``:
-    0/1) with NaN rows for the others, whose losses get the registered task of that
-    kind as ``loss.task``.
+    0/1) with NaN rows for the others; ``token_logits`` (set ``output_kind``): logits
+    ``(n, 4, classes)`` with int64 tags per position, ``-2`` on padding positions and
+    ``-1`` rows. Losses of a kind other than class logits get the registered task of
+    that kind as ``loss.task``.
 
     Attributes:
         num_classes: Classes of the check logits.
@@ -106,9 +108,20 @@ class LossContract(PluginContract):
                 s_feats = {
                     k: torch.randn(n, *v, generator=g) for k, v in self.student_features.items()
                 }
-        s_logits = t_logits.clone() if equal else torch.randn(n, self.num_classes, generator=g)
         kind = self._kind(loss)
-        if kind == "class_logits":
+        if kind == "token_logits":
+            # Four positions per row; the last is padding (-2), as is the second of row 0.
+            t_logits = torch.randn(n, 4, self.num_classes, generator=g) * 2
+        shape = tuple(t_logits.shape)
+        s_logits = t_logits.clone() if equal else torch.randn(*shape, generator=g)
+        if kind == "token_logits":
+            labels = torch.randint(0, self.num_classes, (n, 4), generator=g)
+            labels[:, -1] = NOT_A_WORD
+            labels[0, 1] = NOT_A_WORD
+            labels[::3] = labels[::3].clamp_max(UNLABELED)
+            if not labeled:
+                labels = labels.clamp_max(UNLABELED)
+        elif kind == "class_logits":
             labels = torch.randint(0, self.num_classes, (n,), generator=g)
             labels[::3] = UNLABELED
             if not labeled:

@@ -10,7 +10,7 @@ from typing import ClassVar
 import pytest
 import torch
 
-from kdforge.data import UNLABELED, DataInfo, DataSplits, Split
+from kdforge.data import NOT_A_WORD, UNLABELED, DataInfo, DataSplits, Split
 from kdforge.errors import DataError
 from kdforge.interfaces import OUTPUT_KINDS, Task
 from kdforge.testing._base import PluginContract, dumps
@@ -36,12 +36,15 @@ class TaskContract(PluginContract):
     The example data comes from :meth:`make_splits`; its default builds targets of the
     form that ``plugin.output_kind`` implies (class ids with ``-1`` rows for
     ``class_logits``, 0/1 float rows with NaN rows for ``label_logits``, real float rows
-    with NaN rows for ``values``). Override it when the task takes another form, and
+    with NaN rows for ``values``; for ``token_logits`` token-id inputs ``(n, seq_len)``
+    and int64 tags ``(n, seq_len)`` with ``-2`` on padding and later sub-tokens and
+    ``-1`` for unknown tags). Override it when the task takes another form, and
     :meth:`perfect_outputs` and :meth:`wrong_targets` with it.
 
     Attributes:
         width: Classes, labels or targets of the example data (``DataInfo.num_classes``).
         rows: Rows of each example split.
+        seq_len: Positions per row of ``token_logits`` example data.
         temperatures: Temperatures :meth:`Task.soft_target` is checked at.
     """
 
@@ -49,6 +52,7 @@ class TaskContract(PluginContract):
     base = Task
     width: ClassVar[int] = 3
     rows: ClassVar[int] = 24
+    seq_len: ClassVar[int] = 6
     temperatures: ClassVar[tuple[float, ...]] = (1.0, 4.0)
 
     # -- hooks a subclass may override ------------------------------------------------
@@ -61,12 +65,30 @@ class TaskContract(PluginContract):
         unlabeled rows only.
         """
         g = torch.Generator().manual_seed(0)
-        n, k = self.rows, self.width
+        n, k, length = self.rows, self.width, self.seq_len
+        tokens = plugin.output_kind == "token_logits"
         info = DataInfo(
-            name="contract-task", input_shape=(4,), num_classes=k, task=type(plugin).name
+            name="contract-task",
+            input_shape=(length,) if tokens else (4,),
+            num_classes=k,
+            task=type(plugin).name,
+            input_dtype="int64" if tokens else "float32",
+            vocab_size=20 if tokens else None,
+            pad_token_id=0 if tokens else None,
         )
 
         def targets(labeled: bool) -> torch.Tensor:
+            if tokens:
+                # Words of 1 or 2 sub-tokens, then padding (-2 after the row's length).
+                y = torch.randint(0, k, (n, length), generator=g)
+                y[0, :k] = torch.arange(k)  # every tag occurs
+                y[:, 1::3] = NOT_A_WORD  # a later sub-token of the word before
+                lengths = torch.randint(2, length + 1, (n,), generator=g)
+                y[torch.arange(length)[None, :] >= lengths[:, None]] = NOT_A_WORD
+                y[0, :k] = torch.arange(k)
+                if not labeled:
+                    y[y >= 0] = UNLABELED
+                return y
             if plugin.output_kind == "class_logits":
                 y = torch.randint(0, k, (n,), generator=g)
                 y[:k] = torch.arange(k)  # every class occurs
@@ -84,11 +106,20 @@ class TaskContract(PluginContract):
             return y
 
         def split(labeled: bool = True) -> Split:
+            if tokens:
+                y = targets(labeled)
+                x = torch.randint(1, 20, (n, length), generator=g)
+                x[(y == NOT_A_WORD) & (torch.arange(length) >= 2)] = 0  # padding (id 0)
+                return Split(x, y)
             return Split(torch.randn(n, 4, generator=g), targets(labeled))
 
         train = split()
         unlabeled = torch.arange(n) % 4 == 3
-        if train.y.is_floating_point():
+        if tokens:
+            rows = train.y[unlabeled]
+            rows[rows >= 0] = UNLABELED
+            train.y[unlabeled] = rows
+        elif train.y.is_floating_point():
             train.y[unlabeled] = float("nan")
         else:
             train.y[unlabeled] = UNLABELED
@@ -97,6 +128,11 @@ class TaskContract(PluginContract):
     def perfect_outputs(self, plugin: Task, targets: torch.Tensor) -> torch.Tensor:
         """Model outputs that predict prepared ``targets`` exactly (0 on unlabeled rows)."""
         k = plugin.num_outputs(self._info(plugin))
+        if plugin.output_kind == "token_logits":
+            out = torch.zeros(*targets.shape, k)
+            keep = targets >= 0
+            out[keep] = torch.nn.functional.one_hot(targets[keep], k).float() * 10
+            return out
         if plugin.output_kind == "class_logits":
             out = torch.zeros(len(targets), k)
             keep = targets != UNLABELED
@@ -108,6 +144,13 @@ class TaskContract(PluginContract):
     def wrong_targets(self, plugin: Task, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Targets ``check`` must refuse, by what is wrong with them (from valid ones)."""
         n = len(targets)
+        if plugin.output_kind == "token_logits":
+            return {
+                "float tags": targets.float(),
+                "one tag per row": targets[:, 0].contiguous(),
+                "a position too many": torch.cat([targets, targets[:, :1]], dim=1),
+                "a tag below -2": targets - 5,
+            }
         if plugin.output_kind == "class_logits":
             return {
                 "float class ids": targets.float(),
@@ -137,8 +180,10 @@ class TaskContract(PluginContract):
         return plugin.prepare(splits)
 
     def _random_outputs(self, plugin: Task, n: int, seed: int = 1) -> torch.Tensor:
-        k = plugin.num_outputs(self._info(plugin))
-        return torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 2
+        info = self._info(plugin)
+        k = plugin.num_outputs(info)
+        shape = (n, int(info.input_shape[0]), k) if info.per_position else (n, k)
+        return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 2
 
     # -- checks -----------------------------------------------------------------------
 

@@ -1,17 +1,19 @@
 """Which tasks the search and the teacher trainer run end to end.
 
-Every step follows a :class:`~kdforge.interfaces.Task` whose outputs are one row per
-example of a kind in :data:`~kdforge.interfaces.OUTPUT_KINDS`. A task that declares
-another output kind (per-position outputs, for instance) is refused before anything
-runs, with one line instead of a shape error deep in a trial.
+Every step follows a :class:`~kdforge.interfaces.Task` whose outputs are of a kind in
+:data:`~kdforge.interfaces.OUTPUT_KINDS` (one row per example, or one per input
+position for ``token_logits``). A task that declares another output kind is refused
+before anything runs, with one line instead of a shape error deep in a trial; so is a
+search space that cannot give per-position outputs for per-position data.
 """
 
 from __future__ import annotations
 
+from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
-from kdforge.interfaces import OUTPUT_KINDS, Task
+from kdforge.interfaces import OUTPUT_KINDS, SearchSpace, Task
 
-__all__ = ["require_workflow_task"]
+__all__ = ["require_space_outputs", "require_workflow_task"]
 
 
 def require_workflow_task(task: Task, dataset: str, command: str) -> None:
@@ -30,5 +32,25 @@ def require_workflow_task(task: Task, dataset: str, command: str) -> None:
     raise ConfigError(
         f"task {task.name!r} (dataset {dataset!r}) gives outputs of kind "
         f"{task.output_kind!r}, and {command} handles {', '.join(OUTPUT_KINDS)} only",
-        hint="use a task with one output row per example",
+        hint=f"use a task whose output_kind is one of {', '.join(OUTPUT_KINDS)}",
+    )
+
+
+def require_space_outputs(space: SearchSpace, info: DataInfo, where: str) -> None:
+    """Refuse a space that cannot give the per-position outputs the data asks for.
+
+    Args:
+        space: The student (or teacher architecture) search space.
+        info: The data; :attr:`DataInfo.per_position` for token tagging.
+        where: Names the config key, for the message (``student space 'mlp'``).
+
+    Raises:
+        ConfigError: per-position data and a space without :attr:`SearchSpace.per_position`.
+    """
+    if not info.per_position or type(space).per_position:
+        return
+    raise ConfigError(
+        f"{where}: task {info.task!r} needs one output row per input position "
+        f"(n, seq_len, {info.num_classes}), and space {space.name!r} gives one row per example",
+        hint="use the `transformer` space, which tags every position of a token sequence",
     )

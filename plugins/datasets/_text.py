@@ -32,12 +32,20 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from kdforge.data import NOT_A_WORD
 from kdforge.errors import DataError
 from kdforge.interfaces import PluginParams
 
 # transformers belongs to the optional [hf] extra: imported only when text is tokenised.
 
-__all__ = ["TextEncoder", "TextParams", "load_tokenizer", "teacher_encoder", "teacher_info_fields"]
+__all__ = [
+    "TextEncoder",
+    "TextParams",
+    "encode_tagged_words",
+    "load_tokenizer",
+    "teacher_encoder",
+    "teacher_info_fields",
+]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -205,3 +213,65 @@ def teacher_info_fields(encoder: TextEncoder) -> dict[str, Any]:
         "teacher_vocab_size": fields.get("vocab_size"),
         "teacher_pad_token_id": fields.get("pad_token_id"),
     }
+
+
+def encode_tagged_words(
+    tokenizer: Any,
+    words: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[int]],
+    max_length: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and per-position tags of pre-split words (the first-sub-token rule).
+
+    Each word's tag goes to its first sub-token; its later sub-tokens, special tokens
+    (``[CLS]``, ``[SEP]``) and padding get ``-2`` (:data:`~kdforge.data.NOT_A_WORD`);
+    a word tagged ``-1`` (unknown) keeps ``-1`` at its first sub-token. Words cut off by
+    ``max_length`` lose their tags.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer (fast ones report word ids; slow ones are
+            aligned word by word).
+        words: One list of words per row.
+        tags: One tag id (or -1) per word of each row.
+        max_length: Positions per row (padded and truncated to it).
+
+    Returns:
+        int64 ids ``(n, max_length)`` and int64 tags ``(n, max_length)``.
+    """
+    rows = [list(map(str, w)) for w in words]
+    targets = np.full((len(rows), max_length), NOT_A_WORD, dtype=np.int64)
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(
+            rows,
+            is_split_into_words=True,
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="np",
+        )
+        for row, row_tags in enumerate(tags):
+            previous = None
+            for position, word in enumerate(encoded.word_ids(row)):
+                if word is not None and word != previous:
+                    targets[row, position] = row_tags[word]
+                previous = word
+        ids = np.asarray(encoded["input_ids"], dtype=np.int64)
+        return torch.from_numpy(ids), torch.from_numpy(targets)
+    # A slow tokenizer has no word ids: tokenise word by word, then add the specials.
+    ids = np.full((len(rows), max_length), int(tokenizer.pad_token_id), dtype=np.int64)
+    room = max_length - tokenizer.num_special_tokens_to_add()
+    for row, (row_words, row_tags) in enumerate(zip(rows, tags, strict=True)):
+        pieces: list[int] = []
+        firsts: list[int] = []  # per sub-token: the word's tag at its first, else -2
+        for word, tag in zip(row_words, row_tags, strict=True):
+            word_ids = tokenizer.encode(word, add_special_tokens=False)
+            pieces += word_ids
+            firsts += [tag] + [NOT_A_WORD] * (len(word_ids) - 1)
+        pieces, firsts = pieces[:room], firsts[:room]
+        full = tokenizer.build_inputs_with_special_tokens(pieces)
+        special = tokenizer.get_special_tokens_mask(pieces)
+        aligned = iter(firsts)
+        for position, (token, is_special) in enumerate(zip(full, special, strict=True)):
+            ids[row, position] = token
+            targets[row, position] = NOT_A_WORD if is_special else next(aligned)
+    return torch.from_numpy(ids), torch.from_numpy(targets)

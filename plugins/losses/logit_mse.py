@@ -14,6 +14,8 @@ Comparing raw outputs makes sense for every task, so ``CE`` is the task's label 
 (:meth:`~kdforge.interfaces.LossStrategy.label_loss`): cross-entropy for
 classification, binary cross-entropy for multi-label outputs, MSE (or Huber) for
 regression, where the whole loss is regression on labels and teacher predictions.
+Per-position logits ``(n, T, K)`` (token tagging) are compared at the positions that
+hold a word only (target ``!= -2``): the mean runs over those positions and the classes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 import kdforge
 from kdforge.errors import PluginError
 from kdforge.interfaces import HParam, LossResult, LossStrategy, ModelOutput
+from kdforge.plugins.losses._positions import position_mean
 
 
 class LogitMSE(LossStrategy):
@@ -32,7 +35,7 @@ class LogitMSE(LossStrategy):
     name = "logit_mse"
     # Raw outputs are compared before any softmax or sigmoid, so the same regression
     # fits per-class logits, per-label logits and real-valued predictions alike.
-    output_kinds = frozenset({"class_logits", "label_logits", "values"})
+    output_kinds = frozenset({"class_logits", "label_logits", "values", "token_logits"})
     hyperparameters = (
         HParam("alpha", 0.0, 1.0, default=1.0, help="Weight of the logit regression term."),
     )
@@ -44,7 +47,11 @@ class LogitMSE(LossStrategy):
         if student.logits is None or teacher.logits is None:
             raise PluginError("logit_mse needs logits from both the student and the teacher")
         alpha = self.hparams["alpha"]
-        mse = F.mse_loss(student.logits, teacher.logits)
+        if student.logits.dim() == 3:
+            squared = F.mse_loss(student.logits, teacher.logits, reduction="none").mean(-1)
+            mse = position_mean(squared, labels)
+        else:
+            mse = F.mse_loss(student.logits, teacher.logits)
         ce = self.label_loss(student.logits, labels)
         total = (1.0 - alpha) * ce + alpha * mse
         return LossResult(total, {"mse": float(mse.detach()), "ce": float(ce.detach())})

@@ -6,6 +6,11 @@ downloaded, and a hub id that is not a local folder is an error.
 
 * ``task: sequence_classification`` (``AutoModelForSequenceClassification``): logits
   plus the pooled embedding as a feature;
+* ``task: token_classification`` (``AutoModelForTokenClassification``): logits per
+  token position ``(n, seq_len, labels)`` for token tagging (the ``text`` dataset's
+  ``tags_column``); a folder whose ``config.json`` names a ``*ForTokenClassification``
+  architecture is refused under ``sequence_classification`` (its head would be
+  replaced by a random one);
 * ``task: encoder`` (``AutoModel``): no logits; the pooled embedding (and hidden
   states) only, for embedding distillation.
 
@@ -48,9 +53,10 @@ class HuggingFaceParams(PluginParams):
     """Parameters of the ``huggingface`` teacher."""
 
     path: str = Field(description="Local folder written by save_pretrained (no hub ids).")
-    task: Literal["sequence_classification", "encoder"] = Field(
+    task: Literal["sequence_classification", "token_classification", "encoder"] = Field(
         "sequence_classification",
-        description="sequence_classification: logits + pooled; encoder: embeddings only.",
+        description="sequence_classification: logits + pooled; token_classification: "
+        "logits per token (tagging); encoder: embeddings only.",
     )
     pooling: Literal["cls", "mean", "pooler"] = Field(
         "cls", description="How the 'pooled' feature is made from the last hidden state."
@@ -103,6 +109,15 @@ class HuggingFaceTeacher(Teacher):
                 hint="save the model locally with model.save_pretrained(folder) and "
                 "tokenizer.save_pretrained(folder), and set teacher.params.path to it",
             )
+        architectures = json.loads((folder / "config.json").read_text()).get("architectures")
+        if params.task == "sequence_classification" and any(
+            str(a).endswith("ForTokenClassification") for a in architectures or []
+        ):
+            raise CheckpointError(
+                f"{_WHERE}: {params.path} holds a token classification model "
+                f"({', '.join(architectures)}), not a sequence classifier",
+                hint="set teacher.params.task: token_classification (tagging data)",
+            )
         with offline_hub():
             try:
                 import transformers
@@ -110,11 +125,11 @@ class HuggingFaceTeacher(Teacher):
                 raise CheckpointError(
                     f"{_WHERE}: needs the `transformers` package", hint="pip install 'kdforge[hf]'"
                 ) from None
-            loader = (
-                transformers.AutoModelForSequenceClassification
-                if params.task == "sequence_classification"
-                else transformers.AutoModel
-            )
+            loader = {
+                "sequence_classification": transformers.AutoModelForSequenceClassification,
+                "token_classification": transformers.AutoModelForTokenClassification,
+                "encoder": transformers.AutoModel,
+            }[params.task]
             try:
                 model = loader.from_pretrained(str(folder), local_files_only=True)
             except (OSError, ValueError, KeyError) as exc:
@@ -145,7 +160,8 @@ class HuggingFaceTeacher(Teacher):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> ModelOutput:
-        """Logits (classification) and features for one batch of token ids."""
+        """Logits (``(n, labels)``, or ``(n, seq_len, labels)`` per token) and features
+        for one batch of token ids."""
         params = self.params
         assert isinstance(params, HuggingFaceParams)
         ids = x.long()
@@ -167,7 +183,7 @@ class HuggingFaceTeacher(Teacher):
         features = {"pooled": pooled}
         if params.hidden_states:
             features.update({f"hidden_{i}": h for i, h in enumerate(hidden)})
-        logits = getattr(out, "logits", None) if params.task == "sequence_classification" else None
+        logits = getattr(out, "logits", None) if params.task != "encoder" else None
         return ModelOutput(logits, features)
 
     def fingerprint(self) -> str:
@@ -183,10 +199,10 @@ class HuggingFaceTeacher(Teacher):
         return "int64"
 
     def expected_num_classes(self) -> int | None:
-        """``num_labels`` of a classification model (None for an encoder)."""
+        """``num_labels`` of a classification or tagging model (None for an encoder)."""
         params = self.params
         assert isinstance(params, HuggingFaceParams)
-        if params.task != "sequence_classification":
+        if params.task == "encoder":
             return None
         return int(self._model.config.num_labels)
 

@@ -18,6 +18,7 @@ from kdforge.plugins.losses.hinton_kd import HintonKD
 from kdforge.plugins.tasks.classification import Classification
 from kdforge.plugins.tasks.multilabel import Multilabel
 from kdforge.plugins.tasks.regression import Regression
+from kdforge.plugins.tasks.token_classification import TokenClassification
 from kdforge.search_spaces.cnn import CNNSpace
 from kdforge.search_spaces.mlp import MLPSpace
 from kdforge.search_spaces.resnet import ResNetSpace
@@ -126,6 +127,11 @@ class TestMultilabel(TaskContract):
 class TestRegression(TaskContract):
     plugin_class = Regression
     registered_name = "regression"
+
+
+class TestTokenClassification(TaskContract):
+    plugin_class = TokenClassification
+    registered_name = "token_classification"
 
 
 class TestRegressionHuberUnscaled(TaskContract):

@@ -116,8 +116,12 @@ def test_the_workflow_refuses_a_task_whose_outputs_it_does_not_handle() -> None:
     task = instantiate("task", PluginRef(name="regression"), "task")
     require_workflow_task(task, "houses", "kdforge search")
 
-    class PerToken(type(task)):  # type: ignore[misc]
-        output_kind = "token_logits"
+    require_workflow_task(
+        instantiate("task", PluginRef(name="token_classification"), "t"), "ner", "x"
+    )
 
-    with pytest.raises(ConfigError, match=r"kind 'token_logits'.*handles class_logits"):
-        require_workflow_task(PerToken(), "ner", "kdforge search")
+    class PerSpan(type(task)):  # type: ignore[misc]
+        output_kind = "span_logits"
+
+    with pytest.raises(ConfigError, match=r"kind 'span_logits'.*handles class_logits"):
+        require_workflow_task(PerSpan(), "ner", "kdforge search")

@@ -27,6 +27,20 @@ class TestHintonKD(LossContract):
     registered_name = "hinton_kd"
 
 
+class TestHintonKDPerPosition(LossContract):
+    """Token tagging logits (n, T, K), padding positions (-2) masked."""
+
+    plugin_class = HintonKD
+    registered_name = "hinton_kd"
+    output_kind = "token_logits"
+
+
+class TestLogitMSEPerPosition(LossContract):
+    plugin_class = LogitMSE
+    registered_name = "logit_mse"
+    output_kind = "token_logits"
+
+
 class TestLogitMSE(LossContract):
     plugin_class = LogitMSE
     registered_name = "logit_mse"

@@ -289,7 +289,7 @@ def test_feature_loss_label_term_is_the_tasks() -> None:
 def test_builtin_losses_declare_their_output_kinds() -> None:
     every = frozenset(OUTPUT_KINDS)
     expected = {
-        "hinton_kd": {"class_logits"},
+        "hinton_kd": {"class_logits", "token_logits"},
         "dkd": {"class_logits"},
         "logit_mse": every,
         "fitnets": every,
@@ -309,7 +309,10 @@ def _composite(*names: str) -> Any:
 
 
 def test_composite_takes_the_intersection_of_its_terms_kinds() -> None:
-    assert Composite.supported_output_kinds(_composite("hinton_kd", "fitnets")) == {"class_logits"}
+    assert Composite.supported_output_kinds(_composite("hinton_kd", "fitnets")) == {
+        "class_logits",
+        "token_logits",
+    }
     assert Composite.supported_output_kinds(_composite("regression_kd", "rkd")) == {"values"}
     assert Composite.supported_output_kinds(_composite("logit_mse", "fitnets")) == frozenset(
         OUTPUT_KINDS
