@@ -60,7 +60,7 @@ UNLABELED = -1
 NOT_A_WORD = -2
 
 #: Tasks whose targets and model outputs hold one row per input position ``(n, T, ...)``.
-PER_POSITION_TASKS: frozenset[str] = frozenset({"token_classification"})
+PER_POSITION_TASKS: frozenset[str] = frozenset({"token_classification", "language_modeling"})
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,11 @@ class DataInfo:
             ids; ``"regression"``: float rows of real values; ``"multilabel"``: float
             rows of 0/1 labels); a config without a ``task`` section uses it. For the
             other tasks ``num_classes`` is the number of model outputs (targets or
-            labels) and ``class_names`` their names.
+            labels) and ``class_names`` their names. ``"token_classification"``:
+            int64 ``(n, seq_len)`` tags per position (``-1`` unknown, ``-2``
+            :data:`NOT_A_WORD`); ``num_classes`` is the number of tags.
+            ``"language_modeling"``: int64 ``(n, seq_len)`` token ids to predict;
+            ``num_classes`` is the vocabulary size.
         teacher_input_shape: When the teacher reads another view of the same rows
             (``Split.teacher_x``, e.g. token ids for a transformer teacher while the
             student reads bag-of-words vectors): the shape of one teacher example.
@@ -90,11 +94,6 @@ class DataInfo:
         teacher_input_dtype: The teacher view's dtype name (None: ``input_dtype``).
         teacher_vocab_size: The teacher view's vocabulary size, for token ids.
         teacher_pad_token_id: The teacher view's padding id, for token ids.
-
-    @property
-            labels) and ``class_names`` their names. ``"token_classification"``:
-            int64 ``(n, seq_len)`` tags per position (``-1`` unknown, ``-2``
-            :data:`NOT_A_WORD`); ``num_classes`` is the number of tags.
     """
 
     name: str

@@ -264,6 +264,9 @@ class SearchSpace(_Plugin):
     #: when the data asks for it (:attr:`DataInfo.per_position`, token tagging); the
     #: host refuses per-position data for a space that does not.
     per_position: ClassVar[bool] = False
+    #: Whether a position's output never depends on later positions (a causal mask);
+    #: causal language modeling refuses a space that does not say so.
+    causal: ClassVar[bool] = False
 
     @staticmethod
     def shown_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
@@ -521,6 +524,11 @@ class Task(_Plugin):
         units (default: None, the raw outputs). It is part of saved checkpoints, exported
         and served models; it must not squash logits (teachers are rebuilt with it)."""
         return None
+
+    def needs_causal_student(self) -> bool:
+        """Whether a student must not see later positions (causal language modeling);
+        the search refuses a space that does not say ``SearchSpace.causal``."""
+        return False
 
     def output_scale(self) -> float:
         """How much :meth:`output_head` magnifies an output's error (default 1.0): the

@@ -92,6 +92,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kdforge.plugins.tasks.multilabel",
     "kdforge.plugins.tasks.regression",
     "kdforge.plugins.tasks.token_classification",
+    "kdforge.plugins.tasks.language_modeling",
     "kdforge.search_spaces.mlp",
     "kdforge.search_spaces.cnn",
     "kdforge.search_spaces.resnet",

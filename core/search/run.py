@@ -34,7 +34,7 @@ from kdforge.search.trial import TrialPayload
 from kdforge.teacher.cache import cache_dir_for, prepare_teacher_outputs, share_mode
 from kdforge.teacher.inference import TeacherInference
 from kdforge.teacher.outputs import TeacherOutputs, training_inputs
-from kdforge.training.supported_tasks import require_workflow_task
+from kdforge.training.supported_tasks import require_causal_space, require_workflow_task
 
 __all__ = ["LoadedData", "SearchRun", "build_payload", "load_data", "prepare_run", "with_task"]
 
@@ -138,6 +138,7 @@ def with_task(plan: SearchPlan, splits: DataSplits) -> tuple[SearchPlan, DataSpl
             loss_needs=loss_cls.needs(loss_params),
         )
     check_loss_fits_task(config.loss.name, plan.loss_params, task)
+    require_causal_space(task, plan.space, f"student space {config.student.name!r}")
     metric = task.selection_metric
     objectives = resolve_objectives(
         config.objectives,

@@ -31,7 +31,11 @@ from kdforge.tracking.store import (
     setup_experiment,
 )
 from kdforge.training.evaluate import count_parameters, evaluate
-from kdforge.training.supported_tasks import require_space_outputs, require_workflow_task
+from kdforge.training.supported_tasks import (
+    require_causal_space,
+    require_space_outputs,
+    require_workflow_task,
+)
 from kdforge.training.trainer import TrainSettings, train_model
 from kdforge.wording import plural
 
@@ -72,6 +76,7 @@ def train_teacher(
     task.check(raw_splits)
     splits = task.prepare(raw_splits)
     require_space_outputs(space, splits.info, f"architecture {config.architecture.name!r}")
+    require_causal_space(task, space, f"architecture {config.architecture.name!r}")
     metric = task.selection_metric
     arch = dict(config.architecture.params)
     torch.manual_seed(config.seed)

@@ -13,7 +13,7 @@ from kdforge.data import DataInfo
 from kdforge.errors import ConfigError
 from kdforge.interfaces import OUTPUT_KINDS, SearchSpace, Task
 
-__all__ = ["require_space_outputs", "require_workflow_task"]
+__all__ = ["require_causal_space", "require_space_outputs", "require_workflow_task"]
 
 
 def require_workflow_task(task: Task, dataset: str, command: str) -> None:
@@ -53,4 +53,24 @@ def require_space_outputs(space: SearchSpace, info: DataInfo, where: str) -> Non
         f"{where}: task {info.task!r} needs one output row per input position "
         f"(n, seq_len, {info.num_classes}), and space {space.name!r} gives one row per example",
         hint="use the `transformer` space, which tags every position of a token sequence",
+    )
+
+
+def require_causal_space(task: Task, space: SearchSpace, where: str) -> None:
+    """Refuse a space whose positions see later ones when the task predicts the next token.
+
+    Args:
+        task: The task (:meth:`Task.needs_causal_student`).
+        space: The student (or teacher architecture) search space.
+        where: Names the config key, for the message (``student space 'transformer'``).
+
+    Raises:
+        ConfigError: a causal task and a space without :attr:`SearchSpace.causal`.
+    """
+    if not task.needs_causal_student() or type(space).causal:
+        return
+    raise ConfigError(
+        f"{where}: task {task.name!r} predicts the next token, and space {space.name!r} "
+        "lets every position see the later ones (it would read its answer)",
+        hint="use task params mode: masked with this space, or a causal space",
     )

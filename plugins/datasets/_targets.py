@@ -21,12 +21,15 @@ from kdforge.errors import DataError
 from kdforge.plugins.datasets._splits import FileDatasetParams, SplitRows, assemble_splits
 
 __all__ = [
+    "POSITION_TASKS",
     "TASKS",
     "TaskName",
     "binary_values",
     "check_binary_rows",
     "float_targets",
     "make_float_splits",
+    "make_position_splits",
+    "position_targets",
     "refuse_rows_for_classification",
     "row_codes",
     "unstratified",
@@ -35,6 +38,9 @@ __all__ = [
 #: The tasks a dataset's targets can be made for (``DataInfo.task``).
 TASKS = ("classification", "regression", "multilabel")
 TaskName = Literal["classification", "regression", "multilabel"]
+
+#: Tasks whose targets are integer rows, one value per input position.
+POSITION_TASKS = ("token_classification", "language_modeling")
 
 _TRUE = frozenset({"1", "1.0", "true"})
 _FALSE = frozenset({"0", "0.0", "false"})
@@ -224,3 +230,54 @@ def float_targets(
             f"{where}: target_names has {len(names)} names for {width} columns of labels"
         )
     return targets, names
+
+
+def position_targets(
+    sources: Sequence[tuple[str, np.ndarray, np.ndarray | None]], task: str, where: str
+) -> np.ndarray:
+    """Per-position integer targets ``(n, seq_len)`` of every source (``-1`` rows for
+    a source without labels: transfer rows, distilled at every position).
+
+    Args:
+        sources: ``(split or source key, inputs, labels or None)`` per source.
+        task: ``token_classification`` or ``language_modeling``.
+        where: Names the dataset for error messages.
+
+    Raises:
+        DataError: labels that are not integer rows as long as the input rows, or a
+            value below -2.
+    """
+    parts = []
+    for key, x, y in sources:
+        length = int(x.shape[1]) if x.ndim == 2 else -1
+        if y is None:
+            parts.append(np.full((len(x), max(length, 0)), UNLABELED, dtype=np.int64))
+            continue
+        if y.dtype.kind not in "iu" or y.ndim != 2 or x.ndim != 2 or y.shape != x.shape:
+            raise DataError(
+                f"{where}: {_which(key)} are {_holds(y)} for inputs of shape "
+                f"{tuple(x.shape)}; task {task} needs one integer target per input "
+                "position (rows, seq_len) of token ids",
+                hint="-1 marks a position only distilled, -2 padding",
+            )
+        if y.size and int(y.min()) < -2:
+            raise DataError(f"{where}: {_which(key)} hold {int(y.min())}, below -2")
+        parts.append(np.asarray(y, dtype=np.int64))
+    return np.concatenate(parts) if parts else np.empty((0, 0), np.int64)
+
+
+def make_position_splits(
+    info: DataInfo,
+    rows: SplitRows,
+    targets: np.ndarray,
+    inputs_for: Callable[[str, np.ndarray], Inputs],
+) -> DataSplits:
+    """:func:`make_splits` for per-position targets (transfer rows become ``-1``)."""
+
+    def split(name: str, picked: np.ndarray, hide: bool) -> Split:
+        y = np.ascontiguousarray(targets[picked])
+        if hide:
+            y = np.where(y == -2, -2, UNLABELED).astype(np.int64)  # padding stays padding
+        return Split(inputs_for(name, picked), torch.from_numpy(y))
+
+    return assemble_splits(info, rows, split)

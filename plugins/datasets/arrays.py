@@ -48,9 +48,12 @@ from kdforge.plugins.datasets._splits import (
     make_splits,
 )
 from kdforge.plugins.datasets._targets import (
+    POSITION_TASKS,
     TaskName,
     float_targets,
     make_float_splits,
+    make_position_splits,
+    position_targets,
     refuse_rows_for_classification,
     row_codes,
     unstratified,
@@ -75,16 +78,38 @@ class ArraysParams(FileDatasetParams):
     scale: float | None = Field(
         None, description="Multiply float inputs by this (e.g. 0.00392 for 0-255 pixels)."
     )
-    task: TaskName = Field(
+    task: TaskName | Literal["token_classification", "language_modeling"] = Field(
         "classification",
         description="What y holds: classification (class ids (n,)), regression (float "
-        "targets (n, R) or (n,)) or multilabel (0/1 labels (n, L)); NaN = unknown.",
+        "targets (n, R) or (n,)) or multilabel (0/1 labels (n, L)); NaN = unknown. "
+        "token_classification / language_modeling: int64 (n, seq_len) per token-id input "
+        "position (tag ids, or the token to predict; -1 only distilled, -2 padding).",
+    )
+    num_classes: int | None = Field(
+        None,
+        ge=1,
+        description="Per-position tasks: tags, or the vocabulary size of language "
+        "modeling (default: the largest id in x or y, plus one).",
+    )
+    pad_token_id: int | None = Field(
+        None, description="Per-position tasks: the input id that marks padding."
     )
     target_names: list[str] | None = Field(
         None,
         description="Names of y's columns for regression/multilabel (default: "
         "target_0.. or label_0..).",
     )
+
+    @model_validator(mode="after")
+    def _sizes_need_positions(self) -> ArraysParams:
+        if self.task not in POSITION_TASKS and (
+            self.num_classes is not None or self.pad_token_id is not None
+        ):
+            raise ValueError(
+                "num_classes and pad_token_id describe per-position targets; set task: "
+                "token_classification or task: language_modeling"
+            )
+        return self
 
     @model_validator(mode="after")
     def _names_need_columns(self) -> ArraysParams:
@@ -171,7 +196,17 @@ class Arrays(DatasetPlugin):
         dtype = dtypes.pop()
         given = [g for _, a, _, g in sources for _ in range(len(a))]
         targets: np.ndarray | None = None
-        if params.task == "classification":
+        positions: np.ndarray | None = None
+        vocab: int | None = None
+        if params.task in POSITION_TASKS:
+            positions = position_targets([(k, x, y) for k, x, y, _ in sources], params.task, where)
+            vocab, outputs = _position_sizes(sources, positions, params, where)
+            classes = tuple(str(i) for i in range(outputs))
+            codes = np.where((positions >= 0).any(axis=1), 0, UNLABELED).astype(np.int64)
+            rows = assign_splits(
+                codes, given if any(given) else None, unstratified(params), seed, where
+            )
+        elif params.task == "classification":
             refuse_rows_for_classification([(k, y) for k, _, y, _ in sources], where)
             labels, classes = encode_labels(_all_labels(sources), where)
             rows = assign_splits(labels, given if any(given) else None, params, seed, where)
@@ -199,10 +234,17 @@ class Arrays(DatasetPlugin):
             input_shape=shapes.pop(),
             num_classes=len(classes),
             input_dtype=str(dtype).removeprefix("torch."),
-            class_names=classes,
+            # A vocabulary's ids need no names; tags keep theirs from num_classes.
+            class_names=None if params.task == "language_modeling" else classes,
             task=params.task,
+            vocab_size=vocab,
+            pad_token_id=params.pad_token_id if positions is not None else None,
         )
-        if targets is None:
+        if positions is not None:
+            splits = make_position_splits(
+                info, rows, positions, lambda _, picked: concat_sources(table, picked, read)
+            )
+        elif targets is None:
             splits = make_splits(
                 info, rows, labels, lambda _, picked: concat_sources(table, picked, read)
             )
@@ -271,6 +313,35 @@ def _npz_sources(file: Path, split: str, params: ArraysParams, where: str) -> li
             )
         y = archive[yk] if yk in members else None
         return [(split or "all", archive[xk], y, split)]
+
+
+def _position_sizes(
+    sources: list[Source], targets: np.ndarray, params: ArraysParams, where: str
+) -> tuple[int, int]:
+    """``(input vocabulary size, outputs per position)`` of per-position data.
+
+    Language modeling predicts input tokens: both are the vocabulary (``num_classes``,
+    else the largest id seen, plus one). Tagging reads any ids and predicts tags.
+
+    Raises:
+        DataError: an id at or above a given ``num_classes``.
+    """
+    vocab = 1 + max(
+        [int(np.max(x)) for _, x, _, _ in sources if x.size and x.dtype.kind in "iu"] or [0]
+    )
+    top = int(targets.max()) + 1 if targets.size else 0
+    if params.task == "language_modeling":
+        size = params.num_classes or max(vocab, top)
+        if max(vocab, top) > size:
+            raise DataError(
+                f"{where}: token ids go up to {max(vocab, top) - 1}, but num_classes "
+                f"(the vocabulary size) is {size}"
+            )
+        return size, size
+    classes = params.num_classes or top
+    if top > classes:
+        raise DataError(f"{where}: tags go up to {top - 1}, but num_classes is {classes}")
+    return vocab, classes
 
 
 def _all_labels(sources: list[Source]) -> Any:

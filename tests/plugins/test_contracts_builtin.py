@@ -16,6 +16,7 @@ from kdforge.plugins.datasets.digits import Digits
 from kdforge.plugins.exporters.onnx import OnnxExporter
 from kdforge.plugins.losses.hinton_kd import HintonKD
 from kdforge.plugins.tasks.classification import Classification
+from kdforge.plugins.tasks.language_modeling import LanguageModeling
 from kdforge.plugins.tasks.multilabel import Multilabel
 from kdforge.plugins.tasks.regression import Regression
 from kdforge.plugins.tasks.token_classification import TokenClassification
@@ -132,6 +133,13 @@ class TestRegression(TaskContract):
 class TestTokenClassification(TaskContract):
     plugin_class = TokenClassification
     registered_name = "token_classification"
+
+
+class TestLanguageModeling(TaskContract):
+    plugin_class = LanguageModeling
+    # The contract's example tags are not next tokens: masked mode checks no shift.
+    plugin_params: ClassVar[dict[str, Any]] = {"mode": "masked"}
+    registered_name = "language_modeling"
 
 
 class TestRegressionHuberUnscaled(TaskContract):

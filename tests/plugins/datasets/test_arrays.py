@@ -201,3 +201,46 @@ def test_labels_that_do_not_fit_the_task_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="target_names names the columns"):
         ref = PluginRef(name="arrays", params={"path": "d.npz", "target_names": ["a"]})
         instantiate("dataset", ref, "dataset")
+
+
+def _position_npz(path: Path, *, causal: bool = True, rows: int = 50) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 30, size=(rows, 8))
+    y = np.concatenate([x[:, 1:], np.full((rows, 1), -2)], axis=1) if causal else x % 3
+    parts = {"train": slice(0, 30), "val": slice(30, 40), "test": slice(40, rows)}
+    arrays = {
+        f"{k}_{name}": a[rows_of]
+        for name, rows_of in parts.items()
+        for k, a in (("x", x), ("y", y))
+    }
+    np.savez(path, **arrays, x_transfer=x[:10])
+    return path
+
+
+def test_language_modeling_targets_per_position(tmp_path: Path) -> None:
+    from kdforge.config import PluginRef
+    from kdforge.plugin_host.resolve import instantiate
+
+    splits = _load(_position_npz(tmp_path / "lm.npz"), task="language_modeling", num_classes=32)
+    info = splits.info
+    assert info.task == "language_modeling" and info.per_position
+    assert info.num_classes == 32 and info.vocab_size == 32 and info.class_names is None
+    assert splits.train.y.dtype == torch.int64 and splits.train.y.shape[1] == 8
+    # Transfer rows (no y) are distilled at every position and scored at none.
+    assert set(splits.transfer.y.unique().tolist()) == {-1}
+    task = instantiate("task", PluginRef(name="language_modeling"), "task")
+    task.check(splits)  # causal: every target is the next input token
+
+
+def test_token_tags_per_position_and_refusals(tmp_path: Path) -> None:
+    splits = _load(_position_npz(tmp_path / "t.npz", causal=False), task="token_classification")
+    assert splits.info.num_classes == 3 and splits.info.vocab_size == 30
+    with pytest.raises(DataError, match="tags go up to 2, but num_classes is 2"):
+        _load(tmp_path / "t.npz", task="token_classification", num_classes=2)
+    with pytest.raises(DataError, match="token ids go up to 29, but num_classes"):
+        _load(tmp_path / "t.npz", task="language_modeling", num_classes=10)
+    np.savez(tmp_path / "flat.npz", x=np.zeros((20, 8), np.int64), y=np.zeros(20, np.int64))
+    with pytest.raises(DataError, match="one integer target per input position"):
+        _load(tmp_path / "flat.npz", task="language_modeling")
+    with pytest.raises(ValueError, match="num_classes and pad_token_id describe per-position"):
+        _load(tmp_path / "flat.npz", num_classes=3)

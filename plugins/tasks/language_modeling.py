@@ -1,0 +1,154 @@
+"""Task ``language_modeling``: a distribution over the vocabulary at every position.
+
+Inputs are token ids ``(n, T)``; the model gives one logit per vocabulary entry at every
+position, ``(n, T, V)`` (output kind ``token_logits``, ``num_classes`` = V). Targets are
+int64 ``(n, T)``: the token to predict at each position, or
+
+* ``-1`` (:data:`~kdforge.data.UNLABELED`): a position whose token is not scored but
+  is distilled (the teacher's distribution still teaches it: transfer rows);
+* ``-2`` (:data:`~kdforge.data.NOT_A_WORD`): a position that is neither (padding; in a
+  masked model, the positions that were not masked, as DistilBERT's loss did).
+
+Two ``mode`` values, as the data prepares them:
+
+* ``causal``: the target at position ``t`` is the input token at ``t + 1`` (the next
+  token); the last real position predicts nothing. :meth:`check` verifies the shift.
+* ``masked``: the inputs hold the mask token at the masked positions and the targets
+  the original token there (BERT's 15% with 80/10/10, done by the dataset).
+
+The label loss is cross-entropy over the scored positions, the soft target the softmax
+per position at temperature T. Selection uses validation **perplexity** (``exp`` of the
+mean cross-entropy per scored token): lower is better. Token accuracy is reported beside.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+import kdforge
+from kdforge.data import NOT_A_WORD, UNLABELED, DataInfo, DataSplits
+from kdforge.errors import DataError
+from kdforge.interfaces import PluginParams, Task
+
+__all__ = ["LanguageModeling", "LanguageModelingParams"]
+
+
+class LanguageModelingParams(PluginParams):
+    """Parameters of the ``language_modeling`` task."""
+
+    mode: Literal["causal", "masked"] = Field(
+        "causal",
+        description="causal: each position predicts the next input token (checked); "
+        "masked: the targets are the original tokens at the masked positions.",
+    )
+
+
+class LanguageModeling(Task):
+    """Per-position vocabulary logits, next-token or masked-token cross-entropy, perplexity."""
+
+    name = "language_modeling"
+    Params = LanguageModelingParams
+    output_kind = "token_logits"
+    metric = "perplexity"
+    higher_is_better = False
+    metric_names = ("perplexity", "token_acc")
+    # A failed trial must rank below any trained model: far above a uniform guess over
+    # any vocabulary a student is distilled on.
+    metric_failed_value = 1e9
+
+    def num_outputs(self, info: DataInfo) -> int:
+        """The vocabulary size (logits per position)."""
+        return info.num_classes
+
+    def check(self, splits: DataSplits) -> None:
+        """Targets must be int64 ``(n, T)`` token ids in ``[0, V)``, -1 or -2; in causal
+        mode each scored target must be the next input token."""
+        assert isinstance(self.params, LanguageModelingParams)
+        vocab = splits.info.num_classes
+        shape = tuple(splits.info.input_shape)
+        for name, split in splits.named_splits().items():
+            y = split.y
+            if y.ndim != 2 or y.dtype != torch.int64:
+                raise DataError(
+                    f"task language_modeling: the {name} split's targets are {y.dtype} of "
+                    f"shape {tuple(y.shape)}, not int64 (rows, seq_len) token ids",
+                    hint="give the token to predict at each position, -1 for a position "
+                    "only distilled, -2 for padding",
+                )
+            if len(shape) == 1 and y.shape[1] != shape[0]:
+                raise DataError(
+                    f"task language_modeling: the {name} split has {y.shape[1]} targets per "
+                    f"row but {shape[0]} token positions per input"
+                )
+            if y.numel() and (int(y.min()) < NOT_A_WORD or int(y.max()) >= vocab):
+                raise DataError(
+                    f"task language_modeling: the {name} split has targets from "
+                    f"{int(y.min())} to {int(y.max())}, outside the vocabulary 0..{vocab - 1} "
+                    "(and -1, -2)"
+                )
+            if self.params.mode == "causal" and isinstance(split.x, torch.Tensor):
+                self._check_shift(name, split.x, y)
+
+    @staticmethod
+    def _check_shift(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Causal targets are the inputs moved one position left."""
+        if x.shape != y.shape:
+            raise DataError(
+                f"task language_modeling: the {name} split has inputs {tuple(x.shape)} but "
+                f"targets {tuple(y.shape)}; they must have one target per input position"
+            )
+        scored = y[:, :-1] >= 0
+        wrong = scored & (y[:, :-1] != x[:, 1:])
+        if bool(wrong.any()) or bool((y[:, -1] >= 0).any()):
+            row = int(wrong.any(dim=1).nonzero()[0]) if bool(wrong.any()) else 0
+            raise DataError(
+                f"task language_modeling (mode causal): the {name} split's targets are not "
+                f"the next input tokens (first at row {row})",
+                hint="target[t] must be input[t + 1] (-2 at the last position); for "
+                "masked-token targets set task.params.mode: masked",
+            )
+
+    def needs_causal_student(self) -> bool:
+        """In causal mode a student that saw position ``t + 1`` would read its answer."""
+        assert isinstance(self.params, LanguageModelingParams)
+        return self.params.mode == "causal"
+
+    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
+        """Rows with at least one scored position."""
+        return (targets >= 0).any(dim=1)
+
+    def label_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy per scored token (0 when none is)."""
+        flat = targets.reshape(-1).clamp_min(UNLABELED)  # -2 and -1 alike: not scored
+        total = F.cross_entropy(
+            outputs.reshape(-1, outputs.shape[-1]), flat, ignore_index=UNLABELED, reduction="sum"
+        )
+        return total / (flat != UNLABELED).sum().clamp_min(1)
+
+    def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The vocabulary distribution at every position, at ``temperature``."""
+        return torch.softmax(outputs / temperature, dim=-1)
+
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Perplexity (``exp`` of the mean cross-entropy per scored token) and token accuracy."""
+        targets = targets.to(outputs.device)
+        keep = targets >= 0
+        if not bool(keep.any()):
+            return dict.fromkeys(self.metric_names, float("nan"))
+        logits, truth = outputs[keep].float(), targets[keep]
+        cross_entropy = float(F.cross_entropy(logits, truth))
+        return {
+            "perplexity": math.exp(min(cross_entropy, 700.0)),  # no overflow to inf
+            "token_acc": float((logits.argmax(dim=-1) == truth).float().mean()),
+        }
+
+
+@kdforge.hookimpl
+def register_tasks(register: kdforge.Register) -> None:
+    """Register the ``language_modeling`` task."""
+    register("language_modeling", LanguageModeling)
