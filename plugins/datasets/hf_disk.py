@@ -12,7 +12,8 @@ column decides the encoding:
   ``teacher_representation`` gives the teacher its own view of the rows).
 
 Labels come from ``label_column`` (``ClassLabel`` names are kept; ``-1`` or empty =
-unlabeled). Arrow files are memory-mapped, so array and image columns of datasets
+unlabeled); or, for regression, from the numeric ``targets`` columns, and for
+multi-label data from the 0/1 ``labels`` columns (one output each, None = unknown). Arrow files are memory-mapped, so array and image columns of datasets
 bigger than memory stream from disk; text columns are encoded in memory.
 """
 
@@ -25,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import kdforge
 from kdforge.batching import apply_storage
@@ -43,6 +44,12 @@ from kdforge.plugins.datasets._splits import (
     make_splits,
     normalize_split_name,
     with_teacher_view,
+)
+from kdforge.plugins.datasets._targets import (
+    float_targets,
+    make_float_splits,
+    row_codes,
+    unstratified,
 )
 from kdforge.plugins.datasets._text import (
     TextEncoder,
@@ -73,6 +80,28 @@ class HFDiskParams(FileDatasetParams):
     text: TextParams | None = Field(
         None, description="String column: tokenizer and representation (see dataset text)."
     )
+    targets: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Regression: numeric columns, one target each (task regression; "
+        "None/NaN = unknown); label_column is then not read.",
+    )
+    labels: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Multilabel: 0/1 (or bool) columns, one label each (task multilabel).",
+    )
+
+    @model_validator(mode="after")
+    def _one_target_form(self) -> HFDiskParams:
+        if self.targets and self.labels:
+            raise ValueError("give targets (regression) or labels (multilabel), not both")
+        return self
+
+    @property
+    def target_columns(self) -> list[str]:
+        """The regression or multilabel columns (empty: class labels in label_column)."""
+        return list(self.targets or self.labels or [])
 
 
 class _HFInputs(LazyInputs):
@@ -213,9 +242,23 @@ class HFDisk(DatasetPlugin):
         first = next(iter(members.values()))
         column = _input_column(first, params, where)
         kind = _column_kind(first.features[column])
-        labels, classes = _labels(members, params.label_column, where)
         given = [given_by_member[k] for k, m in members.items() for _ in range(len(m))]
-        rows = assign_splits(labels, given if any(given) else None, params, seed, where)
+        task = "regression" if params.targets else "multilabel" if params.labels else None
+        targets: np.ndarray | None = None
+        if task is not None:
+            targets, classes = float_targets(
+                _target_rows(members, params.target_columns, where),
+                task,
+                params.target_columns,
+                where,
+            )
+            labels = row_codes(targets)
+            rows = assign_splits(
+                labels, given if any(given) else None, unstratified(params), seed, where
+            )
+        else:
+            labels, classes = _labels(members, params.label_column, where)
+            rows = assign_splits(labels, given if any(given) else None, params, seed, where)
         table = RowSources(list(members), [len(m) for m in members.values()])
         path = str(params.path)
         fields: dict[str, Any]
@@ -242,15 +285,20 @@ class HFDisk(DatasetPlugin):
                 "input_dtype": str(dtype).removeprefix("torch."),
             }
         info = DataInfo(
-            name=dataset_name(params.path), num_classes=len(classes), class_names=classes, **fields
+            name=dataset_name(params.path),
+            num_classes=len(classes),
+            class_names=classes,
+            task=task or "classification",
+            **fields,
         )
-        splits = make_splits(
-            info,
-            rows,
-            labels,
-            lambda split, picked: concat_sources(
-                table, picked, lambda key, local: read(split, key, local)
-            ),
+
+        def inputs_for(split: str, picked: np.ndarray) -> Inputs:
+            return concat_sources(table, picked, lambda key, local: read(split, key, local))
+
+        splits = (
+            make_splits(info, rows, labels, inputs_for)
+            if targets is None
+            else make_float_splits(info, rows, targets, inputs_for)
         )
         if teacher_view is not None:  # text.teacher_representation: the teacher's own view
             teacher_read, teacher_fields = teacher_view
@@ -350,7 +398,8 @@ def _input_column(first: Any, params: HFDiskParams, where: str) -> str:
                 hint=f"columns: {', '.join(columns)}",
             )
         return params.input_column
-    others = [c for c in columns if c != params.label_column]
+    skipped = set(params.target_columns) or {params.label_column}
+    others = [c for c in columns if c not in skipped]
     if len(others) != 1:
         raise DataError(
             f"{where}: input_column not set and the input column is ambiguous: {others}",
@@ -392,6 +441,35 @@ def _labels(
             raise DataError(f"{where}: labels go beyond the ClassLabel's {len(names)} names")
         return codes, names
     return codes, found
+
+
+def _target_rows(
+    members: dict[str, Any], columns: list[str], where: str
+) -> list[tuple[str, int, np.ndarray | None]]:
+    """``(member, rows, float targets (rows, len(columns)) or None)`` per member; a
+    member without the columns (an unlabeled split) gives None."""
+    out: list[tuple[str, int, np.ndarray | None]] = []
+    for key, member in members.items():
+        present = [c for c in columns if c in member.column_names]
+        if not present:
+            out.append((key, len(member), None))
+            continue
+        if len(present) != len(columns):
+            missing = sorted(set(columns) - set(present))
+            raise DataError(f"{where}: split {key or 'data'!r} lacks the columns {missing}")
+        try:
+            values = np.column_stack(
+                [
+                    np.asarray([np.nan if v is None else v for v in member[c]], dtype=np.float64)
+                    for c in columns
+                ]
+            )
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"{where}: the target columns {columns} must hold numbers ({exc})"
+            ) from None
+        out.append((key, len(member), values))
+    return out
 
 
 @kdforge.hookimpl

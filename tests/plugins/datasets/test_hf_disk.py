@@ -94,3 +94,43 @@ def test_missing_folder_and_ambiguous_columns(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="input_column"):
         _load(tmp_path / "two")
     assert _load(tmp_path / "two", input_column="b").info.input_shape == (6,)
+
+
+def _tasks_dataset(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 4)).astype(np.float32)
+    price = (3 * x[:, 0] - 2 * x[:, 1]).tolist()
+    price[5] = None  # unknown
+    data = datasets.Dataset.from_dict(
+        {
+            "features": x.tolist(),
+            "price": price,
+            "rent": (x[:, 2] ** 2).tolist(),
+            "hot": (x[:, 0] > 0).tolist(),
+            "leak": (x[:, 3] > 0.5).astype(int).tolist(),
+        }
+    )
+    data.save_to_disk(str(path))
+    return path
+
+
+def test_regression_and_multilabel_columns(tmp_path: Path) -> None:
+    from kdforge.config import PluginRef
+    from kdforge.plugin_host.resolve import instantiate
+
+    path = _tasks_dataset(tmp_path / "hf")
+    regression = _load(path, input_column="features", targets=["price", "rent"])
+    assert regression.info.task == "regression" and regression.info.num_classes == 2
+    assert regression.info.class_names == ("price", "rent")
+    assert regression.train.y.dtype == torch.float32 and regression.train.y.shape[1] == 2
+    everything = torch.cat([regression.train.y, regression.val.y, regression.test.y])
+    assert int(torch.isnan(everything).sum()) == 1  # the one unknown price
+    multilabel = _load(path, input_column="features", labels=["hot", "leak"])
+    assert multilabel.info.task == "multilabel"
+    assert set(torch.cat([multilabel.train.y, multilabel.val.y]).unique().tolist()) == {0.0, 1.0}
+    for splits in (regression, multilabel):
+        instantiate("task", PluginRef(name=splits.info.task), "task").check(splits)
+    with pytest.raises(ValueError, match="not both"):
+        _load(path, targets=["price"], labels=["hot"])
+    with pytest.raises(DataError, match="lacks the columns|not a column|column"):
+        _load(path, input_column="features", targets=["price", "nope"])
