@@ -12,9 +12,11 @@ column decides the encoding:
   ``teacher_representation`` gives the teacher its own view of the rows).
 
 Labels come from ``label_column`` (``ClassLabel`` names are kept; ``-1`` or empty =
-unlabeled); or, for regression, from the numeric ``targets`` columns, and for
-multi-label data from the 0/1 ``labels`` columns (one output each, None = unknown). Arrow files are memory-mapped, so array and image columns of datasets
-bigger than memory stream from disk; text columns are encoded in memory.
+unlabeled); or, for regression, from the numeric ``targets`` columns, for multi-label
+data from the 0/1 ``labels`` columns (one output each, None = unknown), and for token
+tagging from the ``tags_column`` list column (one tag per word of the input column).
+Arrow files are memory-mapped, so array and image columns of datasets bigger than
+memory stream from disk; text columns are encoded in memory.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from kdforge.plugins.datasets._text import (
     teacher_encoder,
     teacher_info_fields,
 )
+from kdforge.plugins.datasets.text import tagged_splits
 
 # datasets belongs to the optional [hf] extra: imported only when one is read.
 
@@ -91,6 +94,13 @@ class HFDiskParams(FileDatasetParams):
         min_length=1,
         description="Multilabel: 0/1 (or bool) columns, one label each (task multilabel).",
     )
+    tags_column: str | None = Field(
+        None,
+        description="Token tagging: a list column of one tag per word (names or a "
+        "ClassLabel sequence; None = unknown); input_column then holds the words (a list "
+        "or a string split on whitespace) and `text` the tokenizer "
+        "(task token_classification).",
+    )
 
     @model_validator(mode="after")
     def _one_target_form(self) -> HFDiskParams:
@@ -100,7 +110,9 @@ class HFDiskParams(FileDatasetParams):
 
     @property
     def target_columns(self) -> list[str]:
-        """The regression or multilabel columns (empty: class labels in label_column)."""
+        """The columns targets come from (empty: class labels in label_column)."""
+        if self.tags_column:
+            return [self.tags_column]
         return list(self.targets or self.labels or [])
 
 
@@ -243,6 +255,8 @@ class HFDisk(DatasetPlugin):
         column = _input_column(first, params, where)
         kind = _column_kind(first.features[column])
         given = [given_by_member[k] for k, m in members.items() for _ in range(len(m))]
+        if params.tags_column:
+            return self._tagged(members, column, given, seed, where)
         task = "regression" if params.targets else "multilabel" if params.labels else None
         targets: np.ndarray | None = None
         if task is not None:
@@ -316,6 +330,52 @@ class HFDisk(DatasetPlugin):
             memory_limit_mb=params.memory_limit_mb,
             num_workers=params.num_workers,
         )
+
+    def _tagged(
+        self, members: dict[str, Any], column: str, given: list[str], seed: int, where: str
+    ) -> DataSplits:
+        """Token tagging: a words column and a tags list column (first-sub-token rule)."""
+        params = self.params
+        assert isinstance(params, HFDiskParams) and params.tags_column is not None
+        if params.text is None or params.text.representation != "tokens":
+            raise DataError(
+                f"{where}: tags_column (token tagging) needs text.tokenizer and "
+                "text.representation: tokens"
+            )
+        import datasets
+
+        words: list[list[str]] = []
+        tags: list[list[Any]] = []
+        names: tuple[str, ...] | None = None
+        for key, member in members.items():
+            tagged = params.tags_column in member.column_names
+            column_tags = member[params.tags_column] if tagged else [None] * len(member)
+            for i, (value, row_tags) in enumerate(zip(member[column], column_tags, strict=True)):
+                words.append(value.split() if isinstance(value, str) else [str(w) for w in value])
+                row = list(row_tags) if row_tags is not None else [None] * len(words[-1])
+                if len(row) != len(words[-1]):
+                    raise DataError(
+                        f"{where}: split {key or 'data'!r} row {i + 1}: {len(row)} tags for "
+                        f"{len(words[-1])} words"
+                    )
+                tags.append(row)
+            if params.tags_column in member.column_names:
+                feature = member.features[params.tags_column]
+                inner = getattr(feature, "feature", None)
+                if isinstance(inner, datasets.ClassLabel):
+                    names = tuple(inner.names)
+        splits, self.encoder = tagged_splits(
+            words,
+            tags,
+            given if any(given) else None,
+            params.text,
+            params,
+            seed,
+            where,
+            dataset_name(params.path),
+            tag_names=names,
+        )
+        return splits
 
     def _text(
         self,

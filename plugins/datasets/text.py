@@ -165,49 +165,92 @@ class TextDataset(DatasetPlugin):
             _row_tags(v, len(words[i]), f"{where}: row {i + 1}")
             for i, v in enumerate(frame[params.tags_column])
         ]
-        flat = [tag for row in raw_tags for tag in row]
+        splits, self.encoder = tagged_splits(
+            words, raw_tags, given, params, params, seed, where, dataset_name(params.path)
+        )
+        return splits
+
+
+def tagged_splits(
+    words: list[list[str]],
+    raw_tags: list[list[Any]],
+    given: Any,
+    text: TextParams,
+    split_params: FileDatasetParams,
+    seed: int,
+    where: str,
+    name: str,
+    tag_names: tuple[str, ...] | None = None,
+) -> tuple[DataSplits, TextEncoder]:
+    """Token-tagging splits from each row's words and one tag per word (``None``: unknown).
+
+    Shared by ``text`` (``tags_column``) and ``hf_disk`` (a tags list column).
+
+    Args:
+        words: The words of each row.
+        raw_tags: One tag per word of each row (names, or ids when ``tag_names`` is given).
+        given: Each row's given split, or None.
+        text: The tokenizer settings.
+        split_params: The split settings (fractions, seed handling, storage).
+        seed: The split seed.
+        where: Names the dataset for error messages.
+        name: The dataset's name.
+        tag_names: The tags' names when ``raw_tags`` hold their ids (a ``ClassLabel``).
+
+    Returns:
+        The splits (the first-sub-token rule, :func:`encode_tagged_words`) and the encoder.
+    """
+    flat = [tag for row in raw_tags for tag in row]
+    if tag_names is None:
         codes, classes = encode_labels(flat, f"{where}: tags")
-        tags, start = [], 0
-        for row in raw_tags:
-            tags.append([int(c) for c in codes[start : start + len(row)]])
-            start += len(row)
-        has_tag = np.array([any(t >= 0 for t in row) for row in tags], dtype=np.int64) - 1
-        rows = assign_splits(has_tag, given, unstratified(params), seed, where)
-        encoder = TextEncoder(params, where)
-        ids, targets = encode_tagged_words(encoder.tokenizer, words, tags, params.max_length)
-        self.encoder = encoder
-        fields = encoder.info_fields()
-        # Served models answer per token of a tokenised text; raw-text serving (which
-        # would have to split words and map tags back) is not offered for tagging.
-        fields.pop("tokenizer", None)
-        info = DataInfo(
-            name=dataset_name(params.path),
-            num_classes=len(classes),
-            class_names=classes,
-            task="token_classification",
-            **fields,
-        )
+    else:  # ids of a ClassLabel: its names, every id kept
+        codes = np.asarray([-1 if t is None or t < 0 else int(t) for t in flat], dtype=np.int64)
+        if len(codes) and int(codes.max()) >= len(tag_names):
+            raise DataError(f"{where}: tags go beyond the ClassLabel's {len(tag_names)} names")
+        classes = tag_names
+    tags, start = [], 0
+    for row in raw_tags:
+        tags.append([int(c) for c in codes[start : start + len(row)]])
+        start += len(row)
+    has_tag = np.array([any(t >= 0 for t in row) for row in tags], dtype=np.int64) - 1
+    rows = assign_splits(has_tag, given, unstratified(split_params), seed, where)
+    encoder = TextEncoder(text, where)
+    ids, targets = encode_tagged_words(encoder.tokenizer, words, tags, text.max_length)
+    fields = encoder.info_fields()
+    # Served models answer per token of a tokenised text; raw-text serving (which
+    # would have to split words and map tags back) is not offered for tagging.
+    fields.pop("tokenizer", None)
+    info = DataInfo(
+        name=name,
+        num_classes=len(classes),
+        class_names=classes,
+        task="token_classification",
+        **fields,
+    )
 
-        def split(picked: np.ndarray | None, hide: bool) -> Split:
-            index = torch.from_numpy(np.asarray(picked, dtype=np.int64))
-            y = targets[index].clone()
-            if hide:
-                y[y >= 0] = UNLABELED
-            return Split(ids[index].clone(), y)
+    def split(picked: np.ndarray | None, hide: bool) -> Split:
+        index = torch.from_numpy(np.asarray(picked, dtype=np.int64))
+        y = targets[index].clone()
+        if hide:
+            y[y >= 0] = UNLABELED
+        return Split(ids[index].clone(), y)
 
-        splits = DataSplits(
-            info=info,
-            train=split(rows.train, False),
-            val=split(rows.val, False),
-            test=split(rows.test, False),
-            transfer=split(rows.transfer, True) if rows.transfer is not None else None,
-        )
-        return apply_storage(
+    splits = DataSplits(
+        info=info,
+        train=split(rows.train, False),
+        val=split(rows.val, False),
+        test=split(rows.test, False),
+        transfer=split(rows.transfer, True) if rows.transfer is not None else None,
+    )
+    return (
+        apply_storage(
             splits,
-            storage=params.storage,
-            memory_limit_mb=params.memory_limit_mb,
-            num_workers=params.num_workers,
-        )
+            storage=split_params.storage,
+            memory_limit_mb=split_params.memory_limit_mb,
+            num_workers=split_params.num_workers,
+        ),
+        encoder,
+    )
 
 
 def _words(value: Any, where: str) -> list[str]:

@@ -134,3 +134,39 @@ def test_regression_and_multilabel_columns(tmp_path: Path) -> None:
         _load(path, targets=["price"], labels=["hot"])
     with pytest.raises(DataError, match="lacks the columns|not a column|column"):
         _load(path, input_column="features", targets=["price", "nope"])
+
+
+def test_token_tagging_from_list_columns(tmp_path: Path) -> None:
+    from tests.plugins.datasets.tagging import save_tokenizer, sentences
+
+    rows = sentences(40, seed=0)
+    names = ["CAP", "NUM", "O"]
+    feature = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner": datasets.Sequence(datasets.ClassLabel(names=names)),
+        }
+    )
+    data = datasets.Dataset.from_dict(
+        {
+            "tokens": [r["tokens"] for r in rows],
+            "ner": [[names.index(t) for t in r["tags"]] for r in rows],
+        },
+        features=feature,
+    )
+    data.save_to_disk(str(tmp_path / "hf"))
+    tokenizer = save_tokenizer(tmp_path / "tok")
+    splits = _load(
+        tmp_path / "hf",
+        input_column="tokens",
+        tags_column="ner",
+        text={"tokenizer": str(tokenizer), "max_length": 16},
+    )
+    assert splits.info.task == "token_classification"
+    assert splits.info.class_names == tuple(names)  # the ClassLabel's names
+    y = torch.cat([splits.train.y, splits.val.y, splits.test.y])
+    assert y.shape[1] == 16 and int(y.max()) == 2 and int(y.min()) == -2
+    tagged = int((y >= 0).sum())
+    assert tagged == sum(len(r["tags"]) for r in rows)  # one tag per word, first sub-token
+    with pytest.raises(DataError, match="needs text.tokenizer"):
+        _load(tmp_path / "hf", input_column="tokens", tags_column="ner")
