@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 import kdforge
-from kdforge.data import NOT_A_WORD, UNLABELED, DataInfo, DataSplits
+from kdforge.data import DataInfo, DataSplits
 from kdforge.errors import DataError
 from kdforge.interfaces import PluginParams, Task
+from kdforge.plugins.tasks._positions import check_position_targets, scored_cross_entropy
 
 __all__ = ["LanguageModeling", "LanguageModelingParams"]
 
@@ -69,30 +70,17 @@ class LanguageModeling(Task):
         """Targets must be int64 ``(n, T)`` token ids in ``[0, V)``, -1 or -2; in causal
         mode each scored target must be the next input token."""
         assert isinstance(self.params, LanguageModelingParams)
-        vocab = splits.info.num_classes
-        shape = tuple(splits.info.input_shape)
-        for name, split in splits.named_splits().items():
-            y = split.y
-            if y.ndim != 2 or y.dtype != torch.int64:
-                raise DataError(
-                    f"task language_modeling: the {name} split's targets are {y.dtype} of "
-                    f"shape {tuple(y.shape)}, not int64 (rows, seq_len) token ids",
-                    hint="give the token to predict at each position, -1 for a position "
-                    "only distilled, -2 for padding",
-                )
-            if len(shape) == 1 and y.shape[1] != shape[0]:
-                raise DataError(
-                    f"task language_modeling: the {name} split has {y.shape[1]} targets per "
-                    f"row but {shape[0]} token positions per input"
-                )
-            if y.numel() and (int(y.min()) < NOT_A_WORD or int(y.max()) >= vocab):
-                raise DataError(
-                    f"task language_modeling: the {name} split has targets from "
-                    f"{int(y.min())} to {int(y.max())}, outside the vocabulary 0..{vocab - 1} "
-                    "(and -1, -2)"
-                )
-            if self.params.mode == "causal" and isinstance(split.x, torch.Tensor):
-                self._check_shift(name, split.x, y)
+        check_position_targets(
+            self.name,
+            splits,
+            "targets",
+            "give the token to predict at each position, -1 for a position only distilled, "
+            "-2 for padding",
+        )
+        if self.params.mode == "causal":
+            for name, split in splits.named_splits().items():
+                if isinstance(split.x, torch.Tensor):
+                    self._check_shift(name, split.x, split.y)
 
     @staticmethod
     def _check_shift(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -124,11 +112,7 @@ class LanguageModeling(Task):
 
     def label_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy per scored token (0 when none is)."""
-        flat = targets.reshape(-1).clamp_min(UNLABELED)  # -2 and -1 alike: not scored
-        total = F.cross_entropy(
-            outputs.reshape(-1, outputs.shape[-1]), flat, ignore_index=UNLABELED, reduction="sum"
-        )
-        return total / (flat != UNLABELED).sum().clamp_min(1)
+        return scored_cross_entropy(outputs, targets)
 
     def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """The vocabulary distribution at every position, at ``temperature``."""

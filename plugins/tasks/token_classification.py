@@ -27,13 +27,12 @@ A row counts as labeled when any of its positions is tagged.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 import kdforge
-from kdforge.data import NOT_A_WORD, UNLABELED, DataInfo, DataSplits
-from kdforge.errors import DataError
+from kdforge.data import NOT_A_WORD, DataInfo, DataSplits
 from kdforge.interfaces import Task
 from kdforge.plugins.tasks._metrics import macro_f1
+from kdforge.plugins.tasks._positions import check_position_targets, scored_cross_entropy
 
 __all__ = ["TokenClassification", "word_positions"]
 
@@ -58,28 +57,13 @@ class TokenClassification(Task):
 
     def check(self, splits: DataSplits) -> None:
         """Targets must be int64 ``(n, seq_len)`` with values in ``[0, K)``, -1 or -2."""
-        k = splits.info.num_classes
-        shape = tuple(splits.info.input_shape)
-        for name, split in splits.named_splits().items():
-            y = split.y
-            if y.ndim != 2 or y.dtype != torch.int64:
-                raise DataError(
-                    f"task token_classification: the {name} split's targets are {y.dtype} of "
-                    f"shape {tuple(y.shape)}, not int64 (rows, seq_len) tags per position",
-                    hint="a tagging dataset gives one tag id per token position, -1 for an "
-                    "unknown tag and -2 for padding, special tokens and later sub-tokens",
-                )
-            if len(shape) == 1 and y.shape[1] != shape[0]:
-                raise DataError(
-                    f"task token_classification: the {name} split has {y.shape[1]} tags per "
-                    f"row but {shape[0]} token positions per input"
-                )
-            if y.numel() and (int(y.min()) < NOT_A_WORD or int(y.max()) >= k):
-                raise DataError(
-                    f"task token_classification: the {name} split has tags from "
-                    f"{int(y.min())} to {int(y.max())}, outside 0..{k - 1} (and -1 for an "
-                    "unknown tag, -2 for a position without a word)"
-                )
+        check_position_targets(
+            self.name,
+            splits,
+            "tags",
+            "a tagging dataset gives one tag id per token position, -1 for an unknown tag "
+            "and -2 for padding, special tokens and later sub-tokens",
+        )
 
     def labeled(self, targets: torch.Tensor) -> torch.Tensor:
         """Rows with at least one tagged position."""
@@ -87,11 +71,7 @@ class TokenClassification(Task):
 
     def label_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the tagged positions (0 when none is)."""
-        flat = targets.reshape(-1).clamp_min(UNLABELED)  # -2 and -1 alike: ignored
-        total = F.cross_entropy(
-            outputs.reshape(-1, outputs.shape[-1]), flat, ignore_index=UNLABELED, reduction="sum"
-        )
-        return total / (flat != UNLABELED).sum().clamp_min(1)
+        return scored_cross_entropy(outputs, targets)
 
     def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Softmax over the tags at every position, at ``temperature``."""
