@@ -88,6 +88,7 @@ def rename_onnx_output(path: Path, name: str) -> None:
     ``{"values": ...}`` rather than ``{"logits": ...}``. External weight files are left
     where they are (only the graph is rewritten).
     """
+    # onnx is heavy to import and only an ONNX export of a regression student needs it.
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)

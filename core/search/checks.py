@@ -131,8 +131,11 @@ def _teacher_view(info: DataInfo, own_view: bool, dataset: DatasetRef | None) ->
     """The inputs the teacher reads, in words: shape, dtype, and the dataset params
     that chose them (``representation: bag_of_words``)."""
     text = f"{tuple(info.input_shape)} {info.input_dtype} inputs"
-    text += " (its own view, teacher_x)" if own_view else " (the student's view)"
     chosen = _representation_params(dict(dataset.params)) if dataset is not None else []
+    if own_view:
+        text += " (its own view, teacher_x)"
+    elif chosen:  # the representation the student asked for is what the teacher got
+        text += " (the student's view)"
     if chosen:
         text += f" from {', '.join(chosen)}"
     return text

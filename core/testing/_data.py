@@ -8,8 +8,10 @@ from typing import ClassVar
 import pytest
 import torch
 
+from kdforge.config import PluginRef
 from kdforge.data import UNLABELED, DataInfo, DataSplits, LazyInputs
 from kdforge.interfaces import DatasetPlugin, ModelOutput, Teacher
+from kdforge.plugin_host.resolve import instantiate
 from kdforge.testing._base import PluginContract, dumps, example_inputs, first_rows
 
 __all__ = ["DatasetContract", "TeacherContract"]
@@ -101,9 +103,6 @@ class DatasetContract(PluginContract):
     @staticmethod
     def _check_task_targets(splits: DataSplits) -> None:
         """Targets of another task: its own check, labeled val/test rows, some train."""
-        from kdforge.config import PluginRef
-        from kdforge.plugin_host.resolve import instantiate
-
         task = instantiate("task", PluginRef(name=splits.info.task), "task")
         task.check(splits)
         for name in ("val", "test"):

@@ -62,7 +62,7 @@ def test_good_data_passes() -> None:
 
 def test_input_shape_mismatch_shows_both_sides() -> None:
     with pytest.raises(
-        DataError, match=r"expects inputs of shape \(1, 8, 8\) but dataset 'toy' gives \(64,\)"
+        DataError, match=r"expects inputs of shape \(1, 8, 8\) but dataset 'toy' gives it \(64,\)"
     ):
         check_data_against_teacher(_splits(), _Teacher(shape=(1, 8, 8)), "t")
 

@@ -132,7 +132,7 @@ def test_regression_and_multilabel_columns(tmp_path: Path) -> None:
         instantiate("task", PluginRef(name=splits.info.task), "task").check(splits)
     with pytest.raises(ValueError, match="not both"):
         _load(path, targets=["price"], labels=["hot"])
-    with pytest.raises(DataError, match="lacks the columns|not a column|column"):
+    with pytest.raises(DataError, match="lacks the columns"):
         _load(path, input_column="features", targets=["price", "nope"])
 
 
@@ -168,5 +168,5 @@ def test_token_tagging_from_list_columns(tmp_path: Path) -> None:
     assert y.shape[1] == 16 and int(y.max()) == 2 and int(y.min()) == -2
     tagged = int((y >= 0).sum())
     assert tagged == sum(len(r["tags"]) for r in rows)  # one tag per word, first sub-token
-    with pytest.raises(DataError, match="needs text.tokenizer"):
+    with pytest.raises(DataError, match=r"needs text\.tokenizer"):
         _load(tmp_path / "hf", input_column="tokens", tags_column="ner")
