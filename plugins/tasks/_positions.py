@@ -1,4 +1,5 @@
-"""What the per-position tasks share: the targets' form and the scored cross-entropy."""
+"""What the per-position tasks share: the targets' form, the rows and positions that
+count, the scored cross-entropy and the per-position soft target."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import torch.nn.functional as F
 
 from kdforge.data import NOT_A_WORD, UNLABELED, DataSplits
 from kdforge.errors import DataError
+from kdforge.interfaces import Task
 
-__all__ = ["check_position_targets", "scored_cross_entropy"]
+__all__ = ["PositionTask", "check_position_targets", "scored_cross_entropy"]
 
 
 def check_position_targets(task: str, splits: DataSplits, what: str, hint: str) -> None:
@@ -53,3 +55,25 @@ def scored_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.
         outputs.reshape(-1, outputs.shape[-1]), flat, ignore_index=UNLABELED, reduction="sum"
     )
     return total / (flat != UNLABELED).sum().clamp_min(1)
+
+
+class PositionTask(Task):
+    """Base of the tasks with one row of logits per input position ``(n, T, K)``.
+
+    Targets are int64 ``(n, T)``: a class id where a position is scored, ``-1`` where it
+    is only distilled, ``-2`` where it is neither (:data:`~kdforge.data.NOT_A_WORD`).
+    """
+
+    output_kind = "token_logits"
+
+    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
+        """Rows with at least one scored position."""
+        return (targets >= 0).any(dim=1)
+
+    def label_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the scored positions (0 when none is)."""
+        return scored_cross_entropy(outputs, targets)
+
+    def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The softmax over the classes at every position, at ``temperature``."""
+        return torch.softmax(outputs / temperature, dim=-1)

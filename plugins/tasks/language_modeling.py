@@ -33,8 +33,8 @@ from pydantic import Field
 import kdforge
 from kdforge.data import DataInfo, DataSplits
 from kdforge.errors import DataError
-from kdforge.interfaces import PluginParams, Task
-from kdforge.plugins.tasks._positions import check_position_targets, scored_cross_entropy
+from kdforge.interfaces import PluginParams
+from kdforge.plugins.tasks._positions import PositionTask, check_position_targets
 
 __all__ = ["LanguageModeling", "LanguageModelingParams"]
 
@@ -49,12 +49,11 @@ class LanguageModelingParams(PluginParams):
     )
 
 
-class LanguageModeling(Task):
+class LanguageModeling(PositionTask):
     """Per-position vocabulary logits, next-token or masked-token cross-entropy, perplexity."""
 
     name = "language_modeling"
     Params = LanguageModelingParams
-    output_kind = "token_logits"
     metric = "perplexity"
     higher_is_better = False
     metric_names = ("perplexity", "token_acc")
@@ -105,18 +104,6 @@ class LanguageModeling(Task):
         """In causal mode a student that saw position ``t + 1`` would read its answer."""
         assert isinstance(self.params, LanguageModelingParams)
         return self.params.mode == "causal"
-
-    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
-        """Rows with at least one scored position."""
-        return (targets >= 0).any(dim=1)
-
-    def label_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy per scored token (0 when none is)."""
-        return scored_cross_entropy(outputs, targets)
-
-    def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """The vocabulary distribution at every position, at ``temperature``."""
-        return torch.softmax(outputs / temperature, dim=-1)
 
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Perplexity (``exp`` of the mean cross-entropy per scored token) and token accuracy."""

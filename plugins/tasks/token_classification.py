@@ -30,9 +30,8 @@ import torch
 
 import kdforge
 from kdforge.data import NOT_A_WORD, DataInfo, DataSplits
-from kdforge.interfaces import Task
 from kdforge.plugins.tasks._metrics import macro_f1
-from kdforge.plugins.tasks._positions import check_position_targets, scored_cross_entropy
+from kdforge.plugins.tasks._positions import PositionTask, check_position_targets
 
 __all__ = ["TokenClassification", "word_positions"]
 
@@ -42,11 +41,10 @@ def word_positions(targets: torch.Tensor) -> torch.Tensor:
     return targets != NOT_A_WORD
 
 
-class TokenClassification(Task):
+class TokenClassification(PositionTask):
     """One tag per word: K logits per position, cross-entropy, token-level macro-F1."""
 
     name = "token_classification"
-    output_kind = "token_logits"
     metric = "token_macro_f1"
     higher_is_better = True
     metric_names = ("token_macro_f1", "token_acc")
@@ -64,18 +62,6 @@ class TokenClassification(Task):
             "a tagging dataset gives one tag id per token position, -1 for an unknown tag "
             "and -2 for padding, special tokens and later sub-tokens",
         )
-
-    def labeled(self, targets: torch.Tensor) -> torch.Tensor:
-        """Rows with at least one tagged position."""
-        return (targets >= 0).any(dim=1)
-
-    def label_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over the tagged positions (0 when none is)."""
-        return scored_cross_entropy(outputs, targets)
-
-    def soft_target(self, outputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """Softmax over the tags at every position, at ``temperature``."""
-        return torch.softmax(outputs / temperature, dim=-1)
 
     def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Token-level macro-F1 and accuracy over the tagged positions."""
