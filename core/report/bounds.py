@@ -64,19 +64,27 @@ def _position(value: float, searched: SearchedRange) -> float:
 def crowded_bounds(
     rows: Sequence[TrialRow],
     ranges: Sequence[SearchedRange],
-    score: Callable[[TrialRow], float | None] = lambda row: row.val_acc,
+    score: Callable[[TrialRow], float | None] | None = None,
 ) -> list[str]:
     """One warning per searched parameter whose best trials all sit near one bound.
 
     Args:
         rows: Every trial of the search.
         ranges: The numeric parameters searched, with their bounds.
-        score: What "best" means (higher is better; default validation accuracy).
+        score: What "best" means, higher is better (default: the task's validation
+            metric, turned so that higher is better).
 
     Returns:
         The warnings (empty with fewer than four finished trials: too few to say).
     """
-    scored = [(s, r) for r in rows if r.status == "completed" and (s := score(r)) is not None]
+    if score is None:
+
+        def score(row: TrialRow) -> float | None:
+            return -row.metric.rank(row.val_acc)
+
+    # Trials that trained and reported (ASHA-stopped ones too); failed or rejected not.
+    trained = ("finished", "stopped")
+    scored = [(s, r) for r in rows if r.status in trained and (s := score(r)) is not None]
     scored = [(s, r) for s, r in scored if math.isfinite(s)]
     if len(scored) < 4:
         return []

@@ -12,7 +12,7 @@ WIDTH = SearchedRange("student.width_0", 8, 128, True, "student.params of space 
 ALPHA = SearchedRange("loss.alpha", 0.0, 1.0, False, "loss.hparams.alpha")
 
 
-def _row(number: int, acc: float, lr: float, width: int, alpha: float, status="completed"):
+def _row(number: int, acc: float, lr: float, width: int, alpha: float, status="finished"):
     return TrialRow(
         number=number,
         trial_id=str(number),
@@ -96,3 +96,21 @@ def test_each_space_brings_its_default_lr_range_unless_the_config_sets_one() -> 
     raw["search"] = {"lr": {"low": 1e-4, "high": 3e-3, "log": True}}
     config = SearchConfig.model_validate(raw)
     assert with_space_lr(config, TransformerSpace()).search.lr.high == 3e-3  # the user's
+
+
+def test_best_means_the_metric_direction_and_stopped_trials_count() -> None:
+    from dataclasses import replace
+
+    from kdforge.data import TaskMetric
+
+    perplexity = TaskMetric("perplexity", higher_is_better=False)
+    # Lowest perplexity at the lr ceiling; the highest values sit at the floor.
+    rows = [
+        replace(_row(0, 3.0, 2.9e-3, 16, 0.5, status="stopped"), metric=perplexity),
+        replace(_row(1, 3.1, 2.6e-3, 100, 0.1), metric=perplexity),
+        replace(_row(2, 3.2, 2.5e-3, 20, 0.9, status="stopped"), metric=perplexity),
+        replace(_row(3, 9.0, 1e-4, 32, 0.5), metric=perplexity),
+        replace(_row(4, 9.5, 1.2e-4, 8, 0.5), metric=perplexity),
+    ]
+    warnings = crowded_bounds(rows, [LR])
+    assert len(warnings) == 1 and "lr near the upper bound" in warnings[0]
