@@ -398,9 +398,10 @@ class SearchConfig(_Strict):
     )
     objectives: list[ObjectiveSpec] = Field(
         default_factory=default_objectives,
-        description="What the search optimises: a list of {name, mode}, names among val_acc, "
-        "params, macs, size_bytes, latency_ms, latency_batch_ms; several give a Pareto front "
-        "(docs/search_spaces.md).",
+        description="What the search optimises: a list of {name, mode}, names among the "
+        "task's metric (val_acc for classification, val_r2, val_map, ...; the default "
+        "objective), params, macs, size_bytes, latency_ms, latency_batch_ms; several give a "
+        "Pareto front (docs/search_spaces.md).",
     )
     constraints: ConstraintSettings = Field(
         default_factory=lambda: ConstraintSettings(),
