@@ -305,3 +305,31 @@ def test_report_of_a_regression_folder_names_r2(regression, capsys) -> None:
     assert main(["report", str(result.search_dir)]) == 0
     printed = capsys.readouterr().out
     assert "test_r2" in printed and "val_r2" in printed and "test_acc" not in printed
+
+
+def test_distill_in_memory_regression_from_python(ray_session, tmp_path: Path) -> None:
+    import kdforge
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, generator=generator)
+    teacher = torch.nn.Linear(3, 2)  # the function that made the targets: a perfect teacher
+    with torch.no_grad():
+        y = teacher(x) * 50 + 100  # targets far from standard units
+        teacher.weight.mul_(50)
+        teacher.bias.mul_(50).add_(100)
+    result = kdforge.distill(
+        teacher,
+        (x, y),
+        task="regression",
+        student="mlp",
+        search={"num_trials": 1, "epochs": 6},
+        baseline={"enabled": False},
+        export={"enabled": False},
+        output_dir=str(tmp_path / "runs"),
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        progress=False,
+    )
+    assert result.metric.name == "r2" and result.metric.higher_is_better
+    assert result.teacher_metrics["test_r2"] == pytest.approx(1.0, abs=1e-4)
+    assert result.student_metrics["test_r2"] > 0.5
+    assert "student test r2" in result._repr_html_()
