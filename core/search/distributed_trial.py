@@ -167,7 +167,12 @@ def _lead(
             raise failed from exc
         raise
     finally:
-        for ref in refs:  # stopped by ASHA or failed: no worker outlives its trial
+        # Stopped by ASHA or failed: no worker outlives its trial. Only the workers still
+        # running are killed: a force-cancel of a task that already returned can kill the
+        # process Ray has since given to the next trial's worker (it then dies mid-start,
+        # and that trial waits at its rendezvous until the collective timeout).
+        _, running = ray.wait(refs, num_returns=len(refs), timeout=0) if refs else ([], [])
+        for ref in running:
             ray.cancel(ref, force=True)
 
 
