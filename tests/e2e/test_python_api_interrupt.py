@@ -20,7 +20,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TRIALS = 4
-EPOCHS = 30
+EPOCHS = 200  # a few seconds per trial: the interrupt lands while the next one trains
 
 SCRIPT = (
     textwrap.dedent(
