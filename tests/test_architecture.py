@@ -31,6 +31,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 #: Libraries a module may import inside a function (slow to import, or an optional extra).
 LAZY_LIBRARIES = {
     "datasets",
+    "tokenizers",
     "matplotlib",
     "mlflow",
     "onnx",

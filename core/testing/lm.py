@@ -22,6 +22,9 @@ from typing import Literal
 
 import torch
 
+# transformers and tokenizers belong to the optional [hf] extra: imported inside the
+# builders, so that importing the kit for the corpus alone needs neither.
+
 __all__ = ["SPECIAL_TOKENS", "build_tokenizer", "python_docstrings", "tiny_lm", "token_blocks"]
 
 #: Special tokens of :func:`build_tokenizer`, in id order (``[PAD]`` is id 0).
