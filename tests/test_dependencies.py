@@ -39,6 +39,8 @@ EXTRA_FOR = {
     "deploy/ray_serve_app.py": "serve",
     "search_spaces/_cut.py": "prune",
     "core/testing/": "testing",
+    # Tiny language models for tests (kdforge.testing.lm): the [hf] extra besides the kit's.
+    "core/testing/lm.py": "hf",
     # s3:// and other object-store URIs (pyarrow also comes with ray[tune]).
     "core/storage/": "s3",
 }
