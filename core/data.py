@@ -151,6 +151,12 @@ class DataInfo:
         return (rows, self.num_classes)
 
 
+#: Metrics whose values are fractions, so that differences read as percentage points.
+FRACTION_METRICS = frozenset(
+    {"acc", "map", "r2", "token_acc", "token_macro_f1", "f1", "macro_f1", "micro_f1"}
+)
+
+
 @dataclass(frozen=True)
 class TaskMetric:
     """The metric students are selected by: its name and its direction.
@@ -203,6 +209,14 @@ class TaskMetric:
     def gain(self, value: float, reference: float) -> float:
         """How much ``value`` improves on ``reference`` (positive: better)."""
         return value - reference if self.higher_is_better else reference - value
+
+    def gain_text(self, gain: float) -> str:
+        """A gain as people read it: percentage points for metrics that are fractions
+        (accuracy, mAP, F1, R²), else in the metric's own units (``-40.18 perplexity``)."""
+        if self.name in FRACTION_METRICS:
+            return f"{gain * 100:+.2f} points"
+        direction = "higher" if self.higher_is_better else "lower"
+        return f"{gain:+.4g} {self.name} (improvement; {direction} {self.name} is better)"
 
     def named(self, summary: Mapping[str, Any], *, with_metric: bool = True) -> dict[str, Any]:
         """A search summary with its metric keys named after this metric, as written to

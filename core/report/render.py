@@ -202,7 +202,7 @@ def _headline(summary: dict[str, Any]) -> list[str]:
         seeds = len(summary.get("scratch_test_acc_runs") or [])
         each = f"{plural(seeds, 'seed')} each: " if seeds else ""
         lines.append(
-            f"distillation gain: {_fmt(summary['distillation_gain'] * 100, '{:+.2f}')} points "
+            f"distillation gain: {_gain_text(summary)} "
             f"(same architecture, {each}distilled {_fmt(summary.get('distilled_test_acc_mean'))}"
             f" vs from scratch {_fmt(summary.get('scratch_test_acc_mean'))}; "
             f"{baseline_setting(summary.get('best_lr'))})"
@@ -217,6 +217,13 @@ def _headline(summary: dict[str, Any]) -> list[str]:
         )
     lines += [str(line) for line in summary.get("range_warnings") or []]
     return lines
+
+
+def _gain_text(summary: dict[str, Any]) -> str:
+    gain = summary.get("distillation_gain")
+    if not isinstance(gain, int | float):
+        return "-"
+    return TaskMetric.of_summary(summary).gain_text(float(gain))
 
 
 def _promotion_text(promotion: dict[str, Any]) -> str:

@@ -314,6 +314,6 @@ def print_result(
             f"{summary['distilled_test_acc_mean']:.4f} ± {summary['distilled_test_acc_std']:.4f}, "
             f"from scratch {summary['scratch_test_acc_mean']:.4f} ± "
             f"{summary['scratch_test_acc_std']:.4f} -> distillation gain "
-            f"{summary['distillation_gain'] * 100:+.2f} points"
+            f"{metric.gain_text(summary['distillation_gain'])}"
         )
         emit(f"  ({baseline_setting(summary.get('best_lr'))})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from kdforge.data import TaskMetric
 from kdforge.wording import plural
 
 if TYPE_CHECKING:
@@ -89,8 +90,8 @@ def model_description(summary: dict[str, Any]) -> str:
     if "distillation_gain" in summary:
         seeds = len(summary.get("scratch_test_acc_runs") or [])
         lines.append(
-            f"- distillation gain: {_num(summary['distillation_gain'] * 100, '{:+.2f}')} points of "
-            f"test accuracy (same architecture, {plural(seeds, 'seed')} each: distilled "
+            f"- distillation gain: {_gain(summary)} in test {TaskMetric.of_summary(summary).name} "
+            f"(same architecture, {plural(seeds, 'seed')} each: distilled "
             f"{_num(summary.get('distilled_test_acc_mean'))} vs from scratch "
             f"{_num(summary.get('scratch_test_acc_mean'))}, both with the chosen trial's "
             f"lr {_num(summary.get('best_lr'), '{:.3g}')})"
@@ -134,3 +135,10 @@ def describe_registered_version(
     if alias:
         client.update_registered_model(name, description=f"@{alias}: version {version}.\n\n{text}")
     return text
+
+
+def _gain(summary: dict[str, Any]) -> str:
+    gain = summary.get("distillation_gain")
+    if not isinstance(gain, int | float) or math.isnan(gain):
+        return "-"
+    return TaskMetric.of_summary(summary).gain_text(float(gain))

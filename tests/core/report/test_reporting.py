@@ -191,3 +191,19 @@ def test_report_of_an_unfinished_search_shows_the_leaderboard(search_dir: Path, 
     report_search_dir(search_dir)
     out = capsys.readouterr().out
     assert "did not finish" in out and "001" in out
+
+
+def test_gain_reads_as_points_for_fractions_and_in_units_otherwise() -> None:
+    from kdforge.data import TaskMetric
+    from kdforge.tracking.model_card import _gain
+
+    assert TaskMetric("acc").gain_text(0.012) == "+1.20 points"
+    assert TaskMetric("map").gain_text(-0.5) == "-50.00 points"
+    perplexity = TaskMetric("perplexity", higher_is_better=False)
+    # A perplexity 40 higher than from scratch is a loss of 40, not of "4000 points".
+    assert perplexity.gain_text(-40.18) == (
+        "-40.18 perplexity (improvement; lower perplexity is better)"
+    )
+    summary = {"distillation_gain": 3.5, "metric": "rmse", "metric_higher_is_better": False}
+    assert _gain(summary).startswith("+3.5 rmse")
+    assert _gain({"distillation_gain": float("nan")}) == "-"
