@@ -23,7 +23,9 @@ under ``sequence_classification``, a classifier under ``causal_lm``, a masked LM
 ``causal_lm``, ...) is refused in one line: loading it would replace its head by a
 random one.
 
-Inputs are int64 token ids ``(n, seq_len)``; the attention mask is ``ids != pad id``.
+Inputs are int64 token ids ``(n, seq_len)``; the attention mask is ``ids != pad id``
+(a language model whose tokenizer and config name no pad token, like GPT-2's, attends
+to every position: its packed blocks hold no padding).
 Features: ``pooled`` (``pooling``: ``cls`` token, masked ``mean``, or the model's
 ``pooler`` output) and, with ``hidden_states: true``, ``hidden_<i>`` for every layer
 (``hidden_0`` = embeddings, ``hidden_<L>`` = the last layer's output, L =
@@ -58,6 +60,8 @@ from kdforge.plugins.teachers._loading import directory_sha256
 __all__ = ["HuggingFaceParams", "HuggingFaceTeacher", "check_head", "head_kind", "offline_hub"]
 
 _WHERE = "teacher 'huggingface'"
+
+_LM_TASKS = ("causal_lm", "masked_lm")
 
 #: The ``task`` values whose folder must hold a model with a matching head, by the
 #: architecture names of ``config.json``, and how the head is named in messages.
@@ -169,7 +173,7 @@ class HuggingFaceTeacher(Teacher):
         recipe = json.dumps(params.model_dump(exclude={"path"}), sort_keys=True)
         self._sha = hashlib.sha256(f"{directory_sha256(folder)}:{recipe}".encode()).hexdigest()
 
-    def _find_pad_id(self, folder: Path, model: Any) -> int:
+    def _find_pad_id(self, folder: Path, model: Any) -> int | None:
         params = self.params
         assert isinstance(params, HuggingFaceParams)
         if params.pad_token_id is not None:
@@ -180,6 +184,13 @@ class HuggingFaceTeacher(Teacher):
                 data = json.loads(file.read_text())
                 if isinstance(data.get("pad_token_id"), int):
                     return int(data["pad_token_id"])
+        if params.task in _LM_TASKS:
+            # A language model reads packed blocks, often with a tokenizer that has no
+            # pad token (GPT-2): guessing id 0 would hide a real token from attention.
+            pad = _tokenizer_pad_id(folder)
+            if pad is None and getattr(model.config, "pad_token_id", None) is not None:
+                pad = int(model.config.pad_token_id)
+            return pad
         if getattr(model.config, "pad_token_id", None) is not None:
             return int(model.config.pad_token_id)
         return 0
@@ -191,7 +202,7 @@ class HuggingFaceTeacher(Teacher):
         params = self.params
         assert isinstance(params, HuggingFaceParams)
         ids = x.long()
-        mask = (ids != self._pad_id).long()
+        mask = torch.ones_like(ids) if self._pad_id is None else (ids != self._pad_id).long()
         out = self._model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         hidden = out.hidden_states
         last = hidden[-1]
@@ -249,7 +260,7 @@ class HuggingFaceTeacher(Teacher):
         assert isinstance(params, HuggingFaceParams)
         if params.task == "encoder":
             return None
-        if params.task in ("causal_lm", "masked_lm"):
+        if params.task in _LM_TASKS:
             # The head's rows, which may exceed len(tokenizer) (a padded table).
             head = self._model.get_output_embeddings()
             if head is not None:
@@ -261,6 +272,20 @@ class HuggingFaceTeacher(Teacher):
     def vocab_size(self) -> int:
         """Size of the model's token embedding table."""
         return int(self._model.config.vocab_size)
+
+
+def _tokenizer_pad_id(folder: Path) -> int | None:
+    """The pad id of the folder's tokenizer (None: no pad token, or no tokenizer)."""
+    # transformers belongs to the [hf] extra; load() has already imported it.
+    from transformers import AutoTokenizer
+
+    try:
+        with offline_hub():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError):
+        return None
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return None if pad is None else int(pad)
 
 
 def head_kind(architectures: list[str]) -> str | None:

@@ -97,6 +97,31 @@ def test_causal_lm_gives_the_models_logits_per_position(causal_dir: Path, texts:
     assert teacher.tokenizer_path == str(causal_dir.resolve())
 
 
+def test_a_causal_lm_without_pad_token_attends_to_every_position(
+    causal_dir: Path, texts: list[str], tmp_path: Path
+) -> None:
+    """GPT-2 has no pad token: id 0 is a real token, never hidden from attention."""
+    import json
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path / "no-pad"
+    shutil.copytree(causal_dir, folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("pad_token_id", None)
+    (folder / "config.json").write_text(json.dumps(config))
+    ids = _ids(causal_dir, texts)
+    ids[:, 3] = 0
+    model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits
+    torch.testing.assert_close(_teacher(folder, "causal_lm").predict(ids).logits, reference)
+
+
 def test_masked_lm_exposes_the_last_hidden_state_per_position(
     masked_dir: Path, texts: list[str]
 ) -> None:
