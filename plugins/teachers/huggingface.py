@@ -202,6 +202,15 @@ class HuggingFaceTeacher(Teacher):
         params = self.params
         assert isinstance(params, HuggingFaceParams)
         ids = x.long()
+        # GPT-2 and BERT have a fixed position table: a longer block would index past
+        # it (an IndexError deep inside the model) or, for some models, silently wrap.
+        limit = getattr(self._model.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and ids.shape[-1] > limit:
+            raise CheckpointError(
+                f"{_WHERE}: inputs of {ids.shape[-1]} tokens, but {params.path} reads at "
+                f"most {limit} positions (max_position_embeddings)",
+                hint=f"set the dataset's block_size (or max_length) to at most {limit}",
+            )
         mask = torch.ones_like(ids) if self._pad_id is None else (ids != self._pad_id).long()
         out = self._model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         hidden = out.hidden_states

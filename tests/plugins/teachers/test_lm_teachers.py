@@ -95,6 +95,8 @@ def test_causal_lm_gives_the_models_logits_per_position(causal_dir: Path, texts:
         reference = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
     torch.testing.assert_close(out.logits, reference)
     assert teacher.tokenizer_path == str(causal_dir.resolve())
+    with pytest.raises(CheckpointError, match=f"reads at most {BLOCK} positions"):
+        teacher.predict(torch.ones(1, BLOCK + 1, dtype=torch.long))
 
 
 def test_a_causal_lm_without_pad_token_attends_to_every_position(
