@@ -270,3 +270,54 @@ def test_mlflow_transformers_flavour_respects_an_explicit_task(logged: dict[str,
     )
     with pytest.raises(CheckpointError, match="holds a causal language model"):
         teacher.load()
+
+
+def test_masked_teacher_reads_the_same_masked_blocks_in_every_load(masked_dir: Path) -> None:
+    """The masking is stored in the inputs: two loads give the teacher identical rows."""
+    teacher = _teacher(masked_dir, "masked_lm")
+    params = TextCorpus.Params(
+        source="python_stdlib",
+        stdlib_packages=["json", "csv"],
+        tokenizer=teacher.tokenizer_path,
+        block_size=BLOCK,
+        mode="masked",
+    )
+    first, again = TextCorpus(params).load(seed=1), TextCorpus(params).load(seed=1)
+    assert torch.equal(first.for_teacher().val.x, again.for_teacher().val.x)
+    logits = teacher.predict(first.val.x).logits
+    torch.testing.assert_close(teacher.predict(again.val.x).logits, logits, rtol=0, atol=0)
+    task = instantiate("task", PluginRef(name="language_modeling", params={"mode": "masked"}), "t")
+    task.check(first)
+    assert math.isfinite(task.metrics(logits, first.val.y)["perplexity"])
+
+
+@pytest.mark.parametrize(
+    ("layout", "match"),
+    [
+        ("hub_reference", "stores no model files"),
+        ("pickled_weights", "has no safetensors weights"),
+        ("peft", "holds a PEFT adapter"),
+    ],
+)
+def test_transformers_flavours_that_would_download_or_unpickle_are_refused(
+    tmp_path: Path, causal_dir: Path, layout: str, match: str
+) -> None:
+    """MLflow cannot log these offline (a hub reference needs the hub), so the
+    downloaded layout is built here and handed to the flavour loader directly."""
+    import shutil
+
+    from mlflow.models import Model
+
+    conf: dict[str, Any] = {"model_binary": "model", "task": "text-generation"}
+    if layout != "hub_reference":
+        shutil.copytree(causal_dir, tmp_path / "model")
+    if layout == "pickled_weights":
+        (tmp_path / "model" / "model.safetensors").rename(tmp_path / "model" / "pytorch_model.bin")
+    if layout == "peft":
+        conf["peft_adaptor"] = "peft"
+    meta = Model()
+    meta.add_flavor("transformers", **conf)
+    teacher = MlflowTeacher(MlflowTeacher.Params(uri="models:/x@y", tracking_uri="sqlite://"))
+    teacher._sha = "0" * 64
+    with pytest.raises(CheckpointError, match=match):
+        teacher._load_transformers(tmp_path, meta)
