@@ -33,6 +33,7 @@ EXTRA_FOR = {
     "plugins/teachers/huggingface.py": "hf",
     "plugins/datasets/_text.py": "hf",
     "plugins/datasets/hf_disk.py": "hf",
+    "plugins/datasets/_corpus.py": "hf",
     # Raw-text students (registered and served with their tokenizer): text searches only.
     "core/tracking/text_model.py": "hf",
     "core/tracking/text_pyfunc.py": "hf",

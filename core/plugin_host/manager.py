@@ -72,6 +72,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kdforge.plugins.datasets.arrays",
     "kdforge.plugins.datasets.hf_disk",
     "kdforge.plugins.datasets.in_memory",
+    "kdforge.plugins.datasets.text_corpus",
     "kdforge.plugins.teachers.checkpoint",
     "kdforge.plugins.teachers.ensemble",
     "kdforge.plugins.teachers.huggingface",

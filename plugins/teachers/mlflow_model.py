@@ -1,4 +1,4 @@
-"""Teacher ``mlflow``: a PyTorch or ONNX model from the MLflow registry or a run.
+"""Teacher ``mlflow``: a PyTorch, ONNX or transformers model from the MLflow registry or a run.
 
 ``uri`` is ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/PATH``,
 resolved against ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else kdforge's
@@ -11,7 +11,18 @@ a temporary folder and loaded by flavour:
   MLflow 3's default), with MLflow's pickle check forced on
   (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` while it loads: MLflow 3.17 defaults it
   to true). A pickled PyTorch model (``model.pth``) is refused before anything in it
-  is read, unless the teacher sets ``trust_pickle: true`` (the one opt-in, warned).
+  is read, unless the teacher sets ``trust_pickle: true`` (the one opt-in, warned);
+* ``transformers`` (a model logged with ``mlflow.transformers.log_model``, e.g. a
+  causal or masked language model): the flavour's saved folder (``model/``:
+  ``config.json`` + safetensors weights; ``components/tokenizer/``) is loaded with
+  the ``huggingface`` teacher's loader (``from_pretrained(local_files_only=True)``,
+  offline, ``use_safetensors``): MLflow's own loader (a pipeline) is not called and no
+  pickle is read. A flavour saved without weights (``save_pretrained=False``: a hub
+  reference), with a PEFT adapter or with pickled weights only is refused. ``task``
+  defaults to the flavour's (``text-generation`` -> ``causal_lm``, ``fill-mask`` ->
+  ``masked_lm``, ...). The model and tokenizer are kept in one folder,
+  :attr:`MlflowTeacher.tokenizer_path` (under the temporary directory, named by the
+  files' hash), to give to the ``text_corpus`` dataset's ``tokenizer``.
 
 ``kdforge train-teacher`` registers its teacher this way when the teacher config sets
 ``registered_model_name``. The input shape and classes come from the model signature.
@@ -38,6 +49,7 @@ from kdforge import resolve_tracking_uri
 from kdforge.errors import CheckpointError, first_line
 from kdforge.interfaces import ModelOutput, PluginParams, Teacher
 from kdforge.plugins.teachers._loading import directory_sha256
+from kdforge.plugins.teachers.huggingface import HuggingFaceParams, HuggingFaceTeacher
 
 # MLflow (~1.5 s to import), onnx and onnxruntime are imported when the teacher loads:
 # plugins load at every registry build, most searches use another teacher.
@@ -46,6 +58,15 @@ __all__ = ["MlflowParams", "MlflowTeacher"]
 
 _WHERE = "teacher 'mlflow'"
 _SCHEMES = ("models:/", "runs:/")
+#: The transformers flavour's pipeline task -> the huggingface teacher's task.
+_FLAVOUR_TASKS = {
+    "text-generation": "causal_lm",
+    "fill-mask": "masked_lm",
+    "text-classification": "sequence_classification",
+    "sentiment-analysis": "sequence_classification",
+    "token-classification": "token_classification",
+    "ner": "token_classification",
+}
 
 
 class MlflowParams(PluginParams):
@@ -55,8 +76,26 @@ class MlflowParams(PluginParams):
     tracking_uri: str | None = Field(
         None, description="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI or sqlite)."
     )
-    flavor: Literal["auto", "pytorch", "onnx"] = Field(
-        "auto", description="Which saved flavour to load; 'auto' prefers onnx, then pytorch."
+    flavor: Literal["auto", "pytorch", "onnx", "transformers"] = Field(
+        "auto",
+        description="Which saved flavour to load; 'auto' prefers onnx, then pytorch, "
+        "then transformers.",
+    )
+    task: Literal[
+        "auto", "sequence_classification", "token_classification", "causal_lm", "masked_lm"
+    ] = Field(
+        "auto",
+        description="transformers flavour: the head to load (as the huggingface teacher's "
+        "task); auto: from the flavour's task (text-generation: causal_lm, fill-mask: "
+        "masked_lm, text-classification, token-classification).",
+    )
+    hidden_states: bool = Field(
+        False,
+        description="transformers flavour: expose hidden states as 'hidden_<i>' features "
+        "(n, seq_len, hidden), as the huggingface teacher does.",
+    )
+    hidden_layers: list[int] | None = Field(
+        None, description="transformers flavour: only these hidden states ([-1]: the last)."
     )
     trust_pickle: bool = Field(
         False,
@@ -118,7 +157,13 @@ class MlflowTeacher(Teacher):
             self._shape, self._classes = _signature_shapes(meta)
             flavor = self._choose_flavor(set(meta.flavors))
             self._flavor = flavor
-            if flavor == "pytorch":
+            self._hf: HuggingFaceTeacher | None = None
+            self._model: Any = None
+            self._session: Any = None
+            if flavor == "transformers":
+                self._hf = self._load_transformers(Path(local), meta)
+                self._model = self._hf.torch_module()
+            elif flavor == "pytorch":
                 self._model = self._load_pytorch(mlflow, MlflowException, Path(local), meta)
                 self._session = None
             else:
@@ -164,21 +209,89 @@ class MlflowTeacher(Teacher):
                 f"{_WHERE}: loading {params.uri} failed: {type(exc).__name__}: {first_line(exc)}"
             ) from None
 
+    def _load_transformers(self, local: Path, meta: Any) -> HuggingFaceTeacher:
+        """The transformers flavour's folder, loaded as a ``huggingface`` teacher."""
+        params = self.params
+        assert isinstance(params, MlflowParams)
+        conf = dict(meta.flavors["transformers"])
+        model_dir = local / str(conf.get("model_binary") or "model")
+        if "peft_adaptor" in conf:
+            raise CheckpointError(
+                f"{_WHERE}: {params.uri} holds a PEFT adapter, which kdforge does not load",
+                hint="merge the adapter into the model (merge_and_unload) and log that",
+            )
+        if not (model_dir / "config.json").is_file():
+            raise CheckpointError(
+                f"{_WHERE}: {params.uri} stores no model files (logged with "
+                "save_pretrained=False: a hub reference); kdforge never downloads from the hub",
+                hint="log the model with mlflow.transformers.log_model(..., save_pretrained=True)",
+            )
+        if not any(model_dir.glob("*.safetensors")):
+            raise CheckpointError(
+                f"{_WHERE}: {params.uri} has no safetensors weights in {model_dir.name}/ "
+                "(pickled weights could run code); nothing in it has run",
+                hint="save the model with safetensors (transformers' default) and log it again",
+            )
+        task: str = params.task
+        if task == "auto":
+            flavour_task = str(conf.get("task") or "")
+            if flavour_task not in _FLAVOUR_TASKS:
+                raise CheckpointError(
+                    f"{_WHERE}: {params.uri} was logged for task {flavour_task!r}, "
+                    "which kdforge does not map to a teacher head",
+                    hint="set teacher.params.task: causal_lm, masked_lm, "
+                    "sequence_classification or token_classification",
+                )
+            task = _FLAVOUR_TASKS[flavour_task]
+        # One folder holding the model and its tokenizer, kept after the download is
+        # removed: the dataset tokenizes with it (tokenizer_path), Ray copies reload it.
+        folder = Path(tempfile.gettempdir()) / "kdforge-mlflow-teachers" / self._sha[:16]
+        if not (folder / "config.json").is_file():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix="staging-", dir=folder.parent))
+            shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+            tokenizer_dir = local / "components" / "tokenizer"
+            if tokenizer_dir.is_dir():
+                shutil.copytree(tokenizer_dir, staging, dirs_exist_ok=True)
+            try:
+                staging.rename(folder)
+            except OSError:  # another process put the same files there first
+                shutil.rmtree(staging, ignore_errors=True)
+        teacher = HuggingFaceTeacher(
+            HuggingFaceParams(
+                path=str(folder),
+                task=task,
+                hidden_states=params.hidden_states,
+                hidden_layers=params.hidden_layers,
+            )
+        )
+        teacher.load()
+        return teacher
+
+    @property
+    def tokenizer_path(self) -> str | None:
+        """The tokenizer's folder (transformers flavour; None for the others)."""
+        hf = getattr(self, "_hf", None)  # None before load()
+        return None if hf is None else hf.tokenizer_path
+
     def _choose_flavor(self, flavors: set[str]) -> str:
         params = self.params
         assert isinstance(params, MlflowParams)
-        wanted = ["onnx", "pytorch"] if params.flavor == "auto" else [params.flavor]
+        wanted = ["onnx", "pytorch", "transformers"] if params.flavor == "auto" else [params.flavor]
         for flavor in wanted:
             if flavor in flavors:
                 return flavor
         raise CheckpointError(
             f"{_WHERE}: {params.uri} has flavours {sorted(flavors)}, none of {wanted}",
-            hint="log the teacher with mlflow.pytorch.log_model or mlflow.onnx.log_model",
+            hint="log the teacher with mlflow.pytorch.log_model, mlflow.onnx.log_model "
+            "or mlflow.transformers.log_model",
         )
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> ModelOutput:
-        """Logits of the teacher for one batch."""
+        """Logits of the teacher for one batch (and features, transformers flavour)."""
+        if self._hf is not None:
+            return self._hf.predict(x)
         if self._session is None:
             return ModelOutput(logits=self._model(x).float())
         feed = {self._session.get_inputs()[0].name: _as_input(x, self._session)}
@@ -196,10 +309,18 @@ class MlflowTeacher(Teacher):
 
     def expected_input_shape(self) -> tuple[int, ...] | None:
         """Per-example input shape from the model signature, if it has one."""
+        if self._hf is not None:
+            return None  # the signature's inputs are strings; any sequence length
         return self._shape
 
+    def expected_input_dtype(self) -> str | None:
+        """``"int64"`` token ids for the transformers flavour (None: unknown)."""
+        return "int64" if self._hf is not None else None
+
     def expected_num_classes(self) -> int | None:
-        """Classes from the signature's output shape, if it has one."""
+        """Classes from the signature's output shape, or the transformers model's."""
+        if self._hf is not None:
+            return self._hf.expected_num_classes()
         return self._classes
 
     def torch_module(self) -> torch.nn.Module | None:
@@ -208,7 +329,7 @@ class MlflowTeacher(Teacher):
 
     @property
     def flavor(self) -> str:
-        """The loaded flavour: ``pytorch`` or ``onnx``."""
+        """The loaded flavour: ``pytorch``, ``onnx`` or ``transformers``."""
         return self._flavor
 
     def __getstate__(self) -> dict[str, Any]:

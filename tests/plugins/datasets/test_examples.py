@@ -11,7 +11,7 @@ from kdforge.plugin_host.manager import get_registry
 from kdforge.plugin_host.resolve import instantiate
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "datasets"
-KINDS = ["image_folder", "tabular", "text", "arrays", "hf_disk"]
+KINDS = ["image_folder", "tabular", "text", "arrays", "hf_disk", "text_corpus"]
 
 
 def test_one_example_pair_per_builtin_file_dataset() -> None:
