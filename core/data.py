@@ -515,6 +515,16 @@ class TopKLogits:
         values, indices = torch.topk(logits, k, dim=-1)
         return cls(values, indices, torch.logsumexp(logits, dim=-1), int(logits.shape[-1]))
 
+    @classmethod
+    def cat(cls, parts: Sequence[TopKLogits]) -> TopKLogits:
+        """The rows of ``parts`` one after the other (same k and V)."""
+        return cls(
+            torch.cat([p.values for p in parts]),
+            torch.cat([p.indices for p in parts]),
+            torch.cat([p.lse for p in parts]),
+            parts[0].vocab_size,
+        )
+
     @property
     def k(self) -> int:
         """Kept logits per position."""

@@ -44,7 +44,7 @@ import torch
 
 from kdforge.batching import has_augmentation, iter_batches
 from kdforge.config.teacher_cache_settings import TeacherCacheSettings
-from kdforge.data import PER_POSITION_TASKS, DataSplits, Inputs
+from kdforge.data import PER_POSITION_TASKS, DataSplits, Inputs, TopKLogits
 from kdforge.errors import ConfigError, DataError
 from kdforge.interfaces import LossNeeds, Teacher
 from kdforge.storage import is_remote, join, local_mirror, pull_entry, push_entry
@@ -346,12 +346,21 @@ def _cached(
         emit(f"teacher outputs: cache entry of about {human_bytes(size)} ({formula}) to build")
         check_disk_space(size, entry.folder.parent)
     started = time.perf_counter()
-    computed = inference(teacher, splits, needs=needs, emit=emit)
+    # Per-position logits with top_k are encoded batch by batch as they are computed.
+    per_position = settings.top_k is not None and splits.info.task in PER_POSITION_TASKS
+    if per_position:
+        computed = inference(teacher, splits, needs=needs, emit=emit, top_k=settings.top_k)
+    else:
+        computed = inference(teacher, splits, needs=needs, emit=emit)
     report = _accuracy_report(teacher, splits)
     try:
         entry.write(computed, settings, parts, report)
     except OSError as exc:
         emit(f"teacher outputs: computed, but the cache folder is not writable ({exc})")
+        for split in ("val", "test"):  # metrics read dense logits (see TopKLogits.dense)
+            rows = getattr(computed, split)
+            if isinstance(rows, TopKLogits):
+                setattr(computed, split, rows.dense())
         return computed, report
     emit(
         f"teacher outputs: cache miss, computed in {time.perf_counter() - started:.1f}s "

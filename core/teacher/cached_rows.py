@@ -106,7 +106,7 @@ def decode_topk(
 def save_rows(
     folder: Path,
     stem: str,
-    tensor: torch.Tensor,
+    tensor: torch.Tensor | TopKLogits,
     *,
     dtype: str = "float32",
     top_k: int | None = None,
@@ -116,7 +116,7 @@ def save_rows(
     Args:
         folder: Target folder (exists).
         stem: File name stem (e.g. ``logits_train``).
-        tensor: ``(n, ...)`` values.
+        tensor: ``(n, ...)`` values, or per-position logits already in the top-k form.
         dtype: ``float32``, ``float16`` or ``bfloat16`` storage.
         top_k: For ``(n, classes)`` logits: keep the k largest per row (ignored when
             ``k >= classes``). For ``(n, T, V)`` logits: the ``topk_lse`` encoding (k
@@ -125,16 +125,22 @@ def save_rows(
     Returns:
         A JSON-able spec for :meth:`CachedRows.from_spec`.
     """
-    tensor = tensor.detach().float().cpu()
-    shape = [int(s) for s in tensor.shape]
-    if top_k is not None and tensor.dim() == 3:
+    if isinstance(tensor, TopKLogits):  # encoded (with this top_k) while the teacher ran
+        top: TopKLogits | None = tensor.to("cpu")
+        shape = [int(s) for s in tensor.shape]
+    else:
+        tensor = tensor.detach().float().cpu()
+        shape = [int(s) for s in tensor.shape]
         # Per-position logits (n, T, V): the k largest per position plus the lse, kept
         # sparse (k = V too, so that every loss reads one form for one config).
-        top = TopKLogits.from_logits(tensor, top_k)
+        dense_3d = top_k is not None and tensor.dim() == 3
+        top = TopKLogits.from_logits(tensor, top_k) if dense_3d and top_k else None
+    if top is not None:
         np.save(folder / f"{stem}.values.npy", to_stored(top.values, dtype))
         np.save(folder / f"{stem}.indices.npy", top.indices.to(torch.int32).numpy())
         np.save(folder / f"{stem}.lse.npy", top.lse.numpy().astype(np.float32))
         return {"stem": stem, "encoding": "topk_lse", "shape": shape, "k": top.k, "dtype": dtype}
+    assert isinstance(tensor, torch.Tensor)
     if top_k is not None and tensor.dim() > 3:
         raise ValueError(
             f"{stem}: top_k encodes (rows, classes) or (rows, positions, classes) logits, "

@@ -30,6 +30,7 @@ from kdforge.search.run import with_task
 from kdforge.teacher import cache as cache_module
 from kdforge.teacher.cache import estimate_cache_size, prepare_teacher_outputs
 from kdforge.teacher.cached_rows import CachedRows, save_rows
+from kdforge.teacher.outputs import compute_teacher_outputs
 from kdforge.testing.lm import python_docstrings, tiny_lm, token_blocks
 from kdforge.training.trainer import TrainSettings, train_model
 
@@ -145,6 +146,17 @@ def test_cache_is_sized_printed_and_read_sparse_by_the_trainer(tmp_path: Path, l
     )
     losses = [r.train_loss for r in result.history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_top_k_is_encoded_batch_by_batch_while_the_teacher_runs(lm) -> None:
+    """The dense (n, T, V) logits of a split are never held: each batch is encoded."""
+    teacher, splits = lm
+    outputs = compute_teacher_outputs(teacher, splits, batch_size=16, top_k=8)
+    assert isinstance(outputs.train, TopKLogits) and outputs.train.values.shape == (40, BLOCK, 8)
+    dense = compute_teacher_outputs(teacher, splits, batch_size=16).train
+    expected = TopKLogits.from_logits(dense, 8)
+    torch.testing.assert_close(outputs.train.values, expected.values)
+    torch.testing.assert_close(outputs.train.lse, expected.lse)
 
 
 def test_full_vocabulary_cache_trains_exactly_as_the_dense_logits(tmp_path: Path, lm) -> None:
