@@ -151,8 +151,10 @@ def _check_sparse_teacher(loss_name: str, plan: SearchPlan, output_kind: str) ->
     may train on it: the others would need the dense ``(n, T, V)`` logits.
     """
     settings = plan.config.teacher_cache
-    if output_kind != "token_logits" or settings.top_k is None or settings.mode == "online":
+    if output_kind != "token_logits" or settings.top_k is None:
         return
+    if settings.mode == "online" or not settings.enabled:
+        return  # no cache entry: the loss gets the teacher's dense logits
     if not plan.loss_cls.reads_top_k(plan.loss_params):
         raise ConfigError(
             f"teacher_cache.top_k: loss {loss_name!r} cannot read per-position top-k teacher "

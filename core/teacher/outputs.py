@@ -144,7 +144,9 @@ def compute_teacher_outputs(
                 has_logits = False
                 outs.append(torch.empty(len(batch), 0))
             elif top_k is not None and output.logits.dim() == 3:
-                outs.append(TopKLogits.from_logits(output.logits.detach().cpu(), top_k))
+                # Selected where the teacher ran (a GPU's topk is cheap), then k per position
+                # cross to the host instead of V.
+                outs.append(TopKLogits.from_logits(output.logits.detach(), top_k).to("cpu"))
             else:
                 outs.append(output.logits.detach().float().cpu())
         if outs and isinstance(outs[0], TopKLogits):
