@@ -276,3 +276,56 @@ def test_only_losses_that_read_the_sparse_form_may_use_a_per_position_top_k(
             continue
         with pytest.raises(ConfigError, match=f"loss '{refused}' cannot read per-position top-k"):
             with_task(plan, splits)
+
+
+def test_triple_loss_trains_a_hf_student_on_tapped_hidden_states(lm) -> None:
+    """lm_kd + label loss + lm_hidden_cosine between the GPT-2 teacher's and a narrower
+    GPT-2 student's last hidden states (module paths tapped, a learned projection)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from kdforge.features import predict_with_taps
+    from kdforge.plugins.losses.composite import Composite
+    from kdforge.search_spaces.hf_lm_model import HuggingFaceLMStudent
+
+    teacher, splits = lm
+    vocab = splits.info.num_classes
+    x, y = splits.train.x, splits.train.y
+    out = predict_with_taps(teacher, x, ["transformer.ln_f"])
+    assert out.logits is not None and out.features["transformer.ln_f"].shape == (40, BLOCK, 32)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=vocab, n_positions=BLOCK, n_embd=16, n_layer=1, n_head=2)
+    student = HuggingFaceLMStudent(GPT2LMHeadModel(config), "causal", pad_token_id=0)
+    params = Composite.Params.model_validate(
+        {
+            "terms": [
+                {"name": "lm_kd", "key": "kd", "weight": 5.0, "hparams": {"alpha": 1.0}},
+                {"name": "lm_kd", "key": "mlm", "weight": 2.0, "hparams": {"alpha": 0.0}},
+                {
+                    "name": "lm_hidden_cosine",
+                    "key": "cos",
+                    "params": {
+                        "ce_weight": 0.0,
+                        "layers": {"transformer.ln_f": "model.transformer.ln_f"},
+                    },
+                },
+            ]
+        }
+    )
+    loss = Composite(params, {"kd.temperature": 2.0})
+    loss.task = LanguageModeling()
+    result = train_model(
+        student,
+        x=x,
+        y=y,
+        val_x=splits.val.x,
+        val_y=splits.val.y,
+        settings=TrainSettings(epochs=3, lr=1e-2, batch_size=16, seed=0),
+        loss=loss,
+        teacher_logits=out.logits,
+        teacher_features={k: v.detach() for k, v in out.features.items()},
+        task=LanguageModeling(),
+    )
+    losses = [r.train_loss for r in result.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    (projection,) = loss.terms[2][2].parameters()[:1]
+    assert projection.shape == (32, 16)  # nn.Linear(16 -> 32): student width to teacher's
