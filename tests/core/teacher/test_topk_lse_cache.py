@@ -148,6 +148,19 @@ def test_cache_is_sized_printed_and_read_sparse_by_the_trainer(tmp_path: Path, l
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
+def test_object_store_sharing_gives_the_sparse_rows_in_memory(tmp_path: Path, lm) -> None:
+    """share: object_store (clusters) ships the top-k rows as tensors, not densified."""
+    teacher, splits = lm
+    settings = TeacherCacheSettings(top_k=8)
+    outputs = prepare_teacher_outputs(
+        teacher, splits, settings, cache_dir=tmp_path, emit=lambda _: None, share="object_store"
+    )
+    train = pickle.loads(pickle.dumps(outputs.train))  # as Ray's object store carries it
+    assert isinstance(train, TopKLogits) and train.values.shape == (40, BLOCK, 8)
+    rows = train.to("cpu")[torch.tensor([3, 0])]
+    assert rows.shape == (2, BLOCK, splits.info.num_classes)
+
+
 def test_top_k_is_encoded_batch_by_batch_while_the_teacher_runs(lm) -> None:
     """The dense (n, T, V) logits of a split are never held: each batch is encoded."""
     teacher, splits = lm
