@@ -10,6 +10,8 @@ big for memory, a :class:`LazyInputs` that reads rows on demand (streamed throug
 DataLoader with workers, see :mod:`kdforge.batching`). Labels are always in memory.
 
 Model and loss values: :class:`ModelOutput` (logits and named features of a batch),
+:class:`TopKLogits` (a sparse stand-in for per-position teacher logits: the k largest
+per position plus the log-sum-exp over the vocabulary),
 :class:`LossResult`, :class:`LossNeeds` (what a loss reads), :class:`HParam` (a
 searchable hyperparameter a plugin declares) and :class:`ExportResult`. The plugin
 interfaces in :mod:`kdforge.interfaces` are written in these types.
@@ -47,6 +49,7 @@ __all__ = [
     "ModelOutput",
     "Split",
     "TaskMetric",
+    "TopKLogits",
     "is_token_dtype",
 ]
 
@@ -492,6 +495,109 @@ class HParam:
             raise PluginError(f"hyperparameter {self.name!r}: low {self.low} > high {self.high}")
         if self.log and self.low <= 0:
             raise PluginError(f"hyperparameter {self.name!r}: log scale needs low > 0")
+
+
+@dataclass
+class TopKLogits:
+    """Per-position teacher logits kept sparse: the k largest plus the log-sum-exp.
+
+    What the teacher-output cache gives for ``token_logits`` outputs with
+    ``teacher_cache.top_k`` (never densified to ``(n, T, V)``); a loss that reads it
+    (e.g. ``lm_kd``) says so (:meth:`~kdforge.interfaces.LossStrategy.reads_top_k`).
+    It supports what the trainer does with teacher outputs: ``len``, ``shape``,
+    ``rows[idx]``, ``.to(device)``, ``.float()``.
+
+    Attributes:
+        values: The k largest logits per position ``(n, T, k)`` (float, any order).
+        indices: Their token ids ``(n, T, k)`` (int64).
+        lse: ``logsumexp`` of the position's logits over the whole vocabulary
+            ``(n, T)`` (float32), so ``exp(values - lse)`` are the exact probabilities
+            (temperature 1) of the kept tokens and ``1 - sum`` is the mass of the rest.
+        vocab_size: V, the size of the dense last dimension.
+    """
+
+    values: torch.Tensor
+    indices: torch.Tensor
+    lse: torch.Tensor
+    vocab_size: int
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, k: int) -> TopKLogits:
+        """The top-``k`` form of dense logits ``(..., V)`` (``k`` capped at V)."""
+        logits = logits.detach().float()
+        k = min(k, logits.shape[-1])
+        values, indices = torch.topk(logits, k, dim=-1)
+        return cls(values, indices, torch.logsumexp(logits, dim=-1), int(logits.shape[-1]))
+
+    @classmethod
+    def cat(cls, parts: Sequence[TopKLogits]) -> TopKLogits:
+        """The rows of ``parts`` one after the other (same k and V)."""
+        return cls(
+            torch.cat([p.values for p in parts]),
+            torch.cat([p.indices for p in parts]),
+            torch.cat([p.lse for p in parts]),
+            parts[0].vocab_size,
+        )
+
+    @property
+    def k(self) -> int:
+        """Kept logits per position."""
+        return int(self.values.shape[-1])
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the dense logits this stands for, ``(n, T, V)``."""
+        return torch.Size([*self.lse.shape, self.vocab_size])
+
+    @property
+    def device(self) -> torch.device:
+        """Where the tensors are."""
+        return self.values.device
+
+    def dim(self) -> int:
+        """Dimensions of the dense logits."""
+        return self.lse.dim() + 1
+
+    def __len__(self) -> int:
+        return len(self.lse)
+
+    def __getitem__(self, key: Any) -> TopKLogits:
+        return TopKLogits(self.values[key], self.indices[key], self.lse[key], self.vocab_size)
+
+    def to(self, device: Any) -> TopKLogits:
+        """The same on ``device``."""
+        return TopKLogits(
+            self.values.to(device), self.indices.to(device), self.lse.to(device), self.vocab_size
+        )
+
+    def float(self) -> TopKLogits:
+        """Values and log-sum-exp as float32."""
+        return TopKLogits(self.values.float(), self.indices, self.lse.float(), self.vocab_size)
+
+    def is_finite(self) -> bool:
+        """True when no value or log-sum-exp is NaN or infinite."""
+        return bool(torch.isfinite(self.values).all() and torch.isfinite(self.lse).all())
+
+    def rest_log_mass(self) -> torch.Tensor:
+        """``log(1 - sum(exp(values - lse)))`` per position, ``(n, T)``: the teacher's mass
+        outside the top k at temperature 1 (-inf when k = V; clamped at 0 mass when
+        rounding of stored values makes the kept mass exceed 1)."""
+        kept = torch.exp(self.values.float() - self.lse.unsqueeze(-1)).sum(-1)
+        return torch.log((1.0 - kept).clamp_min(0.0))
+
+    def dense(self) -> torch.Tensor:
+        """Dense float32 logits ``(n, T, V)`` (for metrics only: this is the big form).
+
+        The kept tokens keep their logits; every other token gets one shared logit so
+        that together they hold the rest mass (spread evenly) and the log-sum-exp is
+        ``lse``. Exact when k = V.
+        """
+        values = self.values.float()
+        out = torch.empty(*self.lse.shape, self.vocab_size, device=values.device)
+        if self.k < self.vocab_size:
+            rest = self.rest_log_mass() + self.lse - math.log(self.vocab_size - self.k)
+            out.copy_(rest.unsqueeze(-1).expand_as(out))
+        return out.scatter_(-1, self.indices.long(), values)
 
 
 @dataclass

@@ -368,6 +368,16 @@ class LossStrategy(_Plugin):
         """What this loss reads from teacher and student, given its params."""
         return LossNeeds(logits=cls.needs_logits, features=cls.needs_features)
 
+    @classmethod
+    def reads_top_k(cls, params: PluginParams | None) -> bool:
+        """Whether this loss reads per-position teacher logits in the sparse top-k form
+        (:class:`~kdforge.data.TopKLogits`, from ``teacher_cache.top_k``).
+
+        Default: only a loss that reads no teacher logits at all; a loss that handles
+        the sparse form (``lm_kd``) answers True.
+        """
+        return not cls.needs(params).logits
+
     def __init__(
         self, params: PluginParams | None = None, hparams: dict[str, float] | None = None
     ) -> None:

@@ -22,14 +22,25 @@ class TeacherCacheSettings(BaseModel):
         description="Cache folder (default: <output_dir>/.teacher-cache; e.g. ~/.cache/kdforge "
         "to share it between projects).",
     )
-    dtype: Literal["float32", "float16"] = Field(
-        "float32", description="Storage type of cached logits and features (float16 halves disk)."
+    mode: Literal["cache", "online"] = Field(
+        "cache",
+        description="cache: compute the teacher's training outputs once (stored per "
+        "`enabled`); online: no stored training outputs, the teacher runs on every training "
+        "batch inside the trials (corpora too big to store; val/test outputs are still "
+        "computed once).",
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32",
+        description="Storage type of cached logits and features (float16/bfloat16 halve "
+        "disk; bfloat16 is stored as uint16 bit patterns).",
     )
     top_k: int | None = Field(
         None,
         ge=1,
         description="Keep only the k largest logits per row (many-class problems); the other "
-        "classes share the remaining probability mass.",
+        "classes share the remaining probability mass. Per-position logits (language "
+        "models): the k largest per position plus the log-sum-exp over the vocabulary, read "
+        "sparse by losses that support it (lm_kd).",
     )
     share: Literal["auto", "memmap", "object_store"] = Field(
         "auto",

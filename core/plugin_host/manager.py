@@ -87,6 +87,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kdforge.plugins.losses.cosine_embedding",
     "kdforge.plugins.losses.regression_kd",
     "kdforge.plugins.losses.multilabel_kd",
+    "kdforge.plugins.losses.lm_kd",
+    "kdforge.plugins.losses.lm_hidden_cosine",
     "kdforge.plugins.losses.composite",
     "kdforge.plugins.exporters.onnx",
     "kdforge.plugins.tasks.classification",

@@ -116,14 +116,6 @@ def with_task(plan: SearchPlan, splits: DataSplits) -> tuple[SearchPlan, DataSpl
     config = plan.config
     task = plan.task or instantiate("task", PluginRef(name=splits.info.task), "task")
     require_workflow_task(task, config.dataset.name, "kdforge search")
-    if task.output_kind == "token_logits" and config.teacher_cache.top_k is not None:
-        # top-k keeps a few logits of one row per example; tagging outputs are a row per
-        # position, and a per-position top-k is not implemented: they are cached dense.
-        raise ConfigError(
-            f"teacher_cache.top_k: task {task.name!r} gives logits per position "
-            "(rows, seq_len, classes), which are cached dense only",
-            hint="remove teacher_cache.top_k (teacher_cache.dtype: float16 halves the cache)",
-        )
     task.check(splits)
     if "loss" not in config.model_fields_set and config.loss.name != task.default_loss:
         # No loss in the config: the task's own (hinton_kd for classification).
@@ -138,6 +130,7 @@ def with_task(plan: SearchPlan, splits: DataSplits) -> tuple[SearchPlan, DataSpl
             loss_needs=loss_cls.needs(loss_params),
         )
     check_loss_fits_task(config.loss.name, plan.loss_params, task)
+    _check_sparse_teacher(config.loss.name, plan, task.output_kind)
     require_causal_space(task, plan.space, f"student space {config.student.name!r}")
     metric = task.selection_metric
     objectives = resolve_objectives(
@@ -148,6 +141,26 @@ def with_task(plan: SearchPlan, splits: DataSplits) -> tuple[SearchPlan, DataSpl
     )
     config = config.model_copy(update={"objectives": objectives})
     return replace(plan, config=config, task=task), task.prepare(splits)
+
+
+def _check_sparse_teacher(loss_name: str, plan: SearchPlan, output_kind: str) -> None:
+    """Refuse a per-position top-k cache for a loss that cannot read its sparse form.
+
+    ``teacher_cache.top_k`` on per-position logits keeps the k largest per position
+    (:class:`~kdforge.data.TopKLogits`); only losses that read that form (``lm_kd``)
+    may train on it: the others would need the dense ``(n, T, V)`` logits.
+    """
+    settings = plan.config.teacher_cache
+    if output_kind != "token_logits" or settings.top_k is None:
+        return
+    if settings.mode == "online" or not settings.enabled:
+        return  # no cache entry: the loss gets the teacher's dense logits
+    if not plan.loss_cls.reads_top_k(plan.loss_params):
+        raise ConfigError(
+            f"teacher_cache.top_k: loss {loss_name!r} cannot read per-position top-k teacher "
+            "logits (it needs the full (rows, positions, vocabulary) logits)",
+            hint="use loss lm_kd (also inside composite), or remove teacher_cache.top_k",
+        )
 
 
 def prepare_run(

@@ -18,7 +18,12 @@ store once (``share: object_store``, for clusters without a shared folder).
 
 When the training inputs are randomly augmented, precomputed outputs would not match
 the augmented batches: the teacher then runs online in each trial
-(:class:`~kdforge.teacher.online.OnlineTeacher`) and the log says so.
+(:class:`~kdforge.teacher.online.OnlineTeacher`) and the log says so. ``teacher_cache.mode:
+online`` asks for the same without augmentation (corpora too big to store).
+
+Before an entry is computed its size (of the logits) is printed, and an entry that would
+not fit on the cache folder's disk (with a margin) is refused with the settings that
+shrink it: ``top_k`` (per position for language models), ``dtype``, ``mode: online``.
 """
 
 from __future__ import annotations
@@ -39,11 +44,16 @@ import torch
 
 from kdforge.batching import has_augmentation, iter_batches
 from kdforge.config.teacher_cache_settings import TeacherCacheSettings
-from kdforge.data import DataSplits, Inputs
-from kdforge.errors import DataError
+from kdforge.data import PER_POSITION_TASKS, DataSplits, Inputs, TopKLogits
+from kdforge.errors import ConfigError, DataError
 from kdforge.interfaces import LossNeeds, Teacher
 from kdforge.storage import is_remote, join, local_mirror, pull_entry, push_entry
-from kdforge.teacher.cached_rows import CachedRows, save_rows
+from kdforge.teacher.cached_rows import (
+    DTYPE_BYTES,
+    CachedRows,
+    save_rows,
+    topk_lse_bytes_per_position,
+)
 from kdforge.teacher.inference import TeacherInference
 from kdforge.teacher.online import OnlineTeacher
 from kdforge.teacher.outputs import TeacherOutputs, training_inputs
@@ -53,7 +63,10 @@ __all__ = [
     "CacheEntry",
     "cache_dir_for",
     "cache_key",
+    "check_disk_space",
     "default_cache_dir",
+    "estimate_cache_size",
+    "human_bytes",
     "prepare_teacher_outputs",
     "share_mode",
 ]
@@ -122,9 +135,11 @@ class CacheEntry:
             return found
 
         def dense(name: str) -> torch.Tensor:
+            # Val/test logits serve the teacher's metrics only: dense (a top-k entry's
+            # other tokens share its rest mass, see TopKLogits.dense).
             if name not in specs:
                 return torch.empty(meta["rows"][name.split("_", 1)[1]], 0)
-            return rows(specs[name]).materialize()
+            return rows(specs[name]).dense()
 
         train: Any
         if "logits_train" not in specs:
@@ -217,12 +232,14 @@ def _online_outputs(teacher: Teacher, splits: DataSplits, needs: LossNeeds) -> T
     """Val/test outputs now; training batches are run by the trials' OnlineTeacher."""
     val = _predict_split(teacher, splits.val.x)
     test = _predict_split(teacher, splits.test.x)
+    # (n, classes) or per position (n, T, classes): the train tensor keeps the row shape.
+    has_logits = val.dim() >= 2 and val.shape[-1] > 0
     outputs = TeacherOutputs(
-        train=torch.empty(0, val.shape[1] if val.dim() == 2 else 0),
+        train=torch.empty(0, *val.shape[1:]) if has_logits else torch.empty(0, 0),
         val=val,
         test=test,
         forward_calls=0,
-        has_logits=val.dim() == 2 and val.shape[1] > 0,
+        has_logits=has_logits,
     )
     outputs.online_teacher = OnlineTeacher(teacher, needs)
     return outputs
@@ -282,6 +299,11 @@ def prepare_teacher_outputs(
         logger.info("teacher online: %s", reason)
         outputs = _online_outputs(teacher, splits, needs)
         report = _accuracy_report(teacher, splits)
+    elif settings.mode == "online":
+        emit("teacher runs online in every trial (teacher_cache.mode: online): no stored outputs")
+        logger.info("teacher online: teacher_cache.mode is online")
+        outputs = _online_outputs(teacher, splits, needs)
+        report = _accuracy_report(teacher, splits)
     elif not settings.enabled:
         outputs = inference(teacher, splits, needs=needs)
         report = _accuracy_report(teacher, splits)
@@ -319,13 +341,26 @@ def _cached(
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("damaged teacher cache entry %s (%s): recomputing", entry.folder, exc)
             shutil.rmtree(entry.folder, ignore_errors=True)
+    size, formula = estimate_cache_size(splits, settings)
+    if size:
+        emit(f"teacher outputs: cache entry of about {human_bytes(size)} ({formula}) to build")
+        check_disk_space(size, entry.folder.parent)
     started = time.perf_counter()
-    computed = inference(teacher, splits, needs=needs, emit=emit)
+    # Per-position logits with top_k are encoded batch by batch as they are computed.
+    per_position = settings.top_k is not None and splits.info.task in PER_POSITION_TASKS
+    if per_position:
+        computed = inference(teacher, splits, needs=needs, emit=emit, top_k=settings.top_k)
+    else:
+        computed = inference(teacher, splits, needs=needs, emit=emit)
     report = _accuracy_report(teacher, splits)
     try:
         entry.write(computed, settings, parts, report)
     except OSError as exc:
         emit(f"teacher outputs: computed, but the cache folder is not writable ({exc})")
+        for split in ("val", "test"):  # metrics read dense logits (see TopKLogits.dense)
+            rows = getattr(computed, split)
+            if isinstance(rows, TopKLogits):
+                setattr(computed, split, rows.dense())
         return computed, report
     emit(
         f"teacher outputs: cache miss, computed in {time.perf_counter() - started:.1f}s "
@@ -334,6 +369,69 @@ def _cached(
     outputs = entry.load(share=share)
     outputs.forward_calls = computed.forward_calls
     return outputs, report
+
+
+def human_bytes(size: float) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def estimate_cache_size(splits: DataSplits, settings: TeacherCacheSettings) -> tuple[int, str]:
+    """Bytes the logits of a cache entry take on disk, and how they add up.
+
+    ``rows x positions x k x bytes`` for per-position logits (language models, with
+    ``top_k``: values, int32 indices and the fp32 log-sum-exp per position), ``rows x
+    classes x bytes`` otherwise. Features (for feature losses) come on top.
+    """
+    info = splits.info
+    rows = len(training_inputs(splits).x) + len(splits.val.x) + len(splits.test.x)
+    size = DTYPE_BYTES[settings.dtype]
+    classes = info.num_classes
+    if info.task in PER_POSITION_TASKS:
+        shape = info.teacher_input_shape or info.input_shape
+        positions = int(shape[0]) if shape else 1
+        if settings.top_k is not None:
+            k = min(settings.top_k, classes)
+            per = topk_lse_bytes_per_position(k, settings.dtype)
+            return rows * positions * per, (
+                f"{rows} rows x {positions} positions x (k={k} x ({size} + 4 index) + 4 lse) bytes"
+            )
+        return rows * positions * classes * size, (
+            f"{rows} rows x {positions} positions x {classes} classes x {size} bytes"
+        )
+    if settings.top_k is not None and settings.top_k < classes:
+        return rows * (settings.top_k * (size + 4) + 4), (
+            f"{rows} rows x (k={settings.top_k} x ({size} + 4 index) + 4 rest) bytes"
+        )
+    return rows * classes * size, f"{rows} rows x {classes} classes x {size} bytes"
+
+
+#: Free space kept on the cache's disk beyond an entry: 10% of it, at least this much.
+_DISK_MARGIN = 64 * 1024**2
+
+
+def check_disk_space(size: int, folder: Path) -> None:
+    """Refuse an entry of ``size`` bytes that would not fit on ``folder``'s disk.
+
+    Raises:
+        ConfigError: less free space than the entry plus a margin (10%, >= 64 MiB).
+    """
+    existing = folder.expanduser().resolve()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    needed = size + max(_DISK_MARGIN, size // 10)
+    if needed > free:
+        raise ConfigError(
+            f"teacher_cache: the teacher-output cache needs about {human_bytes(size)} but "
+            f"{existing} has {human_bytes(free)} free",
+            hint="lower teacher_cache.top_k, store teacher_cache.dtype: float16 or bfloat16, "
+            "point teacher_cache.dir at a bigger disk, or set teacher_cache.mode: online",
+        )
 
 
 def cache_dir_for(settings: TeacherCacheSettings, output_dir: str | Path) -> Path:

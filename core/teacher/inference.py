@@ -81,8 +81,13 @@ class TeacherInference:
         *,
         needs: LossNeeds | None = None,
         emit: Callable[[str], None] | None = None,
+        top_k: int | None = None,
     ) -> TeacherOutputs:
         """The teacher's outputs on every split (see :class:`TeacherOutputs`).
+
+        ``top_k``: per-position logits kept as their top k per position while computed
+        (local path; see :func:`~kdforge.teacher.outputs.compute_teacher_outputs`); the
+        Ray path returns dense outputs, which the cache encodes.
 
         Raises:
             SearchError: the Ray path was chosen but Ray is not running.
@@ -91,7 +96,7 @@ class TeacherInference:
         self.last_job = None
         if self.place(teacher) == "local":
             return compute_teacher_outputs(
-                teacher, splits, self.settings.batch_size, needs=needs, emit=emit
+                teacher, splits, self.settings.batch_size, needs=needs, emit=emit, top_k=top_k
             )
         if self.ray_ready is not None:
             self.ray_ready()

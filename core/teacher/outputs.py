@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from kdforge import progress
 from kdforge.batching import concat, iter_batches
-from kdforge.data import DataSplits, Inputs, Split
+from kdforge.data import DataSplits, Inputs, Split, TopKLogits
 from kdforge.errors import PluginError
 from kdforge.interfaces import LossNeeds, Task, Teacher
 from kdforge.teacher.cached_rows import CachedRows
@@ -99,6 +99,7 @@ def compute_teacher_outputs(
     *,
     needs: LossNeeds | None = None,
     emit: Callable[[str], None] | None = None,
+    top_k: int | None = None,
 ) -> TeacherOutputs:
     """Run the teacher over train(+transfer), val and test in batches.
 
@@ -110,6 +111,10 @@ def compute_teacher_outputs(
             kept too (``teacher_layers`` of them, or every one the teacher exposes).
             Default: logits only.
         emit: Where progress lines go (:mod:`kdforge.progress`).
+        top_k: Keep per-position logits ``(n, T, V)`` as their k largest per position
+            plus the log-sum-exp (:class:`~kdforge.data.TopKLogits`), batch by batch, so
+            the dense logits of a whole split are never held (the per-position top-k
+            cache). ``(n, classes)`` logits stay dense.
     """
     needs = needs or LossNeeds()
     splits = splits.for_teacher()  # the teacher reads its own view when it has one
@@ -119,7 +124,7 @@ def compute_teacher_outputs(
 
     def run(x: Inputs, with_features: bool = False) -> torch.Tensor:
         nonlocal calls, has_logits
-        outs = []
+        outs: list[Any] = []
         # Streamed inputs are read by DataLoader workers, never augmented here.
         for _, batch in iter_batches(x, batch_size):
             if with_features:
@@ -138,8 +143,15 @@ def compute_teacher_outputs(
                     )
                 has_logits = False
                 outs.append(torch.empty(len(batch), 0))
+            elif top_k is not None and output.logits.dim() == 3:
+                # Selected where the teacher ran (a GPU's topk is cheap), then k per position
+                # cross to the host instead of V.
+                outs.append(TopKLogits.from_logits(output.logits.detach(), top_k).to("cpu"))
             else:
                 outs.append(output.logits.detach().float().cpu())
+        if outs and isinstance(outs[0], TopKLogits):
+            # Stands in for the tensor: the cache writes it as its topk_lse encoding.
+            return cast(torch.Tensor, TopKLogits.cat(outs))
         return torch.cat(outs) if outs else torch.empty(0)
 
     train_x = training_inputs(splits).x

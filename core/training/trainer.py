@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.batching import iter_batches, take, to_device
-from kdforge.data import UNLABELED, Inputs
+from kdforge.data import UNLABELED, Inputs, TopKLogits
 from kdforge.errors import ConfigError, PluginError
 from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
 from kdforge.interfaces import LossStrategy, ModelOutput, Task
@@ -65,9 +65,15 @@ def _divergence_reason(
     where = f"training loss became {value} at epoch {epoch}, step {step + 1}"
     if batch.is_floating_point() and not bool(torch.isfinite(batch).all()):
         return f"{where}: the batch's inputs contain NaN or inf; clean the dataset"
-    if teacher_logits is not None:
+    if teacher_logits is not None and len(teacher_logits) > 0:  # empty: online teacher
         rows = teacher_logits[idx.to(teacher_logits.device)]
-        if rows.is_floating_point() and not bool(torch.isfinite(rows).all()):
+        # Per-position top-k teacher logits (a teacher_cache.top_k entry) come sparse.
+        finite = (
+            rows.is_finite()
+            if isinstance(rows, TopKLogits)
+            else not rows.is_floating_point() or bool(torch.isfinite(rows).all())
+        )
+        if not finite:
             return f"{where}: the teacher's outputs contain NaN or inf; check the teacher"
     if not bool(torch.isfinite(logits.detach()).all()):
         if step == 0:

@@ -189,6 +189,13 @@ class Composite(LossStrategy):
         return kinds
 
     @classmethod
+    def reads_top_k(cls, params: PluginParams | None) -> bool:
+        """Whether every term reads sparse top-k teacher logits (or no logits at all)."""
+        if not isinstance(params, CompositeParams):
+            return False
+        return all(term_cls.reads_top_k(p) for term_cls, p in _term_classes(params))
+
+    @classmethod
     def needs(cls, params: PluginParams | None) -> LossNeeds:
         """The union of the terms' needs."""
         if not isinstance(params, CompositeParams):

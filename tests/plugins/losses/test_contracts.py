@@ -20,6 +20,7 @@ from kdforge.plugins.losses.multilabel_kd import MultilabelKD
 from kdforge.plugins.losses.regression_kd import RegressionKD
 from kdforge.plugins.losses.rkd import RKD
 from kdforge.testing import LossContract
+from tests.plugins.losses import test_lm_kd as lm_losses
 
 
 class TestHintonKD(LossContract):
@@ -144,6 +145,10 @@ def test_every_registered_loss_is_under_contract() -> None:
             TestComposite,
             TestRegressionKD,
             TestMultilabelKD,
+            # The LM losses' contracts live beside their references (a module, not the
+            # classes, is imported: pytest would collect imported Test classes twice).
+            lm_losses.TestLMKDContract,
+            lm_losses.TestLMHiddenCosineContract,
         )
     }
     builtin = {
