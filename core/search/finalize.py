@@ -28,7 +28,7 @@ from kdforge.checkpoint import save_checkpoint
 from kdforge.config import SearchConfig
 from kdforge.data import ACCURACY, DataInfo, Split, TaskMetric
 from kdforge.errors import ExportError
-from kdforge.export.hf_folder import HF_FOLDER, is_hf_lm_student, save_hf_folder
+from kdforge.export.hf_folder import HF_FOLDER, hf_lm_mode, is_hf_lm_student, save_hf_folder
 from kdforge.export.student import (
     check_inputs,
     export_student,
@@ -182,10 +182,12 @@ def export_and_register(
     """
     out: dict[str, Any] = {}
     hf_dir = None
+    mode = ""
     if is_hf_lm_student(student):
+        mode = hf_lm_mode(student)
         hf_dir = save_hf_folder(student, search_dir / HF_FOLDER)
         log_folder(hf_dir, under=HF_FOLDER)
-        emit(f"saved the {student.mode} language model as a Hugging Face folder: {hf_dir}")
+        emit(f"saved the {mode} language model as a Hugging Face folder: {hf_dir}")
         out["hf_folder"] = str(hf_dir)
     inputs = check_inputs(test.x)
     try:
@@ -204,7 +206,7 @@ def export_and_register(
         # The Hugging Face folder is the language model's deliverable; ONNX is a bonus.
         emit(f"no ONNX model: {exc}; the student is registered in the transformers flavour")
         out["onnx_refused"] = str(exc)
-        out.update(_register_hf_lm(hf_dir, student.mode, config, summary, None, emit))
+        out.update(_register_hf_lm(hf_dir, mode, config, summary, None, emit))
         return out
     log_numeric_metrics({"export_max_abs_diff": result.max_abs_diff})
     log_files(*weight_files(result.path))
@@ -216,7 +218,7 @@ def export_and_register(
     )
     if result.format != "onnx":
         if hf_dir is not None:
-            out.update(_register_hf_lm(hf_dir, student.mode, config, summary, None, emit))
+            out.update(_register_hf_lm(hf_dir, mode, config, summary, None, emit))
         return out  # other formats are run artifacts; the registry holds ONNX models
     rename_onnx_output(result.path, task.output_name if task is not None else "logits")
     with progress.phase("latency", emit=emit):
@@ -255,7 +257,7 @@ def export_and_register(
     if info is not None and info.tokenizer and info.class_names:
         out.update(_register_text(result.path, info, name, summary, out, config.export.alias, emit))
     if hf_dir is not None:
-        out.update(_register_hf_lm(hf_dir, student.mode, config, summary, out, emit))
+        out.update(_register_hf_lm(hf_dir, mode, config, summary, out, emit))
     return out
 
 

@@ -163,8 +163,10 @@ def is_safe_transformers_model(model_uri: str, tracking_uri: str) -> bool:
     Reads the ``MLmodel`` file, lists the model's files and reads its JSON configs only
     (nothing is loaded or run). Safe means: MLflow's own ``mlflow.transformers`` pyfunc
     loader, weights stored in the artifact (not a Hub reference, no PEFT adaptor, no
-    processor), no code folder, every file safetensors or plain text, and no
-    ``auto_map`` in a config (which would ask ``transformers`` for remote code).
+    processor), no code folder, the model and its components classes of the installed
+    ``transformers`` (MLflow loads any other with ``trust_remote_code=True``), every
+    file safetensors or plain text (no ``pytorch_model.bin``, which ``torch.load``
+    unpickles, and no ``.py``), and no ``auto_map`` in a config (remote code).
 
     Args:
         model_uri: ``models:/...`` or ``runs:/...``.
@@ -199,6 +201,8 @@ def is_safe_transformers_model(model_uri: str, tracking_uri: str) -> bool:
         )
     ):
         return False
+    if not _transformers_classes(conf):
+        return False
     try:
         with registry_at(tracking_uri):
             repo = get_artifact_repository(model_uri)
@@ -213,6 +217,20 @@ def is_safe_transformers_model(model_uri: str, tracking_uri: str) -> bool:
     except Exception:  # unreadable: not servable without the opt-in
         return False
     return True
+
+
+def _transformers_classes(conf: dict[str, Any]) -> bool:
+    """Whether the model and each component are classes of the installed transformers.
+
+    MLflow's loader falls back to ``trust_remote_code=True`` (code from the artifact)
+    for a class that transformers lacks.
+    """
+    # transformers is imported here only: serving a transformers model needs it anyway.
+    import transformers
+
+    names = [conf.get("pipeline_model_type")]
+    names += [conf.get(f"{component}_type") for component in conf.get("components") or []]
+    return all(isinstance(n, str) and hasattr(transformers, n) for n in names)
 
 
 def _all_files(repo: Any, path: str) -> list[str]:

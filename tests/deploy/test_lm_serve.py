@@ -297,3 +297,45 @@ def test_mlflow_models_serve_generates_the_students_text(exported) -> None:
         assert [text.strip() for text in answer["predictions"]] == [expected]
     finally:
         stop_server(server)
+
+
+def test_onnx_refusal_still_registers_the_transformers_model(exported, tmp_path: Path) -> None:
+    """An exporter that cannot export the LM: the HF folder is registered all the same."""
+    import mlflow
+
+    from kdforge.config import SearchConfig
+    from kdforge.data import Split
+    from kdforge.errors import ExportError
+    from kdforge.interfaces import Exporter
+    from kdforge.search.finalize import export_and_register
+
+    class Refusing(Exporter):
+        name = "refusing"
+        suffix = ".onnx"
+
+        def export(self, model, example, path):
+            raise ExportError("ONNX export failed: this architecture has no ONNX form")
+
+    lm = exported["causal"]
+    config = SearchConfig.model_validate(
+        {
+            "name": "refused",
+            "dataset": {"name": "digits"},
+            "teacher": {"name": "checkpoint", "params": {"path": str(tmp_path / "t.pt")}},
+            "student": {"name": "mlp"},
+            "export": {"registered_model_name": "lm-refused"},
+        }
+    )
+    summary = {k: 1.0 for k in ("teacher_test_acc", "student_test_acc", "compression_ratio")}
+    summary |= {"student_params": 1, "teacher_params": 1}
+    lines: list[str] = []
+    mlflow.set_tracking_uri(lm.tracking_uri)
+    with mlflow.start_run(run_name="refused"):
+        out = export_and_register(
+            config, Refusing(), lm.student, Split(x=lm.check_ids, y=lm.check_ids), summary,
+            tmp_path, lines.append,
+        )  # fmt: skip
+    assert "no ONNX form" in out["onnx_refused"] and "model_uri" not in out
+    assert out["text_model_uri"] == "models:/lm-refused-text@champion"
+    assert any(line.startswith("no ONNX model: ONNX export failed") for line in lines)
+    assert (tmp_path / "student_hf" / "model.safetensors").is_file()
