@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +95,6 @@ def register_transformers_model(
             hint="pass the student's mode (HuggingFaceLMStudent.mode)",
         )
     import mlflow
-    from huggingface_hub import ModelCard
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     folder = Path(folder).resolve()  # an absolute path is never mistaken for a Hub id
@@ -107,10 +108,7 @@ def register_transformers_model(
         # Greedy and without the prompt: a served answer is the model's own continuation.
         config = {"do_sample": False, "return_full_text": False, "max_new_tokens": max_new_tokens}
         example = (texts, {"max_new_tokens": max_new_tokens})
-    card = ModelCard(
-        f"---\nlicense: other\nlibrary_name: transformers\n---\n\n# {name}\n\n"
-        f"A {mode} language model distilled by kdforge.\n"
-    )
+    card = _Card(f"# {name}\n\nA {mode} language model distilled by kdforge.\n")
     try:
         with registry_at():  # register where the run logs
             info = mlflow.transformers.log_model(
@@ -135,11 +133,26 @@ def register_transformers_model(
     return version
 
 
+@dataclass(frozen=True)
+class _CardData:
+    license: str = "other"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"license": self.license, "library_name": "transformers"}
+
+
+@dataclass(frozen=True)
+class _Card:
+    """The model card MLflow writes (``text``, ``data``: what it reads of a Hub
+    ``ModelCard``); given, so that MLflow does not look for one on the Hub."""
+
+    text: str
+    data: _CardData = field(default_factory=_CardData)
+
+
 def _requirements() -> list[str]:
     """The pinned packages the served pipeline needs (MLflow's own helper also wants
     torchvision, which a text model does not)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     pins = []
     for package in ("mlflow", "transformers", "tokenizers", "torch", "safetensors"):
         try:
