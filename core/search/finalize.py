@@ -153,6 +153,13 @@ def export_and_register(
 ) -> dict[str, Any]:
     """Export, check, time, register and offer the student to the alias.
 
+    A language-model student (:func:`~kdforge.export.hf_folder.is_hf_lm_student`) is
+    first written as a Hugging Face model folder, ``search_dir/student_hf``, and logged
+    under ``student_hf/``; after the ONNX steps it is registered as ``<name>-text`` in
+    the ``transformers`` flavour (:func:`_register_hf_lm`). Its ONNX export is kept
+    when it works; when the exporter refuses it, the transformers version is registered
+    alone.
+
     Args:
         config: The search config (``export``, ``latency`` and the registered name).
         exporter: The exporter plugin.
@@ -163,17 +170,12 @@ def export_and_register(
         emit: Where progress lines go.
         info: The data description: token ids made by a local tokenizer also register
             ``<name>-text``, the student with its tokenizer and class names, which takes
-            raw text (:mod:`kdforge.tracking.text_model`).
+            raw text (:mod:`kdforge.tracking.text_model`); not for a language model,
+            whose ``<name>-text`` is its transformers version.
         task: The task: the parity tolerance is in the units the student trained in
             and the exported model answers in the data's (``Task.output_scale``), its
             output is named ``Task.output_name``, and ``if_better`` compares by its
             metric (``test`` is in the form its ``prepare`` gave).
-
-    A language-model student (:func:`~kdforge.export.hf_folder.is_hf_lm_student`) is
-    first written as a Hugging Face model folder, ``search_dir/student_hf``, and logged
-    under ``student_hf/``; after the ONNX steps it is registered as ``<name>-text`` in
-    the ``transformers`` flavour (:func:`_register_hf_lm`). Its ONNX export is kept
-    when it works; an exporter that refuses it leaves the transformers version alone.
 
     Returns:
         Entries for ``summary.json`` (export path and parity; with ONNX also latency,
@@ -254,7 +256,7 @@ def export_and_register(
             "promotion": promotion.as_dict(),
         }
     )
-    if info is not None and info.tokenizer and info.class_names:
+    if hf_dir is None and info is not None and info.tokenizer and info.class_names:
         out.update(_register_text(result.path, info, name, summary, out, config.export.alias, emit))
     if hf_dir is not None:
         out.update(_register_hf_lm(hf_dir, mode, config, summary, out, emit))
