@@ -16,6 +16,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,68 +237,89 @@ def test_serve_refuses_transformers_model_with_pickled_weights(exported, tmp_pat
     assert done.returncode != 0 and "not an ONNX model" in done.stderr + done.stdout
 
 
-@pytest.mark.slow
-def test_kdforge_serve_generates_the_students_greedy_text(exported) -> None:
-    lm = exported["causal"]
-    port = free_port()
-    server = start_server(
-        kdforge_cli("serve", str(lm.search_dir), "--port", str(port)),
-        f"http://127.0.0.1:{port}/ping",
-        timeout_s=180,
-    )
-    try:
-        body = {"inputs": PROMPTS, "params": {"max_new_tokens": NEW_TOKENS}}
-        status, answer = post(f"http://127.0.0.1:{port}/invocations", json.dumps(body))
-        assert status == 200, answer
-        folder = lm.search_dir / "student_hf"
-        expected = [_greedy(folder, prompt, NEW_TOKENS) for prompt in PROMPTS]
-        assert [text.strip() for text in answer["predictions"]] == expected
-        assert all(expected), "the tiny student generated only special tokens"
-    finally:
-        stop_server(server)
+@pytest.fixture(scope="module")
+def servers(exported) -> Iterator[dict[str, str]]:
+    """``kdforge serve`` of each student and ``mlflow models serve`` of the causal one.
 
-
-@pytest.mark.slow
-def test_kdforge_serve_answers_fill_mask_with_the_argmax_token(exported) -> None:
-    lm = exported["masked"]
-    port = free_port()
-    server = start_server(
-        kdforge_cli(
-            "serve", f"{lm.name}-text", "--tracking-uri", lm.tracking_uri, "--port", str(port)
-        ),
-        f"http://127.0.0.1:{port}/ping",
-        timeout_s=180,
-    )
-    texts = ["the [MASK] module", "return the [MASK] of the object"]
-    try:
-        status, answer = post(f"http://127.0.0.1:{port}/invocations", json.dumps({"inputs": texts}))
-        assert status == 200, answer
-        folder = lm.search_dir / "student_hf"
-        assert [t.strip() for t in answer["predictions"]] == [_top_token(folder, t) for t in texts]
-    finally:
-        stop_server(server)
-
-
-@pytest.mark.slow
-def test_mlflow_models_serve_generates_the_students_text(exported) -> None:
-    """``mlflow models serve -m models:/NAME-text@champion --env-manager local``."""
-    lm = exported["causal"]
-    port = free_port()
+    Started side by side (each spends its start-up importing MLflow and transformers),
+    stopped after the module. Returns name -> base URL.
+    """
+    causal, masked = exported["causal"], exported["masked"]
     mlflow_cli = Path(sys.executable).parent / "mlflow"
-    argv = [str(mlflow_cli), "models", "serve", "-m", lm.out["text_model_uri"],
-            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    # mlflow runs `uvicorn` by name: the venv's bin goes first on PATH.
-    path = f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {"MLFLOW_TRACKING_URI": lm.tracking_uri, "PATH": path}
-    server = start_server(argv, f"http://127.0.0.1:{port}/ping", timeout_s=180, env=env)
+    ports = {name: free_port() for name in ("causal", "masked", "mlflow")}
+    commands = {
+        # The search folder: serve picks its <name>-text version from summary.json.
+        "causal": (
+            kdforge_cli("serve", str(causal.search_dir), "--port", str(ports["causal"])),
+            None,
+        ),
+        # A registered name: models:/<name>@champion in the given store.
+        "masked": (
+            kdforge_cli(
+                "serve", f"{masked.name}-text", "--tracking-uri", masked.tracking_uri,
+                "--port", str(ports["masked"]),
+            ),
+            None,
+        ),
+        "mlflow": (
+            [str(mlflow_cli), "models", "serve", "-m", causal.out["text_model_uri"],
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(ports["mlflow"])],
+            # mlflow runs `uvicorn` by name: the venv's bin goes first on PATH.
+            {
+                "MLFLOW_TRACKING_URI": causal.tracking_uri,
+                "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            },
+        ),
+    }  # fmt: skip
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    with ThreadPoolExecutor(len(commands)) as pool:
+        futures = {
+            name: pool.submit(start_server, argv, f"{urls[name]}/ping", 240, env)
+            for name, (argv, env) in commands.items()
+        }
+        started = {}
+        errors = []
+        for name, future in futures.items():
+            try:
+                started[name] = future.result()
+            except RuntimeError as exc:
+                errors.append(f"{name}: {exc}")
     try:
-        body = {"inputs": PROMPTS[:1], "params": {"max_new_tokens": NEW_TOKENS}}
-        status, answer = post(f"http://127.0.0.1:{port}/invocations", json.dumps(body))
-        assert status == 200, answer
-        expected = _greedy(lm.search_dir / "student_hf", PROMPTS[0], NEW_TOKENS)
-        assert [text.strip() for text in answer["predictions"]] == [expected]
+        assert not errors, errors
+        yield urls
     finally:
-        stop_server(server)
+        for process in started.values():
+            stop_server(process)
+
+
+@pytest.mark.slow
+def test_kdforge_serve_generates_the_students_greedy_text(exported, servers) -> None:
+    body = {"inputs": PROMPTS, "params": {"max_new_tokens": NEW_TOKENS}}
+    status, answer = post(f"{servers['causal']}/invocations", json.dumps(body))
+    assert status == 200, answer
+    folder = exported["causal"].search_dir / "student_hf"
+    expected = [_greedy(folder, prompt, NEW_TOKENS) for prompt in PROMPTS]
+    assert [text.strip() for text in answer["predictions"]] == expected
+    assert all(expected), "the tiny student generated only special tokens"
+
+
+@pytest.mark.slow
+def test_kdforge_serve_answers_fill_mask_with_the_argmax_token(exported, servers) -> None:
+    texts = ["the [MASK] module", "return the [MASK] of the object"]
+    status, answer = post(f"{servers['masked']}/invocations", json.dumps({"inputs": texts}))
+    assert status == 200, answer
+    folder = exported["masked"].search_dir / "student_hf"
+    assert [t.strip() for t in answer["predictions"]] == [_top_token(folder, t) for t in texts]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_generates_the_students_text(exported, servers) -> None:
+    """``mlflow models serve -m models:/NAME-text@champion --env-manager local``."""
+    body = {"inputs": PROMPTS[:1], "params": {"max_new_tokens": NEW_TOKENS}}
+    status, answer = post(f"{servers['mlflow']}/invocations", json.dumps(body))
+    assert status == 200, answer
+    expected = _greedy(exported["causal"].search_dir / "student_hf", PROMPTS[0], NEW_TOKENS)
+    assert [text.strip() for text in answer["predictions"]] == [expected]
 
 
 def test_onnx_refusal_still_registers_the_transformers_model(exported, tmp_path: Path) -> None:
