@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests._hostile import write_hostile_pickle
 from tests.deploy.conftest import free_port, kdforge_cli, post, start_server, stop_server
 
 pytest.importorskip("transformers")
@@ -206,7 +207,7 @@ def test_onnx_student_registered_with_dynamic_batch_and_sequence(exported, mode:
 
 
 def test_serve_refuses_transformers_model_with_pickled_weights(exported, tmp_path: Path) -> None:
-    """A transformers model holding a torch pickle (pytorch_model.bin) is not served."""
+    """A transformers model holding a pickle (a hostile pytorch_model.bin) is not served."""
     import mlflow
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -225,7 +226,8 @@ def test_serve_refuses_transformers_model_with_pickled_weights(exported, tmp_pat
         task="text-generation",
         pip_requirements=["transformers"],
     )
-    torch.save({"anything": torch.zeros(1)}, saved / "model" / "pytorch_model.bin")
+    marker = tmp_path / "PWNED"
+    write_hostile_pickle(saved / "model" / "pytorch_model.bin", marker)
     mlflow.register_model(saved.as_uri(), "pickled")
     assert not is_safe_transformers_model("models:/pickled/1", lm.tracking_uri)
     done = subprocess.run(
@@ -235,6 +237,7 @@ def test_serve_refuses_transformers_model_with_pickled_weights(exported, tmp_pat
         timeout=120,
     )
     assert done.returncode != 0 and "not an ONNX model" in done.stderr + done.stdout
+    assert not marker.exists()
 
 
 @pytest.fixture(scope="module")
