@@ -22,7 +22,11 @@ no Python code, while other flavours (a pickled PyTorch model, a pyfunc ``python
 unpickle code when the server loads them. The one exception is kdforge's own raw-text
 model (``NAME-text``): a pyfunc logged from code whose code file is exactly the one
 kdforge writes (it imports kdforge's installed ``TextClassifier``) and whose artifacts
-are an ONNX graph, tokenizer files and JSON. ``--trust-pickle`` serves others anyway; without
+are an ONNX graph, tokenizer files and JSON. A language-model student registered in the
+``transformers`` flavour (:mod:`kdforge.tracking.hf_model`) is served too when it holds
+only safetensors weights and text files and MLflow's own loader rebuilds it
+(:func:`~kdforge.tracking.hf_model.is_safe_transformers_model`): a causal one answers
+generated text, a masked one fill-mask predictions. ``--trust-pickle`` serves others anyway; without
 it the server also runs with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` (MLflow 3.17
 defaults it to true).
 """
@@ -47,6 +51,7 @@ from kdforge.config import resolve_tracking_uri
 from kdforge.deploy.limits import DEFAULT_MAX_BODY_MB, DEFAULT_MAX_ROWS
 from kdforge.deploy.mlflow_app import BODY_ENV, MODEL_ENV, ROWS_ENV
 from kdforge.errors import ConfigError, KDForgeError
+from kdforge.tracking.hf_model import is_safe_transformers_model
 from kdforge.tracking.registry import model_flavors
 from kdforge.tracking.text_model import is_kdforge_text_model
 
@@ -107,7 +112,7 @@ def resolve_target(
                 hint="pass a finished search folder, a models:/ URI or a registered model name",
             )
         summary = json.loads(summary_file.read_text())
-        if "model_uri" not in summary:
+        if "model_uri" not in summary and "text_model_uri" not in summary:
             raise ConfigError(
                 f"the search in {folder} registered no model (export disabled or not ONNX)",
                 hint="set export.enabled: true and export.exporter: onnx, then search again",
@@ -136,7 +141,8 @@ def check_servable(target: ServeTarget, trust_pickle: bool = False) -> None:
 
     Raises:
         ConfigError: a local SQLite store that does not exist (nothing is created), or
-            a model without the ONNX flavour when ``trust_pickle`` is false.
+            a model without the ONNX flavour when ``trust_pickle`` is false (kdforge's
+            raw-text model and a safe ``transformers`` model excepted).
         TrackingError: the model cannot be found.
     """
     if target.tracking_uri.startswith("sqlite:///"):
@@ -152,11 +158,16 @@ def check_servable(target: ServeTarget, trust_pickle: bool = False) -> None:
         return
     if is_kdforge_text_model(target.model_uri, target.tracking_uri):
         return
+    if "transformers" in flavors and is_safe_transformers_model(
+        target.model_uri, target.tracking_uri
+    ):
+        return
     raise ConfigError(
         f"kdforge serve: refused {target.model_uri}: it is not an ONNX model (flavours "
         f"{sorted(flavors)}, loader {loader}), and loading it could unpickle code; "
         "nothing in it has run",
-        hint=f"serve an ONNX model (kdforge registers its students as ONNX); only if you "
+        hint=f"serve an ONNX model (kdforge registers its students as ONNX) or a "
+        "transformers model of safetensors weights; only if you "
         f"trust this model, pass {TRUST_PICKLE_SWITCH}",
     )
 

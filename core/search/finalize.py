@@ -8,6 +8,9 @@ hands it to these steps:
 * :func:`export_and_register`: the exporter plugin writes it (parity-checked against
   PyTorch), its ONNX Runtime latency is measured, it becomes a new version of the
   registered model, and ``export.promote`` decides whether the alias moves to it;
+  a language-model student is also saved as a Hugging Face model folder
+  (``student_hf/``) and registered as ``<name>-text`` in the ``transformers`` flavour
+  (generated text or fill-mask predictions when served), under the same alias;
 * :func:`print_result`: the ``== result ==`` block.
 """
 
@@ -24,6 +27,8 @@ from kdforge import progress
 from kdforge.checkpoint import save_checkpoint
 from kdforge.config import SearchConfig
 from kdforge.data import ACCURACY, DataInfo, Split, TaskMetric
+from kdforge.errors import ExportError
+from kdforge.export.hf_folder import HF_FOLDER, hf_lm_mode, is_hf_lm_student, save_hf_folder
 from kdforge.export.student import (
     check_inputs,
     export_student,
@@ -35,9 +40,10 @@ from kdforge.objectives.costs import measure_onnx_latency_with
 from kdforge.plugin_host.split_record import ref_record, split_tag
 from kdforge.report.leaderboard import TrialRow
 from kdforge.report.render import baseline_setting
+from kdforge.tracking.hf_model import register_transformers_model
 from kdforge.tracking.promote import promote_version
 from kdforge.tracking.registry import drop_interrupted_versions, register_onnx
-from kdforge.tracking.store import log_files, log_numeric_metrics
+from kdforge.tracking.store import log_files, log_folder, log_numeric_metrics
 from kdforge.tracking.text_model import register_text_model
 from kdforge.training.evaluate import count_parameters, evaluate
 from kdforge.wording import plural, trial_name
@@ -147,6 +153,13 @@ def export_and_register(
 ) -> dict[str, Any]:
     """Export, check, time, register and offer the student to the alias.
 
+    A language-model student (:func:`~kdforge.export.hf_folder.is_hf_lm_student`) is
+    first written as a Hugging Face model folder, ``search_dir/student_hf``, and logged
+    under ``student_hf/``; after the ONNX steps it is registered as ``<name>-text`` in
+    the ``transformers`` flavour (:func:`_register_hf_lm`). Its ONNX export is kept
+    when it works; when the exporter refuses it, the transformers version is registered
+    alone.
+
     Args:
         config: The search config (``export``, ``latency`` and the registered name).
         exporter: The exporter plugin.
@@ -157,7 +170,8 @@ def export_and_register(
         emit: Where progress lines go.
         info: The data description: token ids made by a local tokenizer also register
             ``<name>-text``, the student with its tokenizer and class names, which takes
-            raw text (:mod:`kdforge.tracking.text_model`).
+            raw text (:mod:`kdforge.tracking.text_model`); not for a language model,
+            whose ``<name>-text`` is its transformers version.
         task: The task: the parity tolerance is in the units the student trained in
             and the exported model answers in the data's (``Task.output_scale``), its
             output is named ``Task.output_name``, and ``if_better`` compares by its
@@ -166,25 +180,47 @@ def export_and_register(
     Returns:
         Entries for ``summary.json`` (export path and parity; with ONNX also latency,
         the registered version, the alias and the promotion; ``text_model_uri`` for a
-        raw-text model).
+        raw-text model or a language model, ``hf_folder`` for a language model).
     """
+    out: dict[str, Any] = {}
+    hf_dir = None
+    mode = ""
+    if is_hf_lm_student(student):
+        mode = hf_lm_mode(student)
+        hf_dir = save_hf_folder(student, search_dir / HF_FOLDER)
+        log_folder(hf_dir, under=HF_FOLDER)
+        emit(f"saved the {mode} language model as a Hugging Face folder: {hf_dir}")
+        out["hf_folder"] = str(hf_dir)
     inputs = check_inputs(test.x)
-    with progress.phase("export", emit=emit):
-        result = export_student(
-            exporter,
-            student,
-            inputs,
-            search_dir,
-            config.export.tolerance * (task.output_scale() if task is not None else 1.0),
-            emit,
-        )
+    try:
+        with progress.phase("export", emit=emit):
+            result = export_student(
+                exporter,
+                student,
+                inputs,
+                search_dir,
+                config.export.tolerance * (task.output_scale() if task is not None else 1.0),
+                emit,
+            )
+    except ExportError as exc:
+        if hf_dir is None:
+            raise
+        # The Hugging Face folder is the language model's deliverable; ONNX is a bonus.
+        emit(f"no ONNX model: {exc}; the student is registered in the transformers flavour")
+        out["onnx_refused"] = str(exc)
+        out.update(_register_hf_lm(hf_dir, mode, config, summary, None, emit))
+        return out
     log_numeric_metrics({"export_max_abs_diff": result.max_abs_diff})
     log_files(*weight_files(result.path))
-    out: dict[str, Any] = {
-        "export_path": str(result.path),
-        "export_max_abs_diff": result.max_abs_diff,
-    }
+    out.update(
+        {
+            "export_path": str(result.path),
+            "export_max_abs_diff": result.max_abs_diff,
+        }
+    )
     if result.format != "onnx":
+        if hf_dir is not None:
+            out.update(_register_hf_lm(hf_dir, mode, config, summary, None, emit))
         return out  # other formats are run artifacts; the registry holds ONNX models
     rename_onnx_output(result.path, task.output_name if task is not None else "logits")
     with progress.phase("latency", emit=emit):
@@ -220,9 +256,55 @@ def export_and_register(
             "promotion": promotion.as_dict(),
         }
     )
-    if info is not None and info.tokenizer and info.class_names:
+    if hf_dir is None and info is not None and info.tokenizer and info.class_names:
         out.update(_register_text(result.path, info, name, summary, out, config.export.alias, emit))
+    if hf_dir is not None:
+        out.update(_register_hf_lm(hf_dir, mode, config, summary, out, emit))
     return out
+
+
+def _register_hf_lm(
+    folder: Path,
+    mode: str,
+    config: SearchConfig,
+    summary: Mapping[str, Any],
+    registered: Mapping[str, Any] | None,
+    emit: Callable[[str], None],
+) -> dict[str, Any]:
+    """Register the LM student's folder as ``<name>-text`` (``transformers`` flavour).
+
+    With an ONNX version (``registered``), the alias follows its promotion, as the
+    raw-text classifier's does. Without one there is nothing to compare: the alias
+    moves under ``export.promote: always`` and stays where it is under ``if_better``.
+    """
+    name = f"{config.registered_model_name}-text"
+    alias = config.export.alias
+    if registered is not None:
+        promoted = registered.get("registered_alias") is not None
+        extra = {"onnx_version": str(registered["registered_model_version"])}
+    else:
+        promoted = config.export.promote == "always"
+        extra = {}
+        if not promoted:
+            emit(
+                f"{name}: no ONNX version to compare under export.promote: if_better; "
+                f"alias {alias} not moved"
+            )
+    for orphan in drop_interrupted_versions(name):
+        emit(f"removed {name} version {orphan}, left by a registration a kill interrupted")
+    version = register_transformers_model(
+        folder,
+        mode,
+        name,
+        tags={**_version_tags(summary), **extra, "kdforge.lm_mode": mode},
+        alias=alias if promoted else None,
+    )
+    uri = f"models:/{name}@{alias}" if promoted else f"models:/{name}/{version}"
+    served = "generated text" if mode == "causal" else "fill-mask predictions"
+    emit(
+        f"registered {name} version {version} (transformers flavour): text in, {served} out ({uri})"
+    )
+    return {"text_model_name": name, "text_model_version": version, "text_model_uri": uri}
 
 
 def _register_text(

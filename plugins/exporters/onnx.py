@@ -1,5 +1,9 @@
 """Exporter ``onnx``: the student as an ONNX graph with a dynamic batch axis.
 
+A per-position student (token ids ``(n, T)`` in, ``(n, T, ...)`` out: a language model)
+also gets a dynamic sequence axis, so one graph answers prompts of any length up to
+the model's own limit (``sequence_axis``).
+
 Exports with ``torch.onnx.export`` (the torch.export-based exporter), validates the
 graph with ``onnx.checker`` and runs it in onnxruntime on the check inputs. A model
 under 2 GB is one self-contained ``.onnx`` file; a larger one keeps its weights in
@@ -45,6 +49,12 @@ class OnnxParams(PluginParams):
     """Parameters of the ``onnx`` exporter."""
 
     opset: int | None = Field(None, ge=7, description="ONNX opset (default: the exporter's).")
+    sequence_axis: bool | None = Field(
+        None,
+        description="Make axis 1 of the input (the sequence) dynamic too. Default: yes for "
+        "a per-position student (integer token ids (n, T) in, (n, T, ...) out, such as a "
+        "language model), no otherwise (the graph then takes the length it was exported at).",
+    )
 
 
 class OnnxExporter(Exporter):
@@ -73,6 +83,9 @@ class OnnxExporter(Exporter):
         kwargs: dict = {}
         if params.opset is not None:
             kwargs["opset_version"] = params.opset
+        axes: dict[int, torch.export.Dim] = {0: torch.export.Dim("batch")}
+        if _sequence_axis(model, sample, params.sequence_axis):
+            axes[1] = torch.export.Dim("sequence")
         noise = io.StringIO()
         # The exporter is chatty (progress lines, torchvision notices); keep the CLI quiet.
         exporter_logger = logging.getLogger("torch.onnx")
@@ -92,7 +105,7 @@ class OnnxExporter(Exporter):
                     external_data=external_data,
                     input_names=[INPUT_NAME],
                     output_names=[OUTPUT_NAME],
-                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                    dynamic_shapes=(axes,),
                     **kwargs,
                 )
         except Exception as exc:
@@ -110,6 +123,18 @@ class OnnxExporter(Exporter):
             torch_out = model(check).numpy()
         max_abs_diff = float(np.max(np.abs(ort_out - torch_out))) if torch_out.size else 0.0
         return ExportResult(path=path, max_abs_diff=max_abs_diff, format="onnx")
+
+
+def _sequence_axis(model: torch.nn.Module, sample: torch.Tensor, wanted: bool | None) -> bool:
+    """Whether axis 1 is exported as dynamic (``sequence_axis``; ``None``: per-position)."""
+    if wanted is not None:
+        return wanted
+    if sample.ndim != 2 or sample.is_floating_point() or sample.shape[1] < 2:
+        return False
+    with torch.no_grad():
+        out = model(sample)
+    # Per position: the output keeps the input's (n, T) and adds an axis (logits over V).
+    return isinstance(out, torch.Tensor) and out.ndim == 3 and out.shape[:2] == sample.shape
 
 
 @kdforge.hookimpl

@@ -62,15 +62,26 @@ def post(url: str, body: bytes | str, timeout: float = 30.0) -> tuple[int, dict]
         return exc.code, json.loads(exc.read())
 
 
-def start_server(argv: Sequence[str], ping_url: str, timeout_s: float = 120.0) -> subprocess.Popen:
+def start_server(
+    argv: Sequence[str],
+    ping_url: str,
+    timeout_s: float = 120.0,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """Start ``argv`` in its own process group and wait until ``ping_url`` answers 200.
+
+    ``env`` is added to this process's environment for the server.
 
     Output goes to a temporary file (a pipe would fill up and block a chatty server);
     it is shown if the server dies before answering.
     """
     log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
-        list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        list(argv),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -57,3 +57,46 @@ def test_small_model_is_one_self_contained_file(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(onnx_exporter, "SELF_CONTAINED_BYTES", 1)
     big = OnnxExporter().export(model, example, tmp_path / "b" / "m.onnx")
     assert (tmp_path / "b" / "m.onnx.data").is_file() and big.max_abs_diff < 1e-5
+
+
+class _PerPosition(torch.nn.Module):
+    """Token ids (n, T) -> logits (n, T, V), like a language model (no position limit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 6)
+        self.out = torch.nn.Linear(6, 20)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.embed(ids)))
+
+
+class _Pooled(_PerPosition):
+    """Token ids (n, T) -> logits (n, V): one answer per row."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids).mean(dim=1)
+
+
+def test_per_position_student_gets_a_dynamic_sequence_axis(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from kdforge.plugins.exporters.onnx import OnnxParams
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 20, (8, 6))
+    for model, dynamic in ((_PerPosition().eval(), True), (_Pooled().eval(), False)):
+        path = tmp_path / f"{type(model).__name__}.onnx"
+        assert OnnxExporter().export(model, ids, path).max_abs_diff < 1e-5
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        shape = session.get_inputs()[0].shape
+        assert isinstance(shape[1], str) == dynamic, shape
+        if dynamic:
+            longer = torch.randint(0, 20, (3, 11))
+            got = session.run(None, {"input": longer.numpy()})[0]
+            with torch.no_grad():
+                np.testing.assert_allclose(got, model(longer).numpy(), atol=1e-5)
+    fixed = OnnxExporter(OnnxParams(sequence_axis=False))
+    fixed.export(_PerPosition().eval(), ids, tmp_path / "fixed.onnx")
+    session = ort.InferenceSession(str(tmp_path / "fixed.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1] == 6
