@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.batching import iter_batches, take, to_device
-from kdforge.data import UNLABELED, Inputs
+from kdforge.data import UNLABELED, Inputs, VocabularyTrim
 from kdforge.errors import ConfigError, PluginError
 from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
 from kdforge.interfaces import LossStrategy, ModelOutput, Task
@@ -216,6 +216,16 @@ def train_model(
         teacher_logits = teacher_logits.to(device)
     teacher_features = {k: v.to(device) for k, v in (teacher_features or {}).items()}
     model.to(device)
+    trim = VocabularyTrim.of(model)
+    if trim is not None:
+        # A trimmed LM student's logits are over the kept tokens: targets become its
+        # entries and the teacher is renormalised over the same tokens (validation
+        # targets are mapped by evaluate()).
+        y = trim.targets(y)
+        teacher_logits = None if teacher_logits is None else trim.logits(teacher_logits)
+        if online_teacher is not None:
+            online_teacher = _restricted_teacher(online_teacher, trim)
+
     tap = student_tap(model, needs)
     if loss is not None:
         _bind_loss(
@@ -359,6 +369,13 @@ def train_model(
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(best_acc, best_epoch, len(history), history)
+
+
+def _restricted_teacher(
+    teacher: Callable[[torch.Tensor], ModelOutput], trim: VocabularyTrim
+) -> Callable[[torch.Tensor], ModelOutput]:
+    """An online teacher whose logits are restricted to a trimmed student's tokens."""
+    return lambda batch: trim.output(teacher(batch))
 
 
 def _bind_loss(
