@@ -15,83 +15,18 @@ import optuna
 import pytest
 import torch
 
-from kdforge.data import DataInfo, DataSplits, Split
 from kdforge.errors import ConfigError
 from kdforge.search_spaces.hf_lm import HfLMParams, HfLMSpace
 from kdforge.testing import SearchSpaceContract
-from kdforge.testing.lm import python_docstrings, tiny_lm, token_blocks
-
-BLOCK = 16
-
-
-def _splits(x: torch.Tensor, *, causal: bool = True) -> DataSplits:
-    y = torch.cat([x[:, 1:], torch.full((len(x), 1), -2)], 1) if causal else x.clone()
-    if not causal:  # masked: every 5th position masked and scored, the rest neither
-        scored = torch.zeros_like(x, dtype=torch.bool)
-        scored[:, ::5] = True
-        y = torch.where(scored, x, torch.full_like(x, -2))
-        x = torch.where(scored, torch.full_like(x, 4), x)
-    info = _info()
-    return DataSplits(info, Split(x, y), Split(x[:8], y[:8]), Split(x[8:16], y[8:16]))
-
-
-def _info(vocab: int = 0) -> DataInfo:
-    return DataInfo(
-        name="lm",
-        input_shape=(BLOCK,),
-        num_classes=vocab or VOCAB["n"],
-        input_dtype="int64",
-        vocab_size=vocab or VOCAB["n"],
-        pad_token_id=0,
-        task="language_modeling",
-    )
-
-
-VOCAB: dict[str, int] = {"n": 0}
-
-
-@pytest.fixture(scope="module")
-def texts() -> list[str]:
-    return python_docstrings(160, packages=("json", "email"))
-
-
-@pytest.fixture(scope="module")
-def gpt(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
-    """A 4-layer GPT-2 teacher (hidden 32, 4 heads), trained briefly."""
-    folder = tiny_lm(
-        tmp_path_factory.mktemp("gpt"), "causal", texts, layers=4, heads=4, block=BLOCK, steps=40
-    )
-    VOCAB["n"] = json.loads((folder / "config.json").read_text())["vocab_size"]
-    return folder
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> Path:
-    return tiny_lm(tmp_path_factory.mktemp("bert"), "masked", texts, block=BLOCK, steps=5)
-
-
-@pytest.fixture(scope="module")
-def corpus(gpt: Path, texts: list[str]) -> torch.Tensor:
-    return token_blocks(texts, gpt, BLOCK)
-
-
-def _bound(folder: Path, splits: DataSplits | None = None, **params: Any) -> HfLMSpace:
-    space = HfLMSpace(HfLMParams(teacher_path=str(folder), **params))
-    space.bind_teacher(None)
-    if splits is not None:
-        space.bind_data(splits)
-    return space
-
-
-def _sample(space: HfLMSpace, values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One architecture: fixed ``values``, or a random point."""
-    if values is not None:
-        trial: Any = optuna.trial.FixedTrial(values)
-    else:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    extra = space.suggest(trial, _info())
-    return {**trial.params, **(extra or {})}
+from kdforge.testing.lm import token_blocks
+from tests.search_spaces.lm.conftest import (
+    BLOCK,
+    VOCAB,
+    bound_space,
+    lm_info,
+    lm_splits,
+    sample_arch,
+)
 
 
 def _teacher(folder: Path, mode: str = "causal") -> Any:
@@ -112,8 +47,8 @@ class TestHfLMContract(SearchSpaceContract):
 
     @pytest.fixture
     def plugin(self, gpt: Path, corpus: torch.Tensor) -> HfLMSpace:
-        type(self).data_infos = (_info(),)
-        return _bound(gpt, _splits(corpus), vocab="searched", max_layers=2)
+        type(self).data_infos = (lm_info(),)
+        return bound_space(gpt, lm_splits(corpus), vocab="searched", max_layers=2)
 
     def check_sample(self, plugin, arch, model, info) -> None:
         assert arch["hidden"] % arch["heads"] == 0
@@ -121,8 +56,8 @@ class TestHfLMContract(SearchSpaceContract):
 
 
 def test_widths_are_fractions_of_the_teacher(gpt: Path, corpus: torch.Tensor) -> None:
-    space = _bound(gpt, _splits(corpus))
-    arch = _sample(space, {"layers": 2, "hidden": 16, "heads_h16": 2, "intermediate": 64})
+    space = bound_space(gpt, lm_splits(corpus))
+    arch = sample_arch(space, {"layers": 2, "hidden": 16, "heads_h16": 2, "intermediate": 64})
     config = arch["_recipe"]["config"]
     assert (config["n_layer"], config["n_embd"], config["n_head"], config["n_inner"]) == (
         2,
@@ -131,33 +66,33 @@ def test_widths_are_fractions_of_the_teacher(gpt: Path, corpus: torch.Tensor) ->
         64,
     )
     trial = optuna.create_study().ask()
-    space.suggest(trial, _info())
+    space.suggest(trial, lm_info())
     assert trial.distributions["hidden"].choices == (8, 16, 24, 32)  # teacher/4 .. teacher
     assert trial.distributions["intermediate"].choices == (32, 64, 96, 128)
     assert trial.distributions["layers"].high == 4
 
 
 def test_layers_init_takes_every_other_teacher_layer(gpt: Path, corpus: torch.Tensor) -> None:
-    space = _bound(gpt, _splits(corpus), init="layers")
-    arch = _sample(space, {"layers": 2})
+    space = bound_space(gpt, lm_splits(corpus), init="layers")
+    arch = sample_arch(space, {"layers": 2})
     assert arch["kept_layers"] == [0, 2] and arch["hidden"] == 32
-    student = space.build(arch, _info()).model
+    student = space.build(arch, lm_info()).model
     teacher = _teacher(gpt)
     for i, j in enumerate([0, 2]):
         torch.testing.assert_close(
             student.transformer.h[i].attn.c_attn.weight, teacher.transformer.h[j].attn.c_attn.weight
         )
     torch.testing.assert_close(student.transformer.wte.weight, teacher.transformer.wte.weight)
-    full = space.build(_sample(space, {"layers": 4}), _info()).eval()
+    full = space.build(sample_arch(space, {"layers": 4}), lm_info()).eval()
     torch.testing.assert_close(full(corpus[:3]), teacher(input_ids=corpus[:3]).logits)
 
 
 def test_searched_layer_subset(gpt: Path, corpus: torch.Tensor) -> None:
-    space = _bound(gpt, _splits(corpus), init="layers", layer_selection="searched")
+    space = bound_space(gpt, lm_splits(corpus), init="layers", layer_selection="searched")
     flags = {f"keep_layer_{i}": i in (1, 3) for i in range(4)}
-    arch = _sample(space, flags)
+    arch = sample_arch(space, flags)
     assert arch["kept_layers"] == [1, 3] and arch["layers"] == 2
-    student = space.build(arch, _info()).model
+    student = space.build(arch, lm_info()).model
     teacher = _teacher(gpt)
     torch.testing.assert_close(
         student.transformer.h[1].mlp.c_fc.weight, teacher.transformer.h[3].mlp.c_fc.weight
@@ -165,9 +100,9 @@ def test_searched_layer_subset(gpt: Path, corpus: torch.Tensor) -> None:
 
 
 def test_prune_keeping_everything_is_the_teacher(gpt: Path, corpus: torch.Tensor) -> None:
-    space = _bound(gpt, _splits(corpus), init="prune")
-    arch = _sample(space, {"layers": 4, "heads": 4, "intermediate": 128})
-    student = space.build(arch, _info()).eval()
+    space = bound_space(gpt, lm_splits(corpus), init="prune")
+    arch = sample_arch(space, {"layers": 4, "heads": 4, "intermediate": 128})
+    student = space.build(arch, lm_info()).eval()
     with torch.no_grad():
         torch.testing.assert_close(
             student(corpus[:4]), _teacher(gpt)(input_ids=corpus[:4]).logits, atol=1e-5, rtol=1e-5
@@ -175,14 +110,14 @@ def test_prune_keeping_everything_is_the_teacher(gpt: Path, corpus: torch.Tensor
 
 
 def test_pruned_student_is_smaller_and_better_than_random(gpt: Path, corpus: torch.Tensor) -> None:
-    splits = _splits(corpus)
+    splits = lm_splits(corpus)
     values = {"layers": 2, "heads": 2, "intermediate": 64}
-    pruned_space = _bound(gpt, splits, init="prune")
-    pruned = pruned_space.build(_sample(pruned_space, values), _info()).eval()
-    random_space = _bound(gpt, splits)
+    pruned_space = bound_space(gpt, splits, init="prune")
+    pruned = pruned_space.build(sample_arch(pruned_space, values), lm_info()).eval()
+    random_space = bound_space(gpt, splits)
     torch.manual_seed(0)
     random = random_space.build(
-        _sample(random_space, {**values, "hidden": 16, "heads_h16": 2}), _info()
+        sample_arch(random_space, {**values, "hidden": 16, "heads_h16": 2}), lm_info()
     ).eval()
     teacher = _teacher(gpt)
     sizes = [sum(p.numel() for p in m.parameters()) for m in (pruned, teacher)]
@@ -204,10 +139,10 @@ def test_pruned_student_is_smaller_and_better_than_random(gpt: Path, corpus: tor
 
 def test_masked_family_builds_bert_students_from_layers(bert: Path, texts: list[str]) -> None:
     x = token_blocks(texts, bert, BLOCK)
-    space = _bound(bert, _splits(x, causal=False), init="layers")
+    space = bound_space(bert, lm_splits(x, causal=False), init="layers")
     assert space.causal is False
-    arch = _sample(space, {"layers": 1})
-    student = space.build(arch, _info()).eval()
+    arch = sample_arch(space, {"layers": 1})
+    student = space.build(arch, lm_info()).eval()
     assert type(student.model).__name__ == "BertForMaskedLM"
     assert student(x[:2]).shape == (2, BLOCK, VOCAB["n"])
 
@@ -215,7 +150,7 @@ def test_masked_family_builds_bert_students_from_layers(bert: Path, texts: list[
 def test_a_masked_family_is_refused_for_next_token_data(bert: Path, texts: list[str]) -> None:
     x = token_blocks(texts, bert, BLOCK)
     with pytest.raises(ConfigError, match="masked LM"):
-        _bound(bert, _splits(x))
+        bound_space(bert, lm_splits(x))
 
 
 def test_prune_is_refused_for_bert(bert: Path) -> None:
