@@ -73,6 +73,9 @@ __all__ = ["HfLMParams", "HfLMSpace"]
 
 _WHERE = "student space 'hf_lm'"
 
+#: What an unbound space samples over (GPT-2 small), only to name its searched values.
+_NOMINAL = StudentSizes(layers=12, hidden=768, heads=12, intermediate=3072)
+
 
 class HfLMParams(PluginParams):
     """Ranges, initialisation and vocabulary of the ``hf_lm`` search space."""
@@ -305,30 +308,19 @@ class HfLMSpace(SearchSpace):
         """Sample depth and widths (as ``init`` allows) and the vocabulary choice."""
         p = self.params
         assert isinstance(p, HfLMParams)
+        if self._config is None:
+            # Unbound (e.g. `kdforge plugins show`): the names and kinds of the searched
+            # values over a nominal GPT-2-small teacher; nothing that builds. The search
+            # driver always binds the teacher first.
+            self._suggest_depth(trial, _NOMINAL, {})
+            self._suggest_widths(trial, _NOMINAL, 1, {})
+            if p.vocab == "searched":
+                trial.suggest_categorical("vocab", ["full", "corpus"])
+            return {"init": p.init}
         config, family, facts = self._bound()
         teacher = teacher_sizes(config, family)
         extra: dict[str, Any] = {"init": p.init}
-        if p.init != "random" and p.layer_selection == "searched":
-            kept_layers = [
-                i
-                for i in range(teacher.layers)
-                if trial.suggest_categorical(f"keep_layer_{i}", [True, False])
-            ] or [teacher.layers - 1]
-            layers = len(kept_layers)
-            extra["layers"] = layers
-        else:
-            top = p.max_layers or teacher.layers
-            if p.init != "random":
-                top = min(top, teacher.layers)
-            if p.min_layers > top:
-                raise ConfigError(
-                    f"student.params.min_layers ({p.min_layers}) exceeds the most layers "
-                    f"a student may have ({top})",
-                    hint=f"set student.params.min_layers to at most {top}",
-                )
-            layers = trial.suggest_int("layers", p.min_layers, top)
-            how = "every_other" if p.layer_selection == "searched" else p.layer_selection
-            kept_layers = select_layers(layers, teacher.layers, how)
+        layers, kept_layers = self._suggest_depth(trial, teacher, extra)
         sizes = self._suggest_widths(trial, teacher, layers, extra)
         vocab = p.vocab
         if vocab == "searched":
@@ -357,6 +349,35 @@ class HfLMSpace(SearchSpace):
             else int(facts.unk_token_id or 0),
         }
         return extra
+
+    def _suggest_depth(
+        self, trial: Any, teacher: StudentSizes, extra: dict[str, Any]
+    ) -> tuple[int, list[int]]:
+        """The number of layers and the teacher layer each one is started from."""
+        p = self.params
+        assert isinstance(p, HfLMParams)
+        if p.init != "random" and p.layer_selection == "searched":
+            kept_layers = [
+                i
+                for i in range(teacher.layers)
+                if trial.suggest_categorical(f"keep_layer_{i}", [True, False])
+            ] or [teacher.layers - 1]
+            layers = len(kept_layers)
+            extra["layers"] = layers
+        else:
+            top = p.max_layers or teacher.layers
+            if p.init != "random":
+                top = min(top, teacher.layers)
+            if p.min_layers > top:
+                raise ConfigError(
+                    f"student.params.min_layers ({p.min_layers}) exceeds the most layers "
+                    f"a student may have ({top})",
+                    hint=f"set student.params.min_layers to at most {top}",
+                )
+            layers = trial.suggest_int("layers", p.min_layers, top)
+            how = "every_other" if p.layer_selection == "searched" else p.layer_selection
+            kept_layers = select_layers(layers, teacher.layers, how)
+        return layers, kept_layers
 
     def _suggest_widths(
         self, trial: Any, teacher: StudentSizes, layers: int, extra: dict[str, Any]
@@ -402,7 +423,8 @@ class HfLMSpace(SearchSpace):
         """The student of ``arch``, started from the teacher when ``init`` says so.
 
         A space that was never bound to a teacher (rebuilding a checkpoint, whose
-        weights are loaded next) builds the bare architecture from ``_recipe``.
+        weights are loaded next) builds the bare architecture from ``_recipe``, and so
+        does ``init_from_teacher: false`` (the search's from-scratch baseline).
 
         Raises:
             ConfigError: an ``arch`` without ``_recipe`` (not made by this space).
@@ -419,6 +441,8 @@ class HfLMSpace(SearchSpace):
         kept_list = recipe.get("kept_token_ids")
         kept = None if kept_list is None else torch.tensor(kept_list, dtype=torch.int64)
         init = str(arch.get("init", "random"))
+        if arch.get("init_from_teacher") is False:
+            init = "random"  # the from-scratch baseline: no teacher knowledge at all
         if init != "random" and self._folder is not None and self._config is not None:
             self._initialise(model, arch, init, kept)
         elif init != "random" and p.init != "random":

@@ -184,3 +184,13 @@ def test_another_vocabulary_size_is_refused_without_trimming(gpt: Path) -> None:
 def test_no_teacher_folder_is_refused() -> None:
     with pytest.raises(ConfigError, match="not a Hugging Face model folder"):
         HfLMSpace().bind_teacher(None)
+
+
+def test_the_scratch_baseline_gets_no_teacher_weights(gpt: Path, corpus: torch.Tensor) -> None:
+    space = bound_space(gpt, lm_splits(corpus), init="layers")
+    arch = sample_arch(space, {"layers": 4})
+    teacher = _teacher(gpt).transformer.wte.weight
+    copied = space.build(arch, lm_info()).model.transformer.wte.weight
+    scratch = space.build({**arch, "init_from_teacher": False}, lm_info())
+    torch.testing.assert_close(copied, teacher)
+    assert not torch.allclose(scratch.model.transformer.wte.weight, teacher)
