@@ -262,10 +262,11 @@ class HfLMSpace(SearchSpace):
         assert isinstance(p, HfLMParams)
         if self._config is None or self._tokenizer is None or self._family is None:
             return
-        x, y = splits.train.x, splits.train.y
-        if not isinstance(x, torch.Tensor):
-            x = next(iter_batches(x, max(len(splits.train), 1)))[1]
-        if self._family.mode == "masked" and _looks_causal(x, y):
+        y = splits.train.y
+        # Streamed (lazy) inputs are read batch by batch, never all at once.
+        batches = [(idx, batch) for idx, batch in iter_batches(splits.train.x, 1024)]
+        first = batches[0][1] if batches else torch.zeros(0, 0, dtype=torch.int64)
+        if self._family.mode == "masked" and _looks_causal(first, y[: len(first)]):
             raise ConfigError(
                 f"{_WHERE}: teacher family {self._config['model_type']!r} is a masked LM "
                 "whose positions see later ones, and the data's targets are the next tokens",
@@ -281,7 +282,10 @@ class HfLMSpace(SearchSpace):
                     hint="set student.params.vocab: full for this tokenizer",
                 )
             self._kept = corpus_vocabulary(
-                x, y, self._tokenizer, int(self._config["vocab_size"]), p.min_count
+                ((batch, y[idx]) for idx, batch in batches),
+                self._tokenizer,
+                int(self._config["vocab_size"]),
+                p.min_count,
             )
             if p.vocab_size is not None and p.vocab_size != len(self._kept):
                 raise ConfigError(
@@ -290,7 +294,7 @@ class HfLMSpace(SearchSpace):
                     hint="remove student.params.vocab_size (the corpus decides it)",
                 )
         if p.init == "prune":
-            rows = x[: p.calibration_rows]
+            rows = first[: p.calibration_rows]
             teacher = _load_teacher(str(self._folder), self._family.mode)
             self._importance = gpt2_importance(teacher, rows, self._tokenizer.pad_token_id)
 

@@ -9,6 +9,7 @@ times in the training corpus.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,10 @@ def tokenizer_facts(folder: str | Path, where: str) -> TokenizerFacts:
 
 
 def corpus_vocabulary(
-    x: torch.Tensor, y: torch.Tensor, facts: TokenizerFacts, vocab_size: int, min_count: int = 1
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    facts: TokenizerFacts,
+    vocab_size: int,
+    min_count: int = 1,
 ) -> list[int]:
     """Sorted original ids a trimmed student keeps: the corpus's tokens and the specials.
 
@@ -76,15 +80,17 @@ def corpus_vocabulary(
     (a masked LM's input there is ``[MASK]`` or a random token), the input elsewhere.
 
     Args:
-        x: Training token ids ``(n, T)``.
-        y: Training targets ``(n, T)`` (``-1``/``-2`` where not scored).
+        batches: ``(token ids (n, T), targets (n, T))`` of the training split, in
+            batches (``-1``/``-2`` targets where not scored).
         facts: The shared tokenizer.
         vocab_size: The teacher's vocabulary size (ids are below it).
         min_count: Keep tokens seen at least this many times.
     """
-    tokens = torch.where(y >= 0, y, x) if y.shape == x.shape else x
-    tokens = tokens[(tokens >= 0) & (tokens < vocab_size)]
-    counts = torch.bincount(tokens.reshape(-1), minlength=vocab_size)
+    counts = torch.zeros(vocab_size, dtype=torch.int64)
+    for x, y in batches:
+        tokens = torch.where(y >= 0, y, x) if y.shape == x.shape else x
+        tokens = tokens[(tokens >= 0) & (tokens < vocab_size)]
+        counts += torch.bincount(tokens.reshape(-1), minlength=vocab_size)
     keep = counts >= min_count
     for special in facts.special_ids:
         if special < vocab_size:
