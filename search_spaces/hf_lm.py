@@ -35,6 +35,7 @@ space with default params rebuilds it without the teacher.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -342,16 +343,20 @@ class HfLMSpace(SearchSpace):
             extra["vocab"] = vocab
         extra["vocab_size"] = vocab_size
         pad = info.pad_token_id if info.pad_token_id is not None else facts.pad_token_id
-        extra["_recipe"] = {
-            "config": student_config(config, family, sizes, vocab_size),
-            "mode": family.mode,
-            "tokenizer_dir": self._folder,
-            "pad_token_id": pad,
-            "kept_token_ids": kept,
-            "unk_index": kept.index(facts.unk_token_id)
-            if kept is not None and facts.unk_token_id is not None
-            else int(facts.unk_token_id or 0),
-        }
+        # One JSON string, as `pruned` keeps its recipe: Ray and MLflow see a flat value.
+        extra["_recipe"] = json.dumps(
+            {
+                "config": student_config(config, family, sizes, vocab_size),
+                "mode": family.mode,
+                "tokenizer_dir": self._folder,
+                "pad_token_id": pad,
+                "kept_token_ids": kept,
+                "unk_index": kept.index(facts.unk_token_id)
+                if kept is not None and facts.unk_token_id is not None
+                else int(facts.unk_token_id or 0),
+            },
+            sort_keys=True,
+        )
         return extra
 
     def _suggest_depth(
@@ -436,6 +441,8 @@ class HfLMSpace(SearchSpace):
         p = self.params
         assert isinstance(p, HfLMParams)
         recipe = arch.get("_recipe")
+        if isinstance(recipe, str):
+            recipe = json.loads(recipe)
         if not isinstance(recipe, dict):
             raise ConfigError(
                 f"{_WHERE}: architecture {sorted(arch)} has no _recipe entry",

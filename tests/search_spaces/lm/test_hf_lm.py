@@ -58,7 +58,7 @@ class TestHfLMContract(SearchSpaceContract):
 def test_widths_are_fractions_of_the_teacher(gpt: Path, corpus: torch.Tensor) -> None:
     space = bound_space(gpt, lm_splits(corpus))
     arch = sample_arch(space, {"layers": 2, "hidden": 16, "heads_h16": 2, "intermediate": 64})
-    config = arch["_recipe"]["config"]
+    config = json.loads(arch["_recipe"])["config"]
     assert (config["n_layer"], config["n_embd"], config["n_head"], config["n_inner"]) == (
         2,
         16,
@@ -194,3 +194,23 @@ def test_the_scratch_baseline_gets_no_teacher_weights(gpt: Path, corpus: torch.T
     scratch = space.build({**arch, "init_from_teacher": False}, lm_info())
     torch.testing.assert_close(copied, teacher)
     assert not torch.allclose(scratch.model.transformer.wte.weight, teacher)
+
+
+def test_binds_the_huggingface_teachers_folder(gpt: Path, bert: Path) -> None:
+    from kdforge.config import PluginRef
+    from kdforge.plugin_host.resolve import instantiate
+    from kdforge.training.supported_tasks import require_causal_space
+
+    causal = instantiate("task", PluginRef(name="language_modeling"), "task")
+    for folder, is_causal in ((gpt, True), (bert, False)):
+        teacher = instantiate(
+            "teacher", PluginRef(name="huggingface", params={"path": str(folder)}), "teacher"
+        )
+        space = HfLMSpace()
+        space.bind_teacher(teacher)  # reads the teacher's folder, without loading it
+        assert space.causal is is_causal
+        if is_causal:
+            require_causal_space(causal, space, "student space 'hf_lm'")
+        else:
+            with pytest.raises(ConfigError, match="would read its answer"):
+                require_causal_space(causal, space, "student space 'hf_lm'")

@@ -45,7 +45,7 @@ def test_corpus_vocabulary_keeps_seen_tokens_and_specials(
     splits = lm_splits(small_corpus)
     space = bound_space(gpt, splits, vocab="corpus")
     arch = sample_arch(space, {"layers": 1, "hidden": 16, "heads_h16": 2, "intermediate": 32})
-    kept = arch["_recipe"]["kept_token_ids"]
+    kept = json.loads(arch["_recipe"])["kept_token_ids"]
     seen = set(torch.where(splits.train.y >= 0, splits.train.y, splits.train.x).unique().tolist())
     assert set(kept) == seen | set(range(7))  # the 7 special tokens of the test tokenizer
     student = space.build(arch, lm_info())
