@@ -29,7 +29,7 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import torch
 
-from kdforge.errors import DataError, PluginError
+from kdforge.errors import ConfigError, DataError, PluginError
 
 __all__ = [
     "ACCURACY",
@@ -512,8 +512,21 @@ class VocabularyTrim:
             return None
         return cls(kept, int(getattr(body, "unk_index", 0)))
 
-    def logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary logits ``(..., V)`` -> the kept tokens' ``(..., V')``."""
+    def logits(self, logits: Any) -> torch.Tensor:
+        """Full-vocabulary logits ``(..., V)`` -> the kept tokens' ``(..., V')``.
+
+        Raises:
+            ConfigError: teacher outputs that are not a dense tensor (a per-position
+                top-k cache cannot be renormalised over the kept tokens exactly).
+        """
+        if not isinstance(logits, torch.Tensor):
+            raise ConfigError(
+                "student.params.vocab: a student with a trimmed vocabulary needs the "
+                f"teacher's dense logits, and the teacher's outputs are {type(logits).__name__}",
+                hint="remove teacher_cache.top_k, or set student.params.vocab: full",
+            )
+        if logits.numel() == 0:  # no cached outputs (an online teacher)
+            return logits
         return logits.index_select(-1, self.kept_token_ids.to(logits.device))
 
     def targets(self, targets: torch.Tensor) -> torch.Tensor:

@@ -165,3 +165,10 @@ def test_bpe_tokenizers_are_not_trimmed(
     with pytest.raises(ConfigError, match="BPE"):
         student.save_hf_folder(tmp_path / "out")
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_trim_refuses_teacher_outputs_it_cannot_renormalise() -> None:
+    trim = VocabularyTrim(torch.tensor([0, 1, 5]), unk_index=1)
+    with pytest.raises(ConfigError, match="needs the teacher's dense logits"):
+        trim.logits(object())
+    assert trim.logits(torch.empty(0)).numel() == 0  # an online teacher caches nothing
