@@ -219,13 +219,9 @@ def train_model(
     trim = VocabularyTrim.of(model)
     if trim is not None:
         # A trimmed LM student's logits are over the kept tokens: targets become its
-        # entries and the teacher is renormalised over the same tokens (validation
-        # targets are mapped by evaluate()).
+        # entries, and each batch of teacher outputs is renormalised over the same
+        # tokens (validation targets are mapped by evaluate()).
         y = trim.targets(y)
-        teacher_logits = None if teacher_logits is None else trim.logits(teacher_logits)
-        if online_teacher is not None:
-            online_teacher = _restricted_teacher(online_teacher, trim)
-
     tap = student_tap(model, needs)
     if loss is not None:
         _bind_loss(
@@ -297,6 +293,8 @@ def train_model(
                         if online_teacher is not None
                         else teacher_rows(teacher_logits, teacher_features, idx)
                     )
+                    if trim is not None:
+                        teacher = trim.output(teacher)
                     result = loss(ModelOutput(logits, student_features), teacher, y[idx])
                     value, parts = result.total, result.parts
             # One read of the loss per step serves both the check and the epoch mean.
@@ -371,13 +369,6 @@ def train_model(
     return TrainResult(best_acc, best_epoch, len(history), history)
 
 
-def _restricted_teacher(
-    teacher: Callable[[torch.Tensor], ModelOutput], trim: VocabularyTrim
-) -> Callable[[torch.Tensor], ModelOutput]:
-    """An online teacher whose logits are restricted to a trimmed student's tokens."""
-    return lambda batch: trim.output(teacher(batch))
-
-
 def _bind_loss(
     loss: LossStrategy,
     model: nn.Module,
@@ -407,4 +398,7 @@ def _bind_loss(
         if online_teacher is not None
         else teacher_rows(teacher_logits, teacher_features, idx)
     )
+    trim = VocabularyTrim.of(model)
+    if trim is not None:  # as in training: the teacher over the kept tokens only
+        teacher = trim.output(teacher)
     loss.bind(ModelOutput(logits, features), teacher)
