@@ -265,8 +265,7 @@ class HfLMSpace(SearchSpace):
             return
         y = splits.train.y
         # Streamed (lazy) inputs are read batch by batch, never all at once.
-        batches = [(idx, batch) for idx, batch in iter_batches(splits.train.x, 1024)]
-        first = batches[0][1] if batches else torch.zeros(0, 0, dtype=torch.int64)
+        first = next(iter_batches(splits.train.x, 1024), (None, torch.zeros(0, 0)))[1]
         if self._family.mode == "masked" and _looks_causal(first, y[: len(first)]):
             raise ConfigError(
                 f"{_WHERE}: teacher family {self._config['model_type']!r} is a masked LM "
@@ -283,7 +282,7 @@ class HfLMSpace(SearchSpace):
                     hint="set student.params.vocab: full for this tokenizer",
                 )
             self._kept = corpus_vocabulary(
-                ((batch, y[idx]) for idx, batch in batches),
+                ((batch, y[idx]) for idx, batch in iter_batches(splits.train.x, 1024)),
                 self._tokenizer,
                 int(self._config["vocab_size"]),
                 p.min_count,
@@ -400,10 +399,17 @@ class HfLMSpace(SearchSpace):
             sizes = StudentSizes(layers, teacher.hidden, teacher.heads, teacher.intermediate)
         elif p.init == "prune":
             head_dim = teacher.hidden // teacher.heads
-            heads = trial.suggest_categorical("heads", [h for h in heads_all if h <= teacher.heads])
-            inner = trial.suggest_categorical(
-                "intermediate", [i for i in intermediates if i <= teacher.intermediate]
-            )
+            head_choices = [h for h in heads_all if h <= teacher.heads]
+            inner_choices = [i for i in intermediates if i <= teacher.intermediate]
+            if not head_choices or not inner_choices:
+                raise ConfigError(
+                    f"student.params: init: prune keeps at most the teacher's {teacher.heads} "
+                    f"heads and {teacher.intermediate} feed-forward units; none of "
+                    f"heads {heads_all} / intermediate_sizes {intermediates} fits",
+                    hint="give sizes up to the teacher's, or use width_fractions",
+                )
+            heads = trial.suggest_categorical("heads", head_choices)
+            inner = trial.suggest_categorical("intermediate", inner_choices)
             # GPT-2's attention width is its hidden size: heads keep the teacher's size.
             sizes = StudentSizes(layers, heads * head_dim, heads, inner)
         else:
