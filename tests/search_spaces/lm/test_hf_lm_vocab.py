@@ -172,3 +172,47 @@ def test_a_trim_refuses_teacher_outputs_it_cannot_renormalise() -> None:
     with pytest.raises(ConfigError, match="needs the teacher's dense logits"):
         trim.logits(object())
     assert trim.logits(torch.empty(0)).numel() == 0  # an online teacher caches nothing
+
+
+def test_wordpiece_tokenizers_are_trimmed_consistently(texts: list[str], tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+    from kdforge.search_spaces.hf_lm_model import HuggingFaceLMStudent
+    from kdforge.testing.lm import SPECIAL_TOKENS
+
+    core = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.decoder = decoders.WordPiece()
+    core.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=600, special_tokens=list(SPECIAL_TOKENS))
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]"
+    )
+    source = tmp_path / "wordpiece"
+    tokenizer.save_pretrained(source)
+    sample = "parse a json document into a python object"
+    ids = tokenizer(sample, add_special_tokens=False)["input_ids"]
+    kept = torch.tensor(sorted({*range(len(SPECIAL_TOKENS)), *ids}))
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(kept),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            pad_token_id=0,
+        )
+    )
+    student = HuggingFaceLMStudent(
+        model, "masked", tokenizer_dir=source, pad_token_id=0, kept_token_ids=kept, unk_index=1
+    )
+    folder = student.save_hf_folder(tmp_path / "out")
+    saved = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    assert (
+        saved(sample, add_special_tokens=False)["input_ids"]
+        == student.student_ids(torch.tensor(ids)).tolist()
+    )
+    assert len(saved) == len(kept) and saved.mask_token_id == kept.tolist().index(4)
