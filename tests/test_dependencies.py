@@ -38,6 +38,8 @@ EXTRA_FOR = {
     "core/tracking/text_pyfunc.py": "hf",
     "deploy/ray_serve_app.py": "serve",
     "search_spaces/_cut.py": "prune",
+    # Language-model students (hf_lm*): searches distilling a Hugging Face LM only.
+    "search_spaces/hf_lm": "hf",
     "core/testing/": "testing",
     # s3:// and other object-store URIs (pyarrow also comes with ray[tune]).
     "core/storage/": "s3",
