@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import torch
 
-from kdforge.errors import DataError, PluginError
+from kdforge.errors import ConfigError, DataError, PluginError
 
 __all__ = [
     "ACCURACY",
@@ -50,6 +50,7 @@ __all__ = [
     "Split",
     "TaskMetric",
     "TopKLogits",
+    "VocabularyTrim",
     "is_token_dtype",
 ]
 
@@ -495,6 +496,72 @@ class HParam:
             raise PluginError(f"hyperparameter {self.name!r}: low {self.low} > high {self.high}")
         if self.log and self.low <= 0:
             raise PluginError(f"hyperparameter {self.name!r}: log scale needs low > 0")
+
+
+@dataclass(frozen=True)
+class VocabularyTrim:
+    """A language-model student that knows only some of the tokenizer's tokens.
+
+    Its logits are over the kept entries ``(n, T, V')``: entry ``i`` is original token
+    id ``kept_token_ids[i]``. Everything compared with them must speak the same
+    entries: :meth:`logits` restricts a teacher's ``(..., V)`` logits to the kept
+    tokens (their softmax is the teacher's distribution renormalised over the kept
+    tokens), :meth:`targets` maps original target ids to entries (an unkept token
+    reads as the unknown token's entry; ``-1``/``-2`` stay). The trainer and
+    :func:`kdforge.training.evaluate.evaluate` apply it; a loss that reads teacher
+    outputs in another form (e.g. a sparse top-k) restricts them with the same ids.
+
+    Attributes:
+        kept_token_ids: ``(V',)`` int64 original ids, sorted.
+        unk_index: The student entry unkept ids map to.
+    """
+
+    kept_token_ids: torch.Tensor
+    unk_index: int
+
+    @classmethod
+    def of(cls, model: Any) -> VocabularyTrim | None:
+        """The trim of a student module (``kept_token_ids`` attribute; a model followed
+        by its task's head is looked through), None when its vocabulary is whole."""
+        body = getattr(model, "body", model)
+        kept = getattr(body, "kept_token_ids", None)
+        if not isinstance(kept, torch.Tensor):
+            return None
+        return cls(kept, int(getattr(body, "unk_index", 0)))
+
+    def logits(self, logits: Any) -> torch.Tensor:
+        """Full-vocabulary logits ``(..., V)`` -> the kept tokens' ``(..., V')``.
+
+        Raises:
+            ConfigError: teacher outputs that are not a dense tensor (a per-position
+                top-k cache cannot be renormalised over the kept tokens exactly).
+        """
+        if not isinstance(logits, torch.Tensor):
+            raise ConfigError(
+                "student.params.vocab: a student with a trimmed vocabulary needs the "
+                f"teacher's dense logits, and the teacher's outputs are {type(logits).__name__}",
+                hint="remove teacher_cache.top_k, or set student.params.vocab: full",
+            )
+        if logits.numel() == 0:  # no cached outputs (an online teacher)
+            return logits
+        return logits.index_select(-1, self.kept_token_ids.to(logits.device))
+
+    def targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Original target ids -> student entries; negative markers unchanged."""
+        kept = self.kept_token_ids.to(targets.device)
+        lookup = torch.full(
+            (int(kept.max()) + 1,), self.unk_index, dtype=torch.int64, device=targets.device
+        )
+        lookup[kept] = torch.arange(len(kept), device=targets.device)
+        inside = (targets >= 0) & (targets < len(lookup))
+        mapped = lookup[targets.clamp(0, len(lookup) - 1)]
+        unknown = torch.full_like(targets, self.unk_index)
+        return torch.where(inside, mapped, torch.where(targets >= 0, unknown, targets))
+
+    def output(self, output: ModelOutput) -> ModelOutput:
+        """A teacher's :class:`ModelOutput` with its logits restricted (features as they are)."""
+        logits = None if output.logits is None else self.logits(output.logits)
+        return ModelOutput(logits, output.features)
 
 
 @dataclass

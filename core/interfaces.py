@@ -265,8 +265,9 @@ class SearchSpace(_Plugin):
     #: host refuses per-position data for a space that does not.
     per_position: ClassVar[bool] = False
     #: Whether a position's output never depends on later positions (a causal mask);
-    #: causal language modeling refuses a space that does not say so.
-    causal: ClassVar[bool] = False
+    #: causal language modeling refuses a space that does not say so. A space whose
+    #: students are causal or not depending on its params sets it on the instance.
+    causal: bool = False
 
     @staticmethod
     def shown_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
@@ -299,6 +300,14 @@ class SearchSpace(_Plugin):
 
         Called once in the driver after the teacher is loaded and before the search.
         The default does nothing.
+        """
+
+    def bind_data(self, splits: DataSplits) -> None:
+        """Optional: see the (task-prepared) data before sampling, after :meth:`bind_teacher`.
+
+        E.g. to keep the tokens the training corpus uses, or to score a teacher's units
+        on a calibration batch. Whatever it keeps travels with the space to the trials,
+        so keep it small. The default does nothing.
         """
 
     def describe(self, arch: dict[str, Any]) -> str:

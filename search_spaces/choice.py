@@ -21,7 +21,7 @@ from torch import nn
 
 import kdforge
 from kdforge import PluginRef, instantiate
-from kdforge.data import DataInfo
+from kdforge.data import DataInfo, DataSplits
 from kdforge.errors import ConfigError
 from kdforge.interfaces import PluginParams, PrefixedTrial, SearchSpace, Teacher
 
@@ -71,6 +71,11 @@ class ChoiceSpace(SearchSpace):
             )
         for space in self._spaces.values():
             space.bind_teacher(teacher)
+
+    def bind_data(self, splits: DataSplits) -> None:
+        """Show the data to every space."""
+        for space in self._spaces.values():
+            space.bind_data(splits)
 
     def suggest(self, trial: Any, info: DataInfo) -> dict[str, Any] | None:
         """Sample ``space``, then that space's values as ``<space>.<name>``."""

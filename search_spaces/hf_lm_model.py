@@ -11,17 +11,30 @@ weights:
 * ``kept_token_ids``: with a trimmed vocabulary, the original id of each student
   vocabulary entry (student id ``i`` is original id ``kept_token_ids[i]``); the module
   takes *original* ids and maps them itself, so that callers never remap inputs.
+
+:meth:`HuggingFaceLMStudent.save_hf_folder` writes the student as a Hugging Face model
+folder (config, safetensors, tokenizer) that a serving stack loads as is; with a trimmed
+vocabulary the tokenizer is rewritten so that its ids are the student's entries
+(:mod:`kdforge.search_spaces.hf_lm_tokenizer`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["HuggingFaceLMStudent"]
+from kdforge.errors import ConfigError
+from kdforge.search_spaces.hf_lm_tokenizer import save_trimmed_tokenizer
+
+__all__ = ["KEPT_IDS_FILE", "HuggingFaceLMStudent"]
+
+#: File of :meth:`HuggingFaceLMStudent.save_hf_folder` holding a trimmed vocabulary's
+#: original ids (student entry ``i`` is original id ``kept_token_ids[i]``).
+KEPT_IDS_FILE = "kept_token_ids.json"
 
 
 class HuggingFaceLMStudent(nn.Module):
@@ -80,3 +93,55 @@ class HuggingFaceLMStudent(nn.Module):
         mask = None if self.pad_token_id is None else (ids != self.pad_token_id).long()
         out = self.model(input_ids=self.student_ids(ids), attention_mask=mask)
         return out.logits
+
+    def save_hf_folder(self, folder: str | Path) -> Path:
+        """Save the student as a self-consistent Hugging Face model folder.
+
+        Writes ``config.json`` and ``model.safetensors`` (``save_pretrained``) and the
+        tokenizer of :attr:`tokenizer_dir`. With a trimmed vocabulary the tokenizer's
+        vocabulary is rewritten so that its ids *are* the student's entries (word-level
+        and WordPiece tokenizers; the config's special-token ids are remapped too) and
+        ``kept_token_ids.json`` records each entry's original id, so a serving stack
+        loads the folder as is and text round-trips through student ids.
+
+        Args:
+            folder: Where to write (created; existing files of the same names replaced).
+
+        Returns:
+            ``folder`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ConfigError: the student has no tokenizer folder, or its vocabulary is
+                trimmed and its tokenizer is BPE or unigram (their merges and pieces
+                cannot be cut to a subset of tokens).
+        """
+        folder = Path(folder)
+        if self.tokenizer_dir is None:
+            raise ConfigError(
+                "HuggingFaceLMStudent.save_hf_folder: the student has no tokenizer folder",
+                hint="build it with tokenizer_dir= (the teacher's tokenizer folder)",
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = None if self.kept_token_ids is None else [int(i) for i in self.kept_token_ids]
+        # Refuse an untrimmable tokenizer before anything is written.
+        save_trimmed_tokenizer(self.tokenizer_dir, folder, kept)
+        config = self.model.config
+        keys = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id")
+        originals = {k: getattr(config, k, None) for k in keys}
+        if kept is not None:
+            # The config's special ids name tokens: in a trimmed folder, student entries.
+            position = {original: i for i, original in enumerate(kept)}
+            for key, value in originals.items():
+                if isinstance(value, int):
+                    setattr(config, key, position.get(value, self.unk_index))
+        try:
+            self.model.save_pretrained(folder)
+        finally:
+            for key, value in originals.items():  # the live module keeps original ids
+                if isinstance(value, int):
+                    setattr(config, key, value)
+        if kept is not None:
+            (folder / KEPT_IDS_FILE).write_text(
+                json.dumps({"kept_token_ids": kept, "unk_index": self.unk_index}) + "\n"
+            )
+        return folder

@@ -39,6 +39,8 @@ EXTRA_FOR = {
     "core/tracking/text_pyfunc.py": "hf",
     "deploy/ray_serve_app.py": "serve",
     "search_spaces/_cut.py": "prune",
+    # Language-model students (hf_lm*): searches distilling a Hugging Face LM only.
+    "search_spaces/hf_lm": "hf",
     "core/testing/": "testing",
     # Tiny language models for tests (kdforge.testing.lm): the [hf] extra besides the kit's.
     "core/testing/lm.py": "hf",

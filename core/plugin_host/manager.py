@@ -100,6 +100,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "kdforge.search_spaces.cnn",
     "kdforge.search_spaces.resnet",
     "kdforge.search_spaces.transformer",
+    "kdforge.search_spaces.hf_lm",
     "kdforge.search_spaces.pruned",
     "kdforge.search_spaces.choice",
 )

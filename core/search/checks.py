@@ -16,7 +16,7 @@ import torch
 
 from kdforge.batching import iter_batches
 from kdforge.config import DatasetRef
-from kdforge.data import DataInfo, DataSplits, is_token_dtype
+from kdforge.data import DataInfo, DataSplits, VocabularyTrim, is_token_dtype
 from kdforge.errors import ConfigError, DataError, KDForgeError
 from kdforge.interfaces import SearchSpace, Task, Teacher
 from kdforge.plugin_host.split_record import count_seen
@@ -235,6 +235,9 @@ def check_student_space(splits: DataSplits, space: SearchSpace, space_name: str)
             hint=_space_hint(sample),
         ) from None
     expected = info.output_shape(len(sample))
+    trim = VocabularyTrim.of(model)
+    if trim is not None:  # a trimmed LM student: logits over its kept tokens only
+        expected = (*expected[:-1], len(trim.kept_token_ids))
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ConfigError(

@@ -96,6 +96,7 @@ def load_data(plan: SearchPlan) -> LoadedData:
     check_split_against_teacher(config.dataset, splits, plan.teacher, config.teacher.name)
     # The space suggests differently once it is bound (e.g. transformer copies layers).
     plan.space.bind_teacher(plan.teacher)
+    plan.space.bind_data(splits)  # e.g. hf_lm: the corpus vocabulary, pruning calibration
     check_student_space(splits, plan.space, config.student.name)
     points = initial_points_for_search(config, plan.space, plan.loss_settings, splits.info)
     return LoadedData(splits, points, plan)

@@ -19,7 +19,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FixedTrial
 
-from kdforge.data import DataInfo
+from kdforge.data import DataInfo, VocabularyTrim
 from kdforge.interfaces import Exporter, ExportResult, SearchSpace
 from kdforge.testing._base import PluginContract, dumps, example_inputs
 
@@ -75,7 +75,11 @@ class SearchSpaceContract(PluginContract):
                 if self.max_parameters is not None:
                     assert n_params <= self.max_parameters, f"{arch}: {n_params} parameters"
                 logits = model(example_inputs(info, self.batch_size))
-                assert tuple(logits.shape) == (self.batch_size, info.num_classes), arch
+                expected = info.output_shape(self.batch_size)  # per position: (n, T, K)
+                trim = VocabularyTrim.of(model)
+                if trim is not None:  # a trimmed LM student: logits over its kept tokens
+                    expected = (*expected[:-1], len(trim.kept_token_ids))
+                assert tuple(logits.shape) == expected, arch
                 assert bool(torch.isfinite(logits).all()), arch
                 logits.sum().backward()
                 assert any(p.grad is not None for p in model.parameters()), arch

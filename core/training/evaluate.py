@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.batching import iter_batches
-from kdforge.data import Inputs
+from kdforge.data import Inputs, VocabularyTrim
 from kdforge.interfaces import Task
 
 __all__ = ["accuracy", "count_parameters", "evaluate", "model_device", "predict_logits"]
@@ -61,9 +61,15 @@ def evaluate(
         y: Its targets in the task's form.
         task: The task whose selection metric and label loss are measured; None is
             classification: ``(accuracy, cross-entropy)`` over every row.
+
+    A student with a trimmed vocabulary (:class:`~kdforge.data.VocabularyTrim`) is
+    scored over its kept tokens: the targets are mapped to its entries first.
     """
     logits = predict_logits(model, x)
     y = y.to(logits.device)
+    trim = VocabularyTrim.of(model)
+    if trim is not None:  # a trimmed LM student scores its own entries (kdforge.data)
+        y = trim.targets(y)
     if task is None:
         return accuracy(logits, y), float(F.cross_entropy(logits, y))
     with torch.no_grad():

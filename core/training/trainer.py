@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.batching import iter_batches, take, to_device
-from kdforge.data import UNLABELED, Inputs, TopKLogits
+from kdforge.data import UNLABELED, Inputs, TopKLogits, VocabularyTrim
 from kdforge.errors import ConfigError, PluginError
 from kdforge.features import FeatureTap, forward_tapped, student_tap, teacher_rows
 from kdforge.interfaces import LossStrategy, ModelOutput, Task
@@ -222,6 +222,12 @@ def train_model(
         teacher_logits = teacher_logits.to(device)
     teacher_features = {k: v.to(device) for k, v in (teacher_features or {}).items()}
     model.to(device)
+    trim = VocabularyTrim.of(model)
+    if trim is not None:
+        # A trimmed LM student's logits are over the kept tokens: targets become its
+        # entries, and each batch of teacher outputs is renormalised over the same
+        # tokens (validation targets are mapped by evaluate()).
+        y = trim.targets(y)
     tap = student_tap(model, needs)
     if loss is not None:
         _bind_loss(
@@ -293,6 +299,8 @@ def train_model(
                         if online_teacher is not None
                         else teacher_rows(teacher_logits, teacher_features, idx)
                     )
+                    if trim is not None:
+                        teacher = trim.output(teacher)
                     result = loss(ModelOutput(logits, student_features), teacher, y[idx])
                     value, parts = result.total, result.parts
             # One read of the loss per step serves both the check and the epoch mean.
@@ -396,4 +404,7 @@ def _bind_loss(
         if online_teacher is not None
         else teacher_rows(teacher_logits, teacher_features, idx)
     )
+    trim = VocabularyTrim.of(model)
+    if trim is not None:  # as in training: the teacher over the kept tokens only
+        teacher = trim.output(teacher)
     loss.bind(ModelOutput(logits, features), teacher)

@@ -15,7 +15,7 @@ SEARCHES = sorted(p for p in FOLDER.glob("*.yaml") if not p.stem.endswith("-teac
 
 def test_one_example_per_builtin_space() -> None:
     spaces = {load_search_config(p).student.name for p in SEARCHES}
-    assert spaces == {"mlp", "cnn", "resnet", "transformer", "pruned", "choice"}
+    assert spaces == {"mlp", "cnn", "resnet", "transformer", "pruned", "choice", "hf_lm"}
 
 
 @pytest.mark.parametrize("path", SEARCHES, ids=lambda p: p.stem)
