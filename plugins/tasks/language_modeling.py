@@ -17,7 +17,8 @@ Two ``mode`` values, as the data prepares them:
   the original token there (BERT's 15% with 80/10/10, done by the dataset).
 
 The label loss is cross-entropy over the scored positions, the soft target the softmax
-per position at temperature T. Selection uses validation **perplexity** (``exp`` of the
+per position at temperature T; the default distillation loss is ``lm_kd`` (forward KL
+per real token, mixed with the label loss). Selection uses validation **perplexity** (``exp`` of the
 mean cross-entropy per scored token): lower is better. Token accuracy is reported beside.
 """
 
@@ -60,6 +61,8 @@ class LanguageModeling(PositionTask):
     # A failed trial must rank below any trained model: far above a uniform guess over
     # any vocabulary a student is distilled on.
     metric_failed_value = 1e9
+    # Forward KL per real token, and the only loss that reads a per-position top-k cache.
+    default_loss = "lm_kd"
 
     def num_outputs(self, info: DataInfo) -> int:
         """The vocabulary size (logits per position)."""

@@ -342,3 +342,13 @@ def test_triple_loss_trains_a_hf_student_on_tapped_hidden_states(lm) -> None:
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     (projection,) = loss.terms[2][2].parameters()[:1]
     assert projection.shape == (32, 16)  # nn.Linear(16 -> 32): student width to teacher's
+
+
+def test_a_trimmed_student_vocabulary_refuses_a_top_k_cache_before_any_trial(
+    tmp_path: Path,
+) -> None:
+    config = _search_config(tmp_path, {"name": "lm_kd"}).model_dump()
+    config["student"] = {"name": "hf_lm", "params": {"vocab": "corpus"}}
+    plan = plan_search(SearchConfig.model_validate(config))
+    with pytest.raises(ConfigError, match=r"trimmed vocabulary .*vocab: corpus"):
+        with_task(plan, plan.dataset.load(0))
