@@ -258,7 +258,7 @@ def test_top_k_below_the_vocabulary_matches_its_bucket_reference(divergence: str
 def test_top_k_below_the_vocabulary_is_close_to_the_full_loss() -> None:
     """A peaked teacher and a student near it (T = 1): the error shrinks as k grows, the
     top-k value never exceeds the full one (merging tokens lowers a divergence), and k = 32
-    of 200 tokens is within 15%. (At T > 1 the tail weighs more; see docs/lm-lm-losses.md.)"""
+    of 200 tokens is within 15%. (At T > 1 the tail weighs more; see docs/language-models.md.)"""
     g = torch.Generator().manual_seed(7)
     teacher = torch.randn(3, 6, 200, generator=g) * 3
     student = 0.8 * teacher + torch.randn(3, 6, 200, generator=g)
