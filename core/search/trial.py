@@ -27,6 +27,7 @@ from torch import nn
 from kdforge.data import ACCURACY, DataInfo, Inputs, TaskMetric
 from kdforge.interfaces import LossStrategy, PluginParams, SearchSpace, Task
 from kdforge.objectives.constraints import TrialObjectives, measure_trial, rejected_result
+from kdforge.teacher.cached_rows import CachedRows
 from kdforge.teacher.online import OnlineTeacher
 from kdforge.training.distributed import DataParallel
 from kdforge.training.evaluate import count_parameters, evaluate
@@ -338,6 +339,22 @@ def train_prepared(
     )
 
 
+#: Cached teacher outputs of at most this many bytes (decoded) are copied into the trial's
+#: memory before training: indexing a tensor costs less per batch than decoding rows of
+#: the memory-mapped files (about 6% of a small student's training time, measured in
+#: benchmarks/search_overhead.py's setting). Larger outputs stay shared through the
+#: operating system's page cache, which is what the memory-mapped cache is for.
+RESIDENT_TEACHER_BYTES = 64 * 2**20
+
+
+def resident(rows: Any) -> Any:
+    """``rows`` as an in-memory tensor when they are small dense cached rows; else as is."""
+    if not isinstance(rows, CachedRows) or rows.spec.get("encoding") != "dense":
+        return rows
+    decoded = 4 * rows.shape.numel()  # float32 once decoded
+    return rows.materialize() if decoded <= RESIDENT_TEACHER_BYTES else rows
+
+
 def train_on_payload(
     payload: TrialPayload,
     model: nn.Module,
@@ -377,9 +394,13 @@ def train_on_payload(
             precision=payload.precision,
         ),
         loss=loss,
-        teacher_logits=payload.teacher_train_logits if distill else None,
+        teacher_logits=resident(payload.teacher_train_logits) if distill else None,
         on_epoch=on_epoch,
-        teacher_features=payload.teacher_train_features if distill else None,
+        teacher_features=(
+            {k: resident(v) for k, v in (payload.teacher_train_features or {}).items()}
+            if distill
+            else None
+        ),
         online_teacher=payload.online_teacher if distill else None,
         parallel=parallel,
         task=payload.task,
