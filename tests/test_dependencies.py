@@ -44,6 +44,9 @@ EXTRA_FOR = {
     "core/testing/": "testing",
     # Tiny language models for tests (kdforge.testing.lm): the [hf] extra besides the kit's.
     "core/testing/lm.py": "hf",
+    # Language-model students saved and registered as Hugging Face models.
+    "core/export/hf_folder.py": "hf",
+    "core/tracking/hf_model.py": "hf",
     # s3:// and other object-store URIs (pyarrow also comes with ray[tune]).
     "core/storage/": "s3",
 }

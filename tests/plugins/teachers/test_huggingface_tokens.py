@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdforge.data import TopKLogits
 from kdforge.errors import CheckpointError
 from kdforge.plugins.teachers.huggingface import HuggingFaceTeacher
 from kdforge.teacher.cached_rows import CachedRows, save_rows
@@ -40,11 +41,16 @@ def test_a_tagger_is_not_loaded_as_a_sequence_classifier(tagger: Path) -> None:
         _teacher(tagger, "sequence_classification")
 
 
-def test_per_position_rows_are_cached_dense_and_top_k_is_refused(tmp_path: Path) -> None:
+def test_per_position_rows_are_cached_dense_or_as_per_position_top_k(tmp_path: Path) -> None:
     logits = torch.randn(5, 4, 3)
     spec = save_rows(tmp_path, "logits_train", logits)
     rows = CachedRows.from_spec(tmp_path, spec)
     assert rows.shape == logits.shape and rows.dim() == 3
     assert torch.equal(rows[torch.tensor([1, 3])], logits[[1, 3]])
-    with pytest.raises(ValueError, match="per-position outputs are stored dense"):
-        save_rows(tmp_path, "logits_val", logits, top_k=2)
+    # With top_k, each position keeps its k largest logits and the log-sum-exp, read
+    # sparse (the losses that can, lm_kd, train on them; the others are refused).
+    top = save_rows(tmp_path, "logits_val", logits, top_k=2)
+    assert top["encoding"] == "topk_lse" and top["k"] == 2
+    sparse = CachedRows.from_spec(tmp_path, top)[torch.tensor([1, 3])]
+    assert isinstance(sparse, TopKLogits)
+    assert torch.equal(sparse.values, logits[[1, 3]].topk(2, dim=-1).values)
