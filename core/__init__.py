@@ -47,6 +47,8 @@ from kdforge.data import (
     LossResult,
     ModelOutput,
     Split,
+    TopKLogits,
+    VocabularyTrim,
     is_token_dtype,
 )
 from kdforge.errors import (
@@ -124,7 +126,9 @@ __all__ = [
     "Task",
     "Teacher",
     "TeacherConfig",
+    "TopKLogits",
     "TrackingError",
+    "VocabularyTrim",
     "__version__",
     "apply_storage",
     "build_checkpoint_model",
