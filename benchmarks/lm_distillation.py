@@ -127,7 +127,7 @@ def _train_teacher(folder: Path, splits: Any, task: Any, args: argparse.Namespac
     return result
 
 
-def _student(space: HfLMSpace, init: str, info: Any, seed: int) -> torch.nn.Module:
+def _student(space: HfLMSpace, init: str, info: Any, seed: int) -> Any:
     values: dict[str, Any] = {"layers": 2, "heads": 2, "intermediate": 256}
     if init == "random":
         values = {"layers": 2, "hidden": 64, "heads_h64": 2, "intermediate": 256}
