@@ -179,6 +179,10 @@ def main() -> None:
     }
     dataset = instantiate("dataset", PluginRef(name="text_corpus", params=corpus_params), "data")
     splits = dataset.load(0)
+    # One block per document and none left out: the same count and seed give the same
+    # permutation, so the dataset's train split is exactly the tokenizer's documents.
+    blocks = len(splits.train) + len(splits.val) + len(splits.test)
+    assert blocks == len(documents), f"{blocks} blocks from {len(documents)} documents"
     assert len(splits.train) == len(train_rows), "the dataset split is not the reproduced one"
     info = splits.info
     task = instantiate(
