@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from kdforge.errors import TrackingError, first_line
-from kdforge.tracking.registry import label_version
+from kdforge.tracking.registry import flavor_settings, label_version
 from kdforge.tracking.store import registry_at
 
 # MLflow (~1.5 s to import) and transformers are imported by the functions that use
@@ -185,15 +185,10 @@ def is_safe_transformers_model(model_uri: str, tracking_uri: str) -> bool:
         model_uri: ``models:/...`` or ``runs:/...``.
         tracking_uri: Where the registry lives.
     """
-    import mlflow
-    from mlflow.models import get_model_info
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        with registry_at(tracking_uri):
-            flavors = dict(get_model_info(model_uri).flavors)
-    except Exception:  # not found: check_servable's model_flavors already said so
+    flavors = flavor_settings(model_uri, tracking_uri)
+    if flavors is None:  # not found: check_servable's model_flavors already said so
         return False
     conf = flavors.get("transformers") or {}
     pyfunc = flavors.get("python_function") or {}

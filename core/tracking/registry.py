@@ -200,6 +200,25 @@ def fetch_onnx_model(model_uri: str, tracking_uri: str | None = None) -> OnnxMod
     )
 
 
+def flavor_settings(model_uri: str, tracking_uri: str) -> dict[str, dict[str, Any]] | None:
+    """A logged model's flavours with their settings, from its ``MLmodel`` file only
+    (nothing else is downloaded or read); None when the model cannot be found.
+
+    Args:
+        model_uri: ``models:/...`` or ``runs:/...``.
+        tracking_uri: Where the registry lives.
+    """
+    import mlflow
+    from mlflow.models import get_model_info
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with registry_at(tracking_uri):
+            return {k: dict(v or {}) for k, v in get_model_info(model_uri).flavors.items()}
+    except Exception:  # not found, unreachable: the callers answer "not that kind"
+        return None
+
+
 def model_flavors(model_uri: str, tracking_uri: str) -> tuple[set[str], str | None]:
     """A logged model's flavours and its pyfunc loader module, from its MLmodel file only.
 

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdforge.tracking.registry import label_version
+from kdforge.tracking.registry import flavor_settings, label_version
 from kdforge.tracking.store import registry_at
 
 # MLflow (~1.5 s to import), onnx and transformers are imported by the function that
@@ -135,16 +135,12 @@ def is_kdforge_text_model(model_uri: str, tracking_uri: str) -> bool:
         model_uri: ``models:/...`` or ``runs:/...``.
         tracking_uri: Where the registry lives.
     """
-    import mlflow
-    from mlflow.models import get_model_info
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        with registry_at(tracking_uri):
-            conf = get_model_info(model_uri).flavors.get("python_function") or {}
-    except Exception:  # not found: check_servable's model_flavors already said so
+    flavors = flavor_settings(model_uri, tracking_uri)
+    if flavors is None:  # not found: check_servable's model_flavors already said so
         return False
+    conf = flavors.get("python_function") or {}
     code_path = conf.get("model_code_path")
     if not code_path or conf.get("loader_module") not in _CODE_LOADERS:
         return False
