@@ -263,11 +263,15 @@ class SearchSpace(_Plugin):
     #: Whether ``build`` gives one output row per input position ``(n, seq_len, K)``
     #: when the data asks for it (:attr:`DataInfo.per_position`, token tagging); the
     #: host refuses per-position data for a space that does not.
-    per_position: ClassVar[bool] = False
+    per_position: bool = False
     #: Whether a position's output never depends on later positions (a causal mask);
     #: causal language modeling refuses a space that does not say so. A space whose
     #: students are causal or not depending on its params sets it on the instance.
     causal: bool = False
+    #: Whether its students need the teacher's dense logits (a trimmed vocabulary
+    #: renormalises them over its tokens): the host then refuses a per-position top-k
+    #: teacher cache before the search starts. Set on the instance when params decide.
+    needs_dense_teacher: bool = False
 
     @staticmethod
     def shown_arch(arch: Mapping[str, Any]) -> dict[str, Any]:

@@ -196,6 +196,8 @@ class HfLMSpace(SearchSpace):
         # bound it is provisionally yes, and bind_data refuses causal data for a masked
         # family (the data shows its mode: targets that are the next input tokens).
         self.causal = True
+        # Renormalising the teacher over kept tokens needs its dense logits.
+        self.needs_dense_teacher = p.vocab != "full"
         if p.teacher_path:
             self._read_teacher(p.teacher_path)
 

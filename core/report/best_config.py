@@ -25,7 +25,7 @@ from kdforge.interfaces import SearchSpace, Teacher
 if TYPE_CHECKING:
     from torch import nn
 
-    from kdforge.data import DataInfo
+    from kdforge.data import DataInfo, DataSplits
     from kdforge.report.leaderboard import TrialRow
 
 __all__ = [
@@ -49,6 +49,14 @@ class FixedArchitecture(SearchSpace):
         self.inner = inner
         self.arch = dict(arch)
         self._checked = False
+        self._mirror()
+
+    def _mirror(self) -> None:
+        # What the host asks of a space is the wrapped space's, which may settle it only
+        # once bound (hf_lm: causal or not by the teacher's family).
+        self.per_position = self.inner.per_position
+        self.causal = self.inner.causal
+        self.needs_dense_teacher = self.inner.needs_dense_teacher
 
     def suggest(self, trial: Any, info: DataInfo) -> dict[str, Any] | None:
         """Sample nothing; return the fixed architecture (checked once).
@@ -63,6 +71,12 @@ class FixedArchitecture(SearchSpace):
     def bind_teacher(self, teacher: Teacher | None) -> None:
         """Bind the teacher to the wrapped space (one that copies or cuts the teacher needs it)."""
         self.inner.bind_teacher(teacher)
+        self._mirror()
+
+    def bind_data(self, splits: DataSplits) -> None:
+        """Show the data to the wrapped space (hf_lm: the corpus vocabulary, calibration)."""
+        self.inner.bind_data(splits)
+        self._mirror()
 
     def build(self, arch: dict[str, Any], info: DataInfo) -> nn.Module:
         """Build with the wrapped space."""

@@ -156,13 +156,13 @@ def _check_sparse_teacher(loss_name: str, plan: SearchPlan, output_kind: str) ->
         return
     if settings.mode == "online" or not settings.enabled:
         return  # no cache entry: the loss gets the teacher's dense logits
-    if (plan.config.student.params or {}).get("vocab", "full") != "full":
+    if plan.space.needs_dense_teacher:
         # Renormalising over a trimmed vocabulary needs every kept token's logit; a
         # top-k cache lacks most of them. Said here, before any trial fails on it.
         raise ConfigError(
-            "teacher_cache.top_k: a student with a trimmed vocabulary "
-            f"(student.params.vocab: {plan.config.student.params['vocab']}) needs the "
-            "teacher's dense logits to renormalise them over its tokens",
+            f"teacher_cache.top_k: the students of space {plan.config.student.name!r} need "
+            "the teacher's dense logits (a trimmed vocabulary renormalises them over its "
+            "tokens)",
             hint="remove teacher_cache.top_k (teacher_cache.mode: online keeps nothing on "
             "disk), or set student.params.vocab: full",
         )

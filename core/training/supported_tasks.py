@@ -47,7 +47,7 @@ def require_space_outputs(space: SearchSpace, info: DataInfo, where: str) -> Non
     Raises:
         ConfigError: per-position data and a space without :attr:`SearchSpace.per_position`.
     """
-    if not info.per_position or type(space).per_position:
+    if not info.per_position or space.per_position:
         return
     raise ConfigError(
         f"{where}: task {info.task!r} needs one output row per input position "

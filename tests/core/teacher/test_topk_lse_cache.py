@@ -350,5 +350,7 @@ def test_a_trimmed_student_vocabulary_refuses_a_top_k_cache_before_any_trial(
     config = _search_config(tmp_path, {"name": "lm_kd"}).model_dump()
     config["student"] = {"name": "hf_lm", "params": {"vocab": "corpus"}}
     plan = plan_search(SearchConfig.model_validate(config))
-    with pytest.raises(ConfigError, match=r"trimmed vocabulary .*vocab: corpus"):
+    refused = r"space 'hf_lm' need .*dense logits .*trimmed vocabulary"
+    with pytest.raises(ConfigError, match=refused) as err:
         with_task(plan, plan.dataset.load(0))
+    assert "student.params.vocab: full" in (err.value.hint or "")

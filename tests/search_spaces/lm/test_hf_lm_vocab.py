@@ -216,3 +216,27 @@ def test_wordpiece_tokenizers_are_trimmed_consistently(texts: list[str], tmp_pat
         == student.student_ids(torch.tensor(ids)).tolist()
     )
     assert len(saved) == len(kept) and saved.mask_token_id == kept.tolist().index(4)
+
+
+def test_a_fixed_architecture_answers_for_the_space_it_wraps(
+    gpt: Path, small_corpus: torch.Tensor
+) -> None:
+    """student.fixed wraps the space: the host's questions (per-position outputs, causal,
+    dense teacher logits) and the data reach the wrapped hf_lm space."""
+    from kdforge.report.best_config import FixedArchitecture
+    from kdforge.search_spaces.hf_lm import HfLMParams, HfLMSpace
+    from kdforge.training.supported_tasks import require_space_outputs
+
+    splits = lm_splits(small_corpus)
+    arch = sample_arch(
+        bound_space(gpt, splits, vocab="corpus"),
+        {"layers": 1, "hidden": 16, "heads_h16": 2, "intermediate": 32},
+    )
+    inner = HfLMSpace(HfLMParams(teacher_path=str(gpt), vocab="corpus"))
+    fixed = FixedArchitecture(inner, arch)
+    fixed.bind_teacher(None)
+    fixed.bind_data(splits)
+    assert inner._kept == json.loads(arch["_recipe"])["kept_token_ids"]
+    assert fixed.per_position and fixed.causal and fixed.needs_dense_teacher
+    require_space_outputs(fixed, splits.info, "student space 'hf_lm'")  # no refusal
+    assert fixed.build(dict(arch), lm_info())(small_corpus[:2]).shape[-1] == len(inner._kept)
