@@ -32,7 +32,7 @@ from kdforge.teacher.cache import estimate_cache_size, prepare_teacher_outputs
 from kdforge.teacher.cached_rows import CachedRows, save_rows
 from kdforge.teacher.outputs import compute_teacher_outputs
 from kdforge.testing.lm import python_docstrings, tiny_lm, token_blocks
-from kdforge.training.trainer import TrainSettings, train_model
+from kdforge.training.trainer import TrainResult, TrainSettings, train_model
 
 BLOCK = 16
 
@@ -84,6 +84,23 @@ def _loss(divergence: str = "forward_kl") -> LMKD:
     return loss
 
 
+def _train_lm(
+    model: nn.Module, splits: DataSplits, loss: LMKD, *, epochs: int, lr: float, **teacher: Any
+) -> TrainResult:
+    """train_model on the LM splits with ``loss`` and the given teacher outputs."""
+    return train_model(
+        model,
+        x=splits.train.x,
+        y=splits.train.y,
+        val_x=splits.val.x,
+        val_y=splits.val.y,
+        settings=TrainSettings(epochs=epochs, lr=lr, batch_size=16, seed=0),
+        loss=loss,
+        task=LanguageModeling(),
+        **teacher,
+    )
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_rows_round_trip_as_top_k_with_log_sum_exp(tmp_path: Path, dtype: str) -> None:
     logits = torch.randn(5, 4, 50) * 3
@@ -133,17 +150,7 @@ def test_cache_is_sized_printed_and_read_sparse_by_the_trainer(tmp_path: Path, l
     assert 1.0 < outputs.accuracy(splits, LanguageModeling())["val"] < vocab
     # The trainer indexes, moves and reads the sparse rows; the student learns.
     model = _student(vocab)
-    result = train_model(
-        model,
-        x=splits.train.x,
-        y=splits.train.y,
-        val_x=splits.val.x,
-        val_y=splits.val.y,
-        settings=TrainSettings(epochs=3, lr=2e-2, batch_size=16, seed=0),
-        loss=_loss("gjsd"),
-        teacher_logits=train,
-        task=LanguageModeling(),
-    )
+    result = _train_lm(model, splits, _loss("gjsd"), epochs=3, lr=2e-2, teacher_logits=train)
     losses = [r.train_loss for r in result.history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
@@ -182,17 +189,7 @@ def test_full_vocabulary_cache_trains_exactly_as_the_dense_logits(tmp_path: Path
     states = []
     for logits in (cached, dense):
         model = _student(vocab)
-        train_model(
-            model,
-            x=splits.train.x,
-            y=splits.train.y,
-            val_x=splits.val.x,
-            val_y=splits.val.y,
-            settings=TrainSettings(epochs=1, lr=1e-2, batch_size=16, seed=0),
-            loss=_loss("reverse_kl"),
-            teacher_logits=logits,
-            task=LanguageModeling(),
-        )
+        _train_lm(model, splits, _loss("reverse_kl"), epochs=1, lr=1e-2, teacher_logits=logits)
         states.append(model.state_dict())
     for name, value in states[0].items():
         torch.testing.assert_close(value, states[1][name], atol=1e-5, rtol=1e-4)
@@ -226,17 +223,14 @@ def test_an_lm_loss_trains_with_the_online_teacher(tmp_path: Path, lm) -> None:
     assert not (tmp_path / "cache").exists()  # nothing stored
     assert outputs.has_logits and outputs.val.shape[1:] == (BLOCK, splits.info.num_classes)
     model = _student(splits.info.num_classes)
-    result = train_model(
+    result = _train_lm(
         model,
-        x=splits.train.x,
-        y=splits.train.y,
-        val_x=splits.val.x,
-        val_y=splits.val.y,
-        settings=TrainSettings(epochs=3, lr=2e-2, batch_size=16, seed=0),
-        loss=_loss(),
+        splits,
+        _loss(),
+        epochs=3,
+        lr=2e-2,
         teacher_logits=outputs.train,
         online_teacher=outputs.online_teacher,
-        task=LanguageModeling(),
     )
     losses = [r.train_loss for r in result.history]
     assert outputs.online_teacher.calls == 3 * 3  # every batch of every epoch
