@@ -137,7 +137,8 @@ def check_servable(target: ServeTarget, trust_pickle: bool = False) -> None:
 
     Args:
         target: What to serve.
-        trust_pickle: Serve a non-ONNX model (its code runs in the server).
+        trust_pickle: Serve a model that is neither ONNX nor one of kdforge's checked
+            text or language models (its code runs in the server).
 
     Raises:
         ConfigError: a local SQLite store that does not exist (nothing is created), or

@@ -74,7 +74,8 @@ def add_commands(sub: Any) -> None:
     serve.add_argument(
         "--trust-pickle",
         action="store_true",
-        help="serve a non-ONNX model (it unpickles code: only if you trust it)",
+        help="serve a model kdforge cannot check is code-free (a pickled or custom-code "
+        "model: its code runs in the server; only if you trust it)",
     )
     serve.add_argument("--address", help="Ray cluster address to join (--ray; default: local Ray)")
     serve.add_argument(
