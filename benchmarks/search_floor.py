@@ -11,11 +11,14 @@ rows run alternately, ``--rounds`` times, and the median (min-max) is printed:
   three libraries a search driver needs, one per process;
 * **driver imports**: the three (and optuna) in one process, as a search driver imports
   them: imports run one after another under the GIL;
+* **import torch + its first optimizer step**: a process that imports torch and takes
+  one AdamW step on a 4-2 linear layer (the first step imports ``torch._dynamo``), as
+  every trial worker and every plain training process does once;
 * **bare Tune, own Ray**: ``ray.init`` starting a local Ray (no dashboard, as kdforge
-  does), a ``tune.Tuner`` running ``--trials`` no-op trials ``--concurrent`` at a time
-  (``reuse_actors``, no Tune loggers, kdforge's Tune settings) whose worker imports torch
-  as a kdforge trial does, then ``ray.shutdown``. No MLflow, no data, no kdforge: the
-  least a search run by Ray Tune costs;
+  does), a ``tune.Tuner`` running ``--trials`` trials, one per CPU at a time (``reuse_actors``,
+  no Tune loggers, kdforge's Tune settings) that each take that one optimizer step, then
+  ``ray.shutdown``. No MLflow, no data, no kdforge: the least a search whose trials
+  train costs when Ray Tune runs it;
 * **bare Tune, joins a running Ray**: the same, joining a local Ray started once
   beforehand with ``kdforge ray start``'s settings (its start is printed, not counted);
 * **bare Tune, joins a Ray with torch preloaded**: the same against a Ray started with
@@ -60,6 +63,11 @@ from search_overhead import (
 _IMPORTS = {
     "python": "pass",
     "import torch": "import torch",
+    "import torch + its first optimizer step": (
+        "import torch; m = torch.nn.Linear(4, 2); "
+        "o = torch.optim.AdamW(m.parameters(), fused=True); m(torch.ones(1, 4)).sum().backward(); "
+        "o.step()"
+    ),
     "import ray + ray.tune": "import ray; from ray import tune",
     "import mlflow + its SQL store": (
         "import mlflow; from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore"
@@ -70,13 +78,19 @@ _IMPORTS = {
     ),
 }
 
-# A Tune run with nothing of kdforge: no-op trials whose worker imports torch.
+# A Tune run with nothing of kdforge: trials that take one optimizer step, the least a
+# training trial does (torch's first optimizer step imports torch._dynamo).
 _BARE_TUNE = """
 import sys, ray
 from ray import tune
 
 def trial(config):
-    import torch  # a kdforge trial's worker needs torch
+    import torch
+
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    model(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
     tune.report({"score": float(config["i"])})
 
 address, trials, concurrent, storage = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
