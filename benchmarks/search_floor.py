@@ -242,6 +242,15 @@ def report(times: dict[str, list[float]], trials: int, target: float) -> None:
         f"{kd_joined - floor_joined:.2f} s (config, data, MLflow's writes, the trials' "
         "kdforge imports and payload, reports, plots)"
     )
+    # Not a bound (the imports may overlap Tune's waiting), but where kdforge's share is:
+    # bare Tune plus the libraries the driver imports besides Ray.
+    others = imports - median["import ray + ray.tune"]
+    print(
+        f"bare Tune + the driver's other imports (torch, optuna, mlflow: {others:.2f} s), "
+        f"if nothing overlapped: {own + others:.2f} s own Ray, {joined + others:.2f} s "
+        f"joined; kdforge above that: {kd_own - own - others:.2f} s, "
+        f"{kd_joined - joined - others:.2f} s"
+    )
     for label, floor in (("its own Ray", floor_own), ("a joined Ray", floor_joined)):
         room = target - floor
         verdict = (
