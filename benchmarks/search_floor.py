@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
@@ -122,32 +123,17 @@ def _start_ray(cache: Path, port: int, env: dict[str, str]) -> tuple[str, float]
     """``kdforge ray start`` (its settings, a cache folder of its own); address, seconds."""
     from kdforge.cluster.ray_init import start_shared_ray
 
-    saved = {key: os.environ.get(key) for key in ("KDFORGE_CACHE_DIR", *env)}
-    os.environ.update({"KDFORGE_CACHE_DIR": str(cache), **env})
-    try:
+    with mock.patch.dict(os.environ, {"KDFORGE_CACHE_DIR": str(cache), **env}):
         started = time.perf_counter()
         address = start_shared_ray(port=port)
         return address, time.perf_counter() - started
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _stop_ray(cache: Path) -> None:
     from kdforge.cluster.ray_init import stop_shared_ray
 
-    saved = os.environ.get("KDFORGE_CACHE_DIR")
-    os.environ["KDFORGE_CACHE_DIR"] = str(cache)
-    try:
+    with mock.patch.dict(os.environ, {"KDFORGE_CACHE_DIR": str(cache)}):
         stop_shared_ray()
-    finally:
-        if saved is None:
-            os.environ.pop("KDFORGE_CACHE_DIR", None)
-        else:
-            os.environ["KDFORGE_CACHE_DIR"] = saved
 
 
 def measure(rounds: int, trials: int, rows: int) -> dict[str, list[float]]:
